@@ -1,0 +1,42 @@
+"""Plausibility checks on position records (docs/protocol.md §4.4).
+
+A frame can be well formed and still describe an impossible fix: a latitude of 123°, a time in
+1970 after an RTC reset. Such a record is rejected alone, with a reason, so the good records of
+the same batch are still stored. Pure functions: the caller passes "now".
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from protocol.frames import PositionRecord
+
+# 2015-01-01T00:00:00Z: older than any GP8 box; earlier times come from a reset clock.
+MIN_TIME_MS = 1_420_070_400_000
+# Boxes take UTC from GPS; more than this ahead of our clock is a broken RTC, not drift.
+MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
+_MAX_LAT = 900_000_000
+_MAX_LON = 1_800_000_000
+
+
+class RecordRejection(StrEnum):
+    LATITUDE = "latitude_out_of_range"
+    LONGITUDE = "longitude_out_of_range"
+    TIME_TOO_OLD = "time_too_old"
+    TIME_IN_FUTURE = "time_in_future"
+    HEADING = "heading_out_of_range"
+
+
+def check_record(record: PositionRecord, now_ms: int) -> RecordRejection | None:
+    """Why ``record`` is impossible, or None when it is plausible."""
+    if not -_MAX_LAT <= record.lat_e7 <= _MAX_LAT:
+        return RecordRejection.LATITUDE
+    if not -_MAX_LON <= record.lon_e7 <= _MAX_LON:
+        return RecordRejection.LONGITUDE
+    if record.time_ms < MIN_TIME_MS:
+        return RecordRejection.TIME_TOO_OLD
+    if record.time_ms > now_ms + MAX_CLOCK_SKEW_MS:
+        return RecordRejection.TIME_IN_FUTURE
+    if record.heading_ddeg > 3599:
+        return RecordRejection.HEADING
+    return None

@@ -1,0 +1,25 @@
+"""Errors of the storage layer. Engines translate driver exceptions into these at one boundary
+(storage/mongo/errors.py, storage/sqlite/errors.py); nothing above `storage/` sees a PyMongo or
+sqlite3 exception."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every storage error."""
+
+
+class NotFound(StorageError):
+    """The record does not exist (or belongs to another fleet, which is the same to the caller)."""
+
+
+class Conflict(StorageError):
+    """A unique constraint was violated (duplicate VIN, IMEI, ...)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or did not answer in time; the operation may be retried."""
+
+
+class InvalidCursor(StorageError):
+    """A pagination cursor that this engine did not issue."""
