@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.auth import NONCE_SIZE, login_proof, verify_login_proof
+from protocol.auth import NONCE_SIZE, login_proof, mqtt_password, verify_login_proof
 from protocol.codec import (
     MAX_FRAME_SIZE,
     MAX_RECORDS_PER_FRAME,
@@ -35,6 +35,7 @@ from protocol.frames import (
     Event,
     EventCode,
     Heartbeat,
+    Ident,
     Login,
     LoginResult,
     LoginStatus,
@@ -75,6 +76,7 @@ __all__ = [
     "FrameTooLarge",
     "Garbage",
     "Heartbeat",
+    "Ident",
     "Login",
     "LoginResult",
     "LoginStatus",
@@ -98,5 +100,6 @@ __all__ = [
     "crc16",
     "encode",
     "login_proof",
+    "mqtt_password",
     "verify_login_proof",
 ]

@@ -45,6 +45,7 @@ from protocol.frames import (
     Event,
     EventCode,
     Heartbeat,
+    Ident,
     Login,
     LoginResult,
     LoginStatus,
@@ -67,7 +68,7 @@ CRC_SIZE = 2
 MIN_LENGTH = 1 + 1 + 4 + CRC_SIZE
 # Largest whole frame we accept. A full 255-record batch is 11,488 bytes; 16 KiB leaves room
 # for that and bounds what one connection can make us hold: with 10,000 boxes connected the
-# receive buffers stay under 10,000 × 2 × 16 KiB ≈ 330 MiB even if every box misbehaves.
+# receive buffers stay under 10,000 x 2 x 16 KiB ≈ 330 MiB even if every box misbehaves.
 MAX_FRAME_SIZE = 16 * 1024
 MAX_RECORDS_PER_FRAME = 255  # the count is one byte
 MAX_SEQ = 0xFFFF_FFFF
@@ -77,6 +78,7 @@ RECORD_SIZE = RECORD.size  # 45
 _IMEI_MAX = 999_999_999_999_999
 
 _LOGIN = struct.Struct(">QBBBB32s")
+_IDENT = struct.Struct(">QBBBB")
 _EVENT_HEAD = struct.Struct(">HI")
 _COMMAND_RESULT = struct.Struct(">IBBH")
 _CHALLENGE = struct.Struct(">16sQ")
@@ -102,6 +104,13 @@ def _parse_login(seq: int, payload: bytes) -> Login:
     if imei > _IMEI_MAX:
         raise ValueError("IMEI has more than 15 digits")
     return Login(seq, f"{imei:015d}", Model(model), (major, minor, patch), proof)
+
+
+def _parse_ident(seq: int, payload: bytes) -> Ident:
+    imei, model, major, minor, patch = _exact(_IDENT, payload)
+    if imei > _IMEI_MAX:
+        raise ValueError("IMEI has more than 15 digits")
+    return Ident(seq, f"{imei:015d}", Model(model), (major, minor, patch))
 
 
 def _parse_records(payload: bytes) -> tuple[PositionRecord, ...]:
@@ -165,6 +174,8 @@ def _parse_nack(seq: int, payload: bytes) -> Nack:
 
 
 # --- payload serialisers: message -> payload bytes --------------------------------------------
+# Enum fields go through their enum so that a value the decoder would reject (an event code 99)
+# fails here, as an EncodeError: whatever encode() accepts, FrameDecoder decodes back equal.
 
 
 def _pack_record(record: PositionRecord) -> bytes:
@@ -172,11 +183,19 @@ def _pack_record(record: PositionRecord) -> bytes:
 
 
 def _serialize_login(m: Login) -> bytes:
-    if not (len(m.imei) == 15 and m.imei.isdigit()):
-        raise EncodeError("IMEI must be 15 digits")
+    # isascii: str.isdigit() also accepts "²" and non-Latin digits, which int() rejects or maps
+    # to a different number.
+    if not (len(m.imei) == 15 and m.imei.isascii() and m.imei.isdigit()):
+        raise EncodeError("IMEI must be 15 ASCII digits")
     if len(m.proof) != 32:
         raise EncodeError("proof must be 32 bytes")
-    return _LOGIN.pack(int(m.imei), m.model, *m.firmware, m.proof)
+    return _LOGIN.pack(int(m.imei), Model(m.model), *m.firmware, m.proof)
+
+
+def _serialize_ident(m: Ident) -> bytes:
+    if not (len(m.imei) == 15 and m.imei.isascii() and m.imei.isdigit()):
+        raise EncodeError("IMEI must be 15 ASCII digits")
+    return _IDENT.pack(int(m.imei), Model(m.model), *m.firmware)
 
 
 def _serialize_position(m: Position) -> bytes:
@@ -186,7 +205,7 @@ def _serialize_position(m: Position) -> bytes:
 
 
 def _serialize_event(m: Event) -> bytes:
-    return _EVENT_HEAD.pack(m.code, m.detail) + _pack_record(m.record)
+    return _EVENT_HEAD.pack(EventCode(m.code), m.detail) + _pack_record(m.record)
 
 
 def _serialize_heartbeat(m: Heartbeat) -> bytes:
@@ -194,7 +213,9 @@ def _serialize_heartbeat(m: Heartbeat) -> bytes:
 
 
 def _serialize_command_result(m: CommandResult) -> bytes:
-    return _COMMAND_RESULT.pack(m.command_seq, m.status, m.failure, m.state)
+    return _COMMAND_RESULT.pack(
+        m.command_seq, CommandStatus(m.status), CommandFailure(m.failure), m.state
+    )
 
 
 def _serialize_challenge(m: Challenge) -> bytes:
@@ -204,11 +225,11 @@ def _serialize_challenge(m: Challenge) -> bytes:
 
 
 def _serialize_login_result(m: LoginResult) -> bytes:
-    return _LOGIN_RESULT.pack(m.status, m.server_time_ms)
+    return _LOGIN_RESULT.pack(LoginStatus(m.status), m.server_time_ms)
 
 
 def _serialize_command(m: Command) -> bytes:
-    return _COMMAND.pack(m.command, m.param)
+    return _COMMAND.pack(CommandType(m.command), m.param)
 
 
 def _serialize_ack(m: Ack) -> bytes:
@@ -216,7 +237,7 @@ def _serialize_ack(m: Ack) -> bytes:
 
 
 def _serialize_nack(m: Nack) -> bytes:
-    return _NACK.pack(m.nacked_seq, m.reason)
+    return _NACK.pack(m.nacked_seq, NackReason(m.reason))
 
 
 Parser = Callable[[int, bytes], Message]
@@ -229,6 +250,7 @@ MESSAGES: dict[MessageType, tuple[type[Any], Parser, Serializer]] = {
     MessageType.EVENT: (Event, _parse_event, _serialize_event),
     MessageType.HEARTBEAT: (Heartbeat, _parse_heartbeat, _serialize_heartbeat),
     MessageType.COMMAND_RESULT: (CommandResult, _parse_command_result, _serialize_command_result),
+    MessageType.IDENT: (Ident, _parse_ident, _serialize_ident),
     MessageType.CHALLENGE: (Challenge, _parse_challenge, _serialize_challenge),
     MessageType.LOGIN_RESULT: (LoginResult, _parse_login_result, _serialize_login_result),
     MessageType.COMMAND: (Command, _parse_command, _serialize_command),
@@ -253,7 +275,7 @@ def encode(message: Message) -> bytes:
         if HEADER_SIZE + len(payload) + CRC_SIZE > MAX_FRAME_SIZE:
             raise EncodeError(f"frame of {length + 4} bytes exceeds MAX_FRAME_SIZE")
         head = _HEADER.pack(MAGIC, length, VERSION, type_, message.seq)
-    except struct.error as exc:
+    except (struct.error, ValueError) as exc:  # ValueError: a value outside its enum
         raise EncodeError(str(exc)) from exc
     body = head + payload
     return body + crc16(memoryview(body)[2:]).to_bytes(2, "big")

@@ -1,4 +1,4 @@
-"""GP8 v1 messages as value objects (docs/protocol.md §3–§5).
+"""GP8 v1 messages as value objects (docs/protocol.md §3 to §5).
 
 Every message is a frozen dataclass carrying the frame's sequence number, so tests read
 ``assert decoded == expected``. Position records are a NamedTuple instead: a box batch holds up
@@ -23,6 +23,7 @@ class MessageType(IntEnum):
     EVENT = 0x03
     HEARTBEAT = 0x04
     COMMAND_RESULT = 0x05
+    IDENT = 0x06
     CHALLENGE = 0x80
     LOGIN_RESULT = 0x81
     COMMAND = 0x82
@@ -214,6 +215,24 @@ class Login:
 
 
 @dataclass(frozen=True, slots=True)
+class Ident:
+    """Who the box is, at the head of every MQTT uplink message (docs/protocol.md §7).
+
+    LOGIN without the proof: over MQTT the broker has authenticated the box, and the gateway
+    checks that this IMEI is the one in the topic.
+    """
+
+    seq: int
+    imei: str  # 15 decimal digits
+    model: Model
+    firmware: tuple[int, int, int]
+
+    @property
+    def firmware_version(self) -> str:
+        return ".".join(map(str, self.firmware))
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """A batch of 1..255 position records, acknowledged as one."""
 
@@ -295,6 +314,7 @@ class Nack:
 
 Message = (
     Login
+    | Ident
     | Position
     | Event
     | Heartbeat

@@ -1,0 +1,43 @@
+"""Storage: the repository interface, its models and errors, and the two engines behind it.
+
+Callers depend on `storage.repository` (the `Store` Protocol and its parts), `storage.models`
+and `storage.errors`; `open_store` picks the engine from the settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.errors import Conflict, InvalidCursor, NotFound, StorageError, StorageUnavailable
+from storage.repository import IngestStore, Store
+
+# The embedded engine's file inside the data directory.
+SQLITE_FILENAME = "gp8.sqlite3"
+
+
+def open_store(*, mongo_url: str | None, mongo_db: str, data_dir: Path) -> Store:
+    """The configured engine, not started yet (``await store.start()`` connects).
+
+    MongoDB when ``mongo_url`` is set, else SQLite in ``data_dir`` (created if missing).
+    """
+    if mongo_url is None:
+        from storage.sqlite import SqliteStore
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(data_dir / SQLITE_FILENAME)
+    from storage.mongo import MongoStore
+
+    return MongoStore.from_url(mongo_url, mongo_db)
+
+
+__all__ = [
+    "SQLITE_FILENAME",
+    "Conflict",
+    "IngestStore",
+    "InvalidCursor",
+    "NotFound",
+    "StorageError",
+    "StorageUnavailable",
+    "Store",
+    "open_store",
+]

@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 T = TypeVar("T")
 
@@ -193,3 +193,168 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+# --- remote commands (docs/commands.md) -----------------------------------------------------
+
+# The box's command number is a u32 (docs/protocol.md §5.5), unique per box and never reused.
+MAX_COMMAND_SEQ = 0xFFFF_FFFF
+
+
+def first_command_seq(now_ms: int) -> int:
+    """The first command number of a box gp8 has never numbered commands for.
+
+    The box refuses to execute a number it remembers (its last 32 at least), so a number must
+    never come back, even after the database was restored or the box re-provisioned. Starting
+    at the current Unix time in seconds, rather than at 1, keeps a fresh counter above every
+    number an older one could have handed out, unless that one averaged more than a command
+    per second since 1970.
+    """
+    return max(1, (now_ms // 1000) & MAX_COMMAND_SEQ)
+
+
+class CommandKind(StrEnum):
+    """What an operator may ask of a box; each maps to one protocol.CommandType."""
+
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    DISABLE_ENGINE_START = "disable_engine_start"
+    ENABLE_ENGINE_START = "enable_engine_start"
+    LOCATE = "locate"
+    SET_REPORT_INTERVAL = "set_report_interval"
+    REBOOT = "reboot"
+
+
+class CommandState(StrEnum):
+    """A command's lifecycle; the last four are final."""
+
+    PENDING_APPROVAL = "pending_approval"  # four-eyes: waits for a second admin
+    QUEUED = "queued"  # stored, not on the wire yet
+    SENT = "sent"  # written to the box at least once, no COMMAND_RESULT yet
+    ACKNOWLEDGED = "acknowledged"  # the box says done
+    FAILED = "failed"  # the box says it could not (or it could not be sent at all)
+    EXPIRED = "expired"  # the TTL passed before delivery or before the box answered
+    CANCELLED = "cancelled"
+
+
+LIVE_COMMAND_STATES = frozenset(
+    {CommandState.PENDING_APPROVAL, CommandState.QUEUED, CommandState.SENT}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """One order to one box, from the request to its outcome."""
+
+    id: str
+    fleet_id: str
+    vehicle_id: str
+    device_id: str  # the box fitted when it was requested; it is only ever sent to that box
+    imei: str
+    kind: CommandKind
+    param: int  # the wire parameter (seconds for set_report_interval, else 0)
+    seq: int  # the command number on the wire, allocated by CommandRepo.create
+    status: CommandState
+    created_ms: int
+    updated_ms: int  # last transition
+    expires_ms: int
+    ttl_s: int
+    requested_by: str | None  # API key id
+    reason: str = ""
+    theft_case_id: str | None = None
+    idempotency_key: str | None = None
+    approved_by: str | None = None
+    approved_ms: int | None = None
+    sent_ms: int | None = None  # first written to the box
+    delivered_ms: int | None = None  # the box ACKed the COMMAND frame
+    completed_ms: int | None = None  # reached a final state
+    attempts: int = 0  # times written to the box
+    failure: str | None = None  # why it failed: "door_open", "box_offline", ...
+    result_state: int | None = None  # protocol.RecordFlags the box reported after executing
+    gateway_id: str | None = None  # the gateway that last sent it
+    cancelled_by: str | None = None
+
+
+class CommandChanges(TypedDict, total=False):
+    """Fields a status transition may set (CommandRepo.transition)."""
+
+    sent_ms: int
+    delivered_ms: int
+    completed_ms: int
+    approved_by: str
+    approved_ms: int
+    cancelled_by: str
+    failure: str
+    result_state: int
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the command audit log: who asked what, when, why, and what came of it."""
+
+    id: str
+    time_ms: int
+    fleet_id: str | None  # None for platform-wide entries (the kill switch)
+    action: str  # "command.requested", "command.sent", "alert.raised", "kill_switch.set", ...
+    actor: str  # "key:<id>", "gateway:<id>", "box:<imei>" or "system"
+    key_id: str | None = None  # the API key that asked (for the command's entries: its requester)
+    vehicle_id: str | None = None
+    command_id: str | None = None
+    status: str | None = None  # the command's status after this step
+    reason: str = ""
+    theft_case_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPolicy:
+    """A fleet's extra rules for commands; everything off by default."""
+
+    fleet_id: str
+    four_eyes: bool = False  # disable_engine_start and unlock need a second admin's approval
+    engine_start_cap_per_hour: int | None = None  # engine-start commands the fleet may issue
+    updated_ms: int = 0
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """Platform-wide: while engaged, no immobilization is accepted or delivered."""
+
+    engaged: bool = False
+    reason: str = ""
+    changed_ms: int = 0
+    changed_by: str | None = None
+
+
+class AlertKind(StrEnum):
+    DUPLICATE_BOX = "duplicate_box"  # a second live connection claimed an online IMEI
+    ENGINE_START_CAP = "engine_start_cap"  # the fleet hit its hourly engine-start cap
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    fleet_id: str
+    kind: AlertKind
+    raised_ms: int
+    device_id: str | None = None
+    vehicle_id: str | None = None
+    detail: str = ""
+    freezes_commands: bool = False  # no command reaches the box until an admin clears it
+    cleared_ms: int | None = None
+    cleared_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleLockState:
+    """Doors and engine-start inhibit as the box reported them in its last COMMAND_RESULT."""
+
+    fleet_id: str
+    vehicle_id: str
+    device_id: str
+    doors_locked: bool
+    engine_start_inhibited: bool
+    updated_ms: int
+    command_id: str | None = None

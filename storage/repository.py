@@ -13,22 +13,33 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from storage.models import (
     AccessLogEntry,
+    Alert,
+    AlertKind,
     ApiKey,
+    AuditEntry,
+    CommandChanges,
+    CommandKind,
+    CommandPolicy,
+    CommandRecord,
+    CommandState,
     Device,
     DeviceConnection,
     DeviceModel,
     Event,
     Fitting,
     Fleet,
+    KillSwitch,
     Page,
     Position,
     StoreResult,
     Vehicle,
+    VehicleLockState,
 )
 
 # (min_lon, min_lat, max_lon, max_lat), the GeoJSON bbox order
@@ -106,9 +117,7 @@ class VehicleRepo(Protocol):
 
 
 class DeviceRepo(Protocol):
-    async def create(
-        self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str
-    ) -> Device:
+    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
         """Raises Conflict when the IMEI is already provisioned (in any fleet)."""
         ...
 
@@ -139,7 +148,8 @@ class DeviceRepo(Protocol):
         """End the vehicle's current fitting. NotFound when nothing is fitted."""
         ...
 
-    async def fittings(self, device_id: str) -> list[Fitting]:
+    # builtins.list: inside this class body "list" names the method above.
+    async def fittings(self, device_id: str) -> builtins.list[Fitting]:
         """The box's whole fitting history, oldest first."""
         ...
 
@@ -222,6 +232,11 @@ class Store(IngestStore, Protocol):
     keys: KeyRepo
     vehicles: VehicleRepo
     access_log: AccessLogRepo
+    # Remote commands (docs/commands.md).
+    commands: CommandRepo
+    audit: AuditRepo
+    policies: PolicyRepo
+    alerts: AlertRepo
 
     async def start(self) -> None:
         """Connect and create what the queries need (tables, collections, indexes)."""
@@ -230,4 +245,161 @@ class Store(IngestStore, Protocol):
     async def close(self) -> None: ...
     async def health(self) -> dict[str, object]:
         """The engine's state for GET /health; raises StorageUnavailable when it is down."""
+        ...
+
+
+# --- remote commands (docs/commands.md) -----------------------------------------------------
+
+
+class CommandRepo(Protocol):
+    """Commands and what their answers say about the vehicle.
+
+    Status changes are compare-and-set (`transition`), so two gateways, or a gateway and the
+    API, can never both deliver, answer or cancel the same command.
+    """
+
+    async def create(
+        self, command: CommandRecord, requested: AuditEntry
+    ) -> tuple[CommandRecord, bool]:
+        """Store ``command`` with the next command number of its box (``command.seq`` is
+        ignored) together with the audit entry of the request; returns it and True.
+
+        When the fleet already used ``command.idempotency_key``: the existing command and
+        False, nothing stored. Conflict when a request with that key is being stored right now.
+        """
+        ...
+
+    async def get(self, fleet_id: str, command_id: str) -> CommandRecord:
+        """Raises NotFound (also for another fleet's command)."""
+        ...
+
+    async def by_seq(self, imei: str, seq: int) -> CommandRecord | None:
+        """The command numbered ``seq`` for the box ``imei`` (the gateway's correlation)."""
+        ...
+
+    async def by_idempotency_key(self, fleet_id: str, key: str) -> CommandRecord | None: ...
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        status: CommandState | None = None,
+        kind: CommandKind | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[CommandRecord]:
+        """Commands created in from_ms <= created_ms < to_ms, oldest first, filtered."""
+        ...
+
+    async def count_since(
+        self, fleet_id: str, kinds: Collection[CommandKind], since_ms: int
+    ) -> int:
+        """Commands of these kinds the fleet created at or after ``since_ms`` (hourly caps)."""
+        ...
+
+    async def pending_for_box(self, imei: str, now_ms: int) -> builtins.list[CommandRecord]:
+        """The box's queued and sent commands that have not expired, in command-number order."""
+        ...
+
+    async def in_status(
+        self,
+        status: CommandState,
+        *,
+        updated_from_ms: int = 0,
+        updated_to_ms: int = 2**62,
+        limit: int = 1000,
+    ) -> builtins.list[CommandRecord]:
+        """Commands in ``status`` whose last transition is in [from, to), oldest first."""
+        ...
+
+    async def expiring(self, now_ms: int, *, limit: int = 1000) -> builtins.list[CommandRecord]:
+        """Live commands (pending approval, queued, sent) with expires_ms <= now_ms."""
+        ...
+
+    async def transition(
+        self,
+        command_id: str,
+        *,
+        expected: Collection[CommandState],
+        status: CommandState,
+        at_ms: int,
+        changes: CommandChanges | None = None,
+        attempts_delta: int = 0,
+        audit: AuditEntry | None = None,
+    ) -> CommandRecord | None:
+        """Move the command to ``status`` (updated_ms = at_ms, ``changes`` set, attempts
+        increased) only if its status is in ``expected``, and append ``audit`` with it.
+
+        Returns the updated command, or None (nothing written) when it was not in an expected
+        state or does not exist.
+        """
+        ...
+
+    async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None: ...
+
+    async def set_vehicle_state(self, state: VehicleLockState) -> None:
+        """Keep ``state`` unless a newer one (greater updated_ms) is stored already."""
+        ...
+
+
+class AuditRepo(Protocol):
+    async def append(self, entry: AuditEntry) -> None: ...
+    async def list(
+        self,
+        fleet_id: str | None,
+        *,
+        vehicle_id: str | None = None,
+        command_id: str | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[AuditEntry]:
+        """A fleet's entries (or the platform's when ``fleet_id`` is None), oldest first."""
+        ...
+
+
+class PolicyRepo(Protocol):
+    async def get(self, fleet_id: str) -> CommandPolicy:
+        """The fleet's policy; the default (everything off) when none was set."""
+        ...
+
+    async def put(self, policy: CommandPolicy) -> CommandPolicy: ...
+    async def kill_switch(self) -> KillSwitch: ...
+    async def set_kill_switch(self, switch: KillSwitch) -> KillSwitch: ...
+
+
+class AlertRepo(Protocol):
+    async def raise_alert(self, alert: Alert) -> Alert: ...
+    async def get(self, fleet_id: str, alert_id: str) -> Alert:
+        """Raises NotFound (also for another fleet's alert)."""
+        ...
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        open_only: bool = False,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[Alert]:
+        """Alerts in the order they were raised."""
+        ...
+
+    async def open_alerts(
+        self,
+        *,
+        device_id: str | None = None,
+        vehicle_id: str | None = None,
+        kind: AlertKind | None = None,
+    ) -> builtins.list[Alert]:
+        """Alerts not cleared yet about this box or this vehicle (either matches)."""
+        ...
+
+    async def clear(self, fleet_id: str, alert_id: str, *, by: str, at_ms: int) -> Alert:
+        """Clear the alert (idempotent: a cleared alert keeps its first clearing). NotFound."""
         ...

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from api.deps import Admin, AuditDep, StoreDep
+from api.problems import invalid, problem_responses
+from api.times import datetime_to_ms, iso_ms
+from storage.models import now_ms
+
+router = APIRouter(
+    prefix="/v1/data",
+    tags=["data"],
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
+)
+
+
+class PurgeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    before: AwareDatetime = Field(description="Delete positions and events older than this")
+
+
+class PurgeResult(BaseModel):
+    deleted: int = Field(description="Positions and events deleted")
+
+
+@router.post("/purge", response_model=PurgeResult)
+async def purge_data(
+    body: PurgeRequest, caller: Admin, store: StoreDep, audit: AuditDep
+) -> PurgeResult:
+    """Erase the fleet's positions and events older than ``before`` (admin; GDPR erasure)."""
+    before_ms = datetime_to_ms(body.before)
+    if before_ms > now_ms():
+        raise invalid(("body", "before"), "before must not be in the future")
+    deleted = await store.telemetry.purge_before(caller.fleet_id, before_ms)
+    await audit("delete", "telemetry", None, detail=f"before {iso_ms(before_ms)}: {deleted}")
+    return PurgeResult(deleted=deleted)

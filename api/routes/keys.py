@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from api.deps import AuditDep, CurrentKey, StoreDep, forbidden
+from api.params import Cursor, Id, Limit
+from api.problems import invalid, problem_responses
+from api.schemas.keys import KeyCreate, KeyCreated, KeyPublic, KeysPublic
+from api.security import new_api_key
+from api.times import datetime_to_ms
+from storage.errors import NotFound
+from storage.models import ApiKey, Role, now_ms
+
+router = APIRouter(
+    prefix="/v1/fleets/{fleet_id}/keys",
+    tags=["keys"],
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+)
+
+
+def _check(key: ApiKey) -> None:
+    if key.role is not Role.ADMIN:
+        raise forbidden(f"managing keys needs the admin role; the key is {key.role}")
+
+
+async def key_manager(fleet_id: Id, key: CurrentKey, store: StoreDep) -> str:
+    """The fleet whose keys may be managed: by the operator, or an admin of that fleet."""
+    if key.role is Role.OPERATOR:
+        await store.fleets.get(fleet_id)  # NotFound for a fleet that does not exist
+        return fleet_id
+    if key.fleet_id != fleet_id:
+        raise NotFound("fleet not found")
+    _check(key)
+    return fleet_id
+
+
+async def key_of_managed_fleet(key_id: Id, fleet_id: Id, key: CurrentKey, store: StoreDep) -> str:
+    """As `key_manager` for a route on one key; a key of another fleet is a 404 before any
+    role check, so a low-role key learns nothing about it either."""
+    if key.role is Role.OPERATOR:
+        await store.fleets.get(fleet_id)
+    elif key.fleet_id != fleet_id:
+        raise NotFound("fleet not found")
+    await store.keys.get(fleet_id, key_id)
+    if key.role is not Role.OPERATOR:
+        _check(key)
+    return fleet_id
+
+
+ManagedFleet = Annotated[str, Depends(key_manager)]
+KeyOfManagedFleet = Annotated[str, Depends(key_of_managed_fleet)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    responses=problem_responses(400, 413, 415),
+)
+async def create_key(
+    body: KeyCreate, fleet_id: ManagedFleet, store: StoreDep, audit: AuditDep
+) -> KeyCreated:
+    """Create a key of the fleet; its secret is in this response only."""
+    expires_ms = datetime_to_ms(body.expires_at) if body.expires_at is not None else None
+    if expires_ms is not None and expires_ms <= now_ms():
+        raise invalid(("body", "expires_at"), "expires_at must be in the future")
+    secret, record = new_api_key(
+        fleet_id=fleet_id, role=Role(body.role.value), name=body.name, expires_ms=expires_ms
+    )
+    created = await store.keys.create(record)
+    await audit("create", "key", created.id, fleet_id=fleet_id, detail=created.role.value)
+    return KeyCreated(**KeyPublic.of(created).model_dump(), key=secret)
+
+
+@router.get("", response_model=KeysPublic, responses=problem_responses(400))
+async def list_keys(
+    fleet_id: ManagedFleet, store: StoreDep, cursor: Cursor = None, limit: Limit = 100
+) -> KeysPublic:
+    """List the fleet's keys, revoked ones included (never their secrets)."""
+    page = await store.keys.list(fleet_id, cursor=cursor, limit=limit)
+    return KeysPublic(data=[KeyPublic.of(k) for k in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{key_id}", response_model=KeyPublic)
+async def get_key(key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep) -> KeyPublic:
+    """One key of the fleet (never its secret)."""
+    return KeyPublic.of(await store.keys.get(fleet_id, key_id))
+
+
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(
+    key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep, audit: AuditDep
+) -> None:
+    """Revoke a key: it stops working at once; it stays listed with its revocation time."""
+    await store.keys.revoke(fleet_id, key_id, now_ms())
+    await audit("revoke", "key", key_id, fleet_id=fleet_id)

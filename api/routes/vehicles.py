@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api.deps import Admin, AuditDep, StoreDep, VehicleAdmin, Viewer
+from api.params import Cursor, Id, Limit
+from api.problems import problem_responses
+from api.schemas.vehicles import (
+    FittingCreate,
+    FittingPublic,
+    VehicleCreate,
+    VehiclePublic,
+    VehiclesPublic,
+    VehicleUpdate,
+)
+from storage.models import now_ms
+
+router = APIRouter(
+    prefix="/v1/vehicles",
+    tags=["vehicles"],
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+)
+_BODY_ERRORS = problem_responses(400, 413, 415)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VehiclePublic,
+    responses={**_BODY_ERRORS, **problem_responses(409)},
+)
+async def create_vehicle(
+    body: VehicleCreate, caller: Admin, store: StoreDep, audit: AuditDep
+) -> VehiclePublic:
+    """Register a vehicle (admin); 409 when the fleet already has this VIN."""
+    vehicle = await store.vehicles.create(
+        caller.fleet_id, vin=body.vin, plate=body.plate, label=body.label
+    )
+    await audit("create", "vehicle", vehicle.id)
+    return VehiclePublic.of(vehicle)
+
+
+@router.get("", response_model=VehiclesPublic, responses=problem_responses(400))
+async def list_vehicles(
+    caller: Viewer,
+    store: StoreDep,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    vin: Annotated[str | None, Query(max_length=17, description="Exact VIN")] = None,
+    plate: Annotated[str | None, Query(max_length=16, description="Exact plate")] = None,
+    fitted: Annotated[bool | None, Query(description="Only with (or without) a box")] = None,
+) -> VehiclesPublic:
+    """List the fleet's vehicles in creation order, filtered."""
+    page = await store.vehicles.list(
+        caller.fleet_id,
+        cursor=cursor,
+        limit=limit,
+        vin=vin.strip().upper() if vin else vin,
+        plate=plate,
+        fitted=fitted,
+    )
+    return VehiclesPublic(
+        data=[VehiclePublic.of(v) for v in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{vehicle_id}", response_model=VehiclePublic)
+async def get_vehicle(vehicle_id: Id, caller: Viewer, store: StoreDep) -> VehiclePublic:
+    """One vehicle of the fleet."""
+    return VehiclePublic.of(await store.vehicles.get(caller.fleet_id, vehicle_id))
+
+
+@router.patch(
+    "/{vehicle_id}",
+    response_model=VehiclePublic,
+    responses={**_BODY_ERRORS, **problem_responses(409)},
+)
+async def update_vehicle(
+    vehicle_id: Id, body: VehicleUpdate, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
+) -> VehiclePublic:
+    """Change a vehicle's VIN, plate or label (admin)."""
+    vehicle = await store.vehicles.update(
+        caller.fleet_id, vehicle_id, vin=body.vin, plate=body.plate, label=body.label
+    )
+    changed = ",".join(sorted(body.model_dump(exclude_none=True)))
+    await audit("update", "vehicle", vehicle_id, detail=changed)
+    return VehiclePublic.of(vehicle)
+
+
+@router.delete("/{vehicle_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_vehicle(
+    vehicle_id: Id, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
+) -> None:
+    """Delete a vehicle (admin); its box is unfitted, its positions are kept."""
+    await store.vehicles.delete(caller.fleet_id, vehicle_id, now_ms())
+    await audit("delete", "vehicle", vehicle_id)
+
+
+@router.put("/{vehicle_id}/device", response_model=FittingPublic, responses=_BODY_ERRORS)
+async def fit_device(
+    vehicle_id: Id, body: FittingCreate, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
+) -> FittingPublic:
+    """Fit the box with this IMEI to the vehicle from now on (admin), ending earlier fittings."""
+    fitting = await store.devices.fit(caller.fleet_id, vehicle_id, body.imei, now_ms())
+    await audit("fit", "vehicle", vehicle_id, detail=fitting.device_id)
+    return FittingPublic.of(fitting)
+
+
+@router.delete("/{vehicle_id}/device", status_code=status.HTTP_204_NO_CONTENT)
+async def unfit_device(
+    vehicle_id: Id, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
+) -> None:
+    """Remove the vehicle's box (admin); 404 when none is fitted. The history is kept."""
+    fitting = await store.devices.unfit(caller.fleet_id, vehicle_id, now_ms())
+    await audit("unfit", "vehicle", vehicle_id, detail=fitting.device_id)

@@ -1,0 +1,1 @@
+"""Computations the routes need beyond storage reads: formats, geometry, trips."""

@@ -1,0 +1,267 @@
+"""Rendering positions: the JSON object of one fix, and the export formats.
+
+Exports (GeoJSON, CSV, GPX) are produced as byte chunks from an async iterator of position
+pages, so a month of history streams out without being held in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Iterable
+from enum import StrEnum
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import orjson
+
+from api.times import iso_ms
+from protocol.frames import WarningLight
+from storage.models import Position
+
+_WARNINGS = tuple((int(light), (light.name or "").lower()) for light in WarningLight)
+
+
+class Format(StrEnum):
+    JSON = "json"
+    GEOJSON = "geojson"
+    CSV = "csv"
+    GPX = "gpx"
+
+
+MEDIA_TYPES = {
+    Format.JSON: "application/json",
+    Format.GEOJSON: "application/geo+json",
+    Format.CSV: "text/csv",
+    Format.GPX: "application/gpx+xml",
+}
+_BY_MEDIA_TYPE = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+
+
+class GeoJsonGeometry(StrEnum):
+    POINTS = "points"
+    LINESTRING = "linestring"
+
+
+def negotiate(accept: str | None) -> Format | None:
+    """The format an Accept header asks for, JSON for none or ``*/*``; None if none is served.
+
+    Honours q-values; among equal q the first listed wins.
+    """
+    if not accept or not accept.strip():
+        return Format.JSON
+    choices: list[tuple[float, int, Format]] = []
+    for index, part in enumerate(accept.split(",")):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        if media in _BY_MEDIA_TYPE:
+            choices.append((q, -index, _BY_MEDIA_TYPE[media]))
+        elif media in ("*/*", "application/*"):
+            choices.append((q, -index, Format.JSON))
+        elif media == "text/*":
+            choices.append((q, -index, Format.CSV))
+    if not choices:
+        return None
+    return max(choices)[2]
+
+
+def warning_names(mask: int) -> list[str]:
+    return [name for bit, name in _WARNINGS if mask & bit]
+
+
+def position_dict(p: Position) -> dict[str, Any]:
+    """The API's JSON object for one fix (schema: api.schemas.positions.PositionPublic)."""
+    return {
+        "time": iso_ms(p.time_ms),
+        "lat": p.lat,
+        "lon": p.lon,
+        "altitude_m": p.altitude_m,
+        "speed_kmh": p.speed_kmh,
+        "heading_deg": p.heading_deg,
+        "satellites": p.satellites,
+        "hdop": p.hdop,
+        "fix_valid": p.fix_valid,
+        "ignition": p.ignition,
+        "doors_locked": p.doors_locked,
+        "engine_start_inhibited": p.engine_start_inhibited,
+        "external_power": p.external_power,
+        "odometer_m": p.odometer_m,
+        "external_power_mv": p.ext_power_mv,
+        "battery_mv": p.battery_mv,
+        "gsm_signal": p.gsm_signal,
+        "warnings": warning_names(p.warnings),
+        "driver_badge": str(p.driver_badge) if p.driver_badge is not None else None,
+        "received_at": iso_ms(p.received_ms),
+        "device_id": p.device_id,
+        "buffered": p.buffered,
+    }
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+# --- GeoJSON ------------------------------------------------------------------------------
+
+
+def _point_feature(p: Position) -> dict[str, Any]:
+    properties = position_dict(p)
+    del properties["lat"], properties["lon"]
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [p.lon, p.lat, p.altitude_m]},
+        "properties": properties,
+    }
+
+
+async def geojson_points(pages: AsyncIterator[list[Position]]) -> AsyncIterator[bytes]:
+    """A FeatureCollection with one Point feature per position, in time order."""
+    yield b'{"type":"FeatureCollection","features":['
+    first = True
+    async for page in pages:
+        if not page:
+            continue
+        body = b",".join(orjson.dumps(_point_feature(p)) for p in page)
+        yield body if first else b"," + body
+        first = False
+    yield b"]}"
+
+
+async def geojson_linestring(
+    pages: AsyncIterator[list[Position]], properties: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """One Feature whose LineString is the track; geometry null below two positions.
+
+    Coordinates are [lon, lat, altitude_m]; the properties gain the first and last time and the
+    number of positions (times per point are in the Point format and in GPX). The properties
+    come after the geometry, since they are known only at the end.
+    """
+    held: list[Position] = []  # until two points are seen the geometry may still be null
+    count = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    started = False
+    async for page in pages:
+        if not page:
+            continue
+        count += len(page)
+        first_ms = page[0].time_ms if first_ms is None else first_ms
+        last_ms = page[-1].time_ms
+        if not started:
+            held.extend(page)
+            if len(held) < 2:
+                continue
+            page, held = held, []
+            started = True
+            yield b'{"type":"Feature","geometry":{"type":"LineString","coordinates":['
+            yield _coordinates(page)
+        else:
+            yield b"," + _coordinates(page)
+    summary = {
+        **properties,
+        "count": count,
+        "start_time": iso_ms(first_ms) if first_ms is not None else None,
+        "end_time": iso_ms(last_ms) if last_ms is not None else None,
+    }
+    if started:
+        yield b']},"properties":' + orjson.dumps(summary) + b"}"
+    else:
+        yield b'{"type":"Feature","geometry":null,"properties":' + orjson.dumps(summary) + b"}"
+
+
+def _coordinates(page: Iterable[Position]) -> bytes:
+    return b",".join(orjson.dumps([p.lon, p.lat, p.altitude_m]) for p in page)
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "time",
+    "lat",
+    "lon",
+    "altitude_m",
+    "speed_kmh",
+    "heading_deg",
+    "satellites",
+    "hdop",
+    "fix_valid",
+    "ignition",
+    "doors_locked",
+    "engine_start_inhibited",
+    "external_power",
+    "odometer_m",
+    "external_power_mv",
+    "battery_mv",
+    "gsm_signal",
+    "warnings",
+    "driver_badge",
+    "received_at",
+    "device_id",
+    "buffered",
+)
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "|".join(value)
+    return "" if value is None else str(value)
+
+
+async def csv_rows(pages: AsyncIterator[list[Position]]) -> AsyncIterator[bytes]:
+    """RFC 4180 CSV: a header row, then one row per position; warnings joined by ``|``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue().encode()
+    async for page in pages:
+        buffer.seek(0)
+        buffer.truncate()
+        for p in page:
+            row = position_dict(p)
+            writer.writerow([_csv_cell(row[column]) for column in CSV_COLUMNS])
+        yield buffer.getvalue().encode()
+
+
+# --- GPX ----------------------------------------------------------------------------------
+
+GPX_NAMESPACE = "http://www.topografix.com/GPX/1/1"
+GP8_GPX_NAMESPACE = "urn:gp8:gpx:1"
+
+
+def _trkpt(p: Position) -> str:
+    # Child order follows the GPX 1.1 wptType sequence: ele, time, ..., fix, sat, hdop, extensions.
+    fix = "" if p.fix_valid else "<fix>none</fix>"
+    return (
+        f'<trkpt lat="{p.lat:.7f}" lon="{p.lon:.7f}"><ele>{p.altitude_m}</ele>'
+        f"<time>{iso_ms(p.time_ms)}</time>{fix}<sat>{p.satellites}</sat><hdop>{p.hdop}</hdop>"
+        f"<extensions><gp8:speed_kmh>{p.speed_kmh}</gp8:speed_kmh>"
+        f"<gp8:heading_deg>{p.heading_deg}</gp8:heading_deg>"
+        f"<gp8:ignition>{'true' if p.ignition else 'false'}</gp8:ignition>"
+        f"<gp8:odometer_m>{p.odometer_m}</gp8:odometer_m></extensions></trkpt>"
+    )
+
+
+async def gpx_track(pages: AsyncIterator[list[Position]], name: str) -> AsyncIterator[bytes]:
+    """A GPX 1.1 document with one track and one segment, a trkpt per position."""
+    yield (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<gpx version="1.1" creator="gp8" xmlns="{GPX_NAMESPACE}" '
+        f"xmlns:gp8={quoteattr(GP8_GPX_NAMESPACE)}>"
+        f"<trk><name>{escape(name)}</name><trkseg>"
+    ).encode()
+    async for page in pages:
+        if page:
+            yield "".join(_trkpt(p) for p in page).encode()
+    yield b"</trkseg></trk></gpx>\n"

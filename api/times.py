@@ -1,0 +1,54 @@
+"""Time values at the API boundary: storage speaks epoch milliseconds, clients ISO-8601.
+
+Every time the API writes is UTC with exactly three decimals (``2024-05-01T12:00:00.250Z``) so
+clients can compare them as strings; every time it reads may be ISO-8601 or epoch ms.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Bounds of what the API accepts as a query time: datetime's own range, kept inside years
+# 1..9999 so formatting any accepted value back can never overflow.
+MIN_MS = -62_135_596_800_000 + 86_400_000  # 0001-01-02
+MAX_MS = 253_402_300_799_999 - 86_400_000  # 9999-12-30
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    # timedelta arithmetic is exact; datetime.fromtimestamp(ms / 1000) would round through float
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC with millisecond precision and a ``Z``."""
+    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """An aware datetime as epoch ms; a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def parse_time(text: str) -> int:
+    """Parse a query time: epoch milliseconds (digits) or ISO-8601 (naive means UTC).
+
+    Raises ValueError with a message fit for a client.
+    """
+    value = text.strip()
+    if value.lstrip("-").isdigit():
+        ms = int(value)
+    else:
+        try:
+            parsed = datetime.fromisoformat(value)
+            ms = datetime_to_ms(parsed)
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f"{text!r} is neither ISO-8601 (2024-05-01T12:00:00Z) nor epoch milliseconds"
+            ) from None
+    if not MIN_MS <= ms <= MAX_MS:
+        raise ValueError(f"{text!r} is out of the supported time range")
+    return ms

@@ -1,0 +1,76 @@
+"""PUBACK an uplink message only once it is stored: manual acknowledgements on aiomqtt.
+
+aiomqtt 2.5 acknowledges a QoS 1 message as soon as it arrives and has no API to defer that yet
+(https://github.com/empicano/aiomqtt/issues/345, draft PR #346). paho-mqtt, which aiomqtt
+wraps, has one since 2.0 (``manual_ack_set`` and ``ack``). This module is the one place that
+reaches into aiomqtt's private paho client for it; replace it when aiomqtt ships the feature.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import aiomqtt
+
+
+def enable_manual_acks(client: aiomqtt.Client) -> None:
+    """Must run before the client connects: a persistent session's queued messages arrive right
+    after CONNACK, before any SUBSCRIBE, and would otherwise be acknowledged unprocessed."""
+    client._client.manual_ack_set(True)
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One received message awaiting its PUBACK."""
+
+    mid: int
+    qos: int
+    settled: bool = False
+
+
+class OrderedAcks:
+    """The PUBACKs of one connection, sent in the order the messages were received (MQTT 3.1.1
+    §4.6 and MQTT 5 §4.6 require it) whatever order their processing finishes in.
+
+    Bound to one connection: message ids mean nothing on the next one, where the broker resends
+    every unacknowledged message anyway, so `close` forgets what is pending.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho = client._client
+        self._pending: deque[Delivery] = deque()
+        self._closed = False
+        self.sent = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._pending)
+
+    def receive(self, message: aiomqtt.Message) -> Delivery:
+        delivery = Delivery(message.mid, message.qos)
+        if message.qos > 0 and not self._closed:
+            self._pending.append(delivery)
+        else:
+            delivery.settled = True  # QoS 0 has no acknowledgement
+        return delivery
+
+    def settle(self, delivery: Delivery) -> None:
+        """``delivery`` may be acknowledged: send its PUBACK and those of every settled message
+        received before it, up to the first one still being processed."""
+        delivery.settled = True
+        pending = self._pending
+        while pending and pending[0].settled:
+            head = pending.popleft()
+            if not self._closed:
+                self._paho.ack(head.mid, head.qos)
+                self.sent += 1
+
+    def close(self) -> int:
+        """The connection is gone: drop what is pending (the broker resends it). Returns how
+        many messages were left unacknowledged."""
+        self._closed = True
+        left = len(self._pending)
+        self._pending.clear()
+        return left

@@ -1,0 +1,58 @@
+"""The MQTT topic layout (docs/protocol.md §7, docs/mqtt.md).
+
+One subtree per box, named by its IMEI, so that a broker ACL can give each box exactly its own
+topics: it writes ``gp8/{imei}/up`` and reads ``gp8/{imei}/down`` and ``gp8/{imei}/ack``.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "gp8"
+UP = "up"  # box → gp8: IDENT + data frames
+DOWN = "down"  # gp8 → box: COMMAND frames
+ACK = "ack"  # gp8 → box: ACK/NACK frames answering the box's frames
+
+_IMEI = re.compile(r"[0-9]{15}")
+
+
+def up_topic(imei: str) -> str:
+    return f"{ROOT}/{imei}/{UP}"
+
+
+def down_topic(imei: str) -> str:
+    return f"{ROOT}/{imei}/{DOWN}"
+
+
+def ack_topic(imei: str) -> str:
+    return f"{ROOT}/{imei}/{ACK}"
+
+
+def up_filter() -> str:
+    """Every box's uplink."""
+    return f"{ROOT}/+/{UP}"
+
+
+def shared_up_filter(group: str) -> str:
+    """The uplink filter shared by the gateways of ``group``: the broker hands each message
+    to exactly one of the group's subscribers (MQTT 5 §4.8.2, Mosquitto ≥ 1.6)."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"invalid share group name {group!r}")
+    return f"$share/{group}/{up_filter()}"
+
+
+def imei_of_up_topic(topic: str) -> str | None:
+    """The IMEI in ``gp8/{imei}/up``, or None when the topic is not a box uplink."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != ROOT or parts[2] != UP:
+        return None
+    imei = parts[1]
+    return imei if _IMEI.fullmatch(imei) else None
+
+
+def imei_of_box_topic(topic: str) -> tuple[str, str] | None:
+    """(imei, kind) for ``gp8/{imei}/down`` or ``gp8/{imei}/ack``, as a box sees them."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != ROOT or parts[2] not in (DOWN, ACK):
+        return None
+    return (parts[1], parts[2]) if _IMEI.fullmatch(parts[1]) else None

@@ -1,0 +1,289 @@
+"""One writer for every connection: records are batched into one storage call per flush.
+
+A connection `submit`s the good records of what it just read and awaits the returned future;
+the future resolves only once the flush that carried them is durably stored, so the connection
+ACKs nothing that is not stored. One writer task takes submissions off a queue and calls
+``telemetry.store(positions, events)`` once per flush: when ``batch_size`` records wait, or
+when the oldest has waited ``max_delay_ms``. While a flush is being written the next batch
+accumulates, so under load batches grow to ``batch_size`` by themselves.
+
+Backpressure: at most ``queue_limit`` records are submitted and not yet resolved; `submit`
+waits (first come, first served) for room, and a waiting connection stops reading its socket,
+which pushes back on the box through TCP.
+
+Failures: when the store is unavailable (or a flush times out) every submission of the flush
+fails with StorageUnavailable and the boxes resend later. Any other exception is a bug or a
+poison record; the flush is then retried one submission at a time, so one bad batch fails
+alone instead of taking the records of every other box with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from gateway.errors import PipelineClosed
+from gateway.metrics import GatewayMetrics
+from gateway.ports import TelemetrySink
+from storage.errors import StorageUnavailable
+from storage.models import Event, Position, StoreResult
+
+log = logging.getLogger(__name__)
+
+# A commit that takes longer than this is treated as failed (StorageUnavailable): the boxes
+# resend, and the idempotent store absorbs the copy if the slow commit did land after all.
+STORE_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True, eq=False)
+class _Submission:
+    positions: Sequence[Position]
+    events: Sequence[Event]
+    size: int
+    enqueued: float
+    future: asyncio.Future[None] = field(repr=False)
+
+    def resolve(self, error: BaseException | None) -> None:
+        # The submitter may be gone (connection closed, task cancelled): its future is done.
+        if self.future.done():
+            return
+        if error is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(error)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        telemetry: TelemetrySink,
+        *,
+        batch_size: int = 1000,
+        max_delay_ms: int = 20,
+        queue_limit: int = 50_000,
+        store_timeout_s: float = STORE_TIMEOUT_S,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        if batch_size < 1 or queue_limit < 1 or max_delay_ms < 0:
+            raise ValueError("batch_size and queue_limit must be >= 1, max_delay_ms >= 0")
+        self._telemetry = telemetry
+        self._batch_size = batch_size
+        self._max_delay_s = max_delay_ms / 1000
+        self._queue_limit = queue_limit
+        self._store_timeout_s = store_timeout_s
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self._queue: deque[_Submission] = deque()
+        self._queued = 0  # records in _queue
+        self._reserved = 0  # records admitted and not yet resolved (queued or being written)
+        self._space_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            raise RuntimeError("pipeline already started")
+        self._writer = asyncio.create_task(self._run(), name="gp8-ingest-writer")
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Take no more submissions; store everything already submitted, then return.
+
+        After ``grace_s`` seconds the writer is cancelled and what is left fails with
+        PipelineClosed (nothing of it was ACKed, so the boxes resend it).
+        """
+        self._closing = True
+        self._wakeup.set()
+        writer = self._writer
+        if writer is None or writer.done():
+            self._fail_all(PipelineClosed("pipeline stopped"))
+            return
+        try:
+            async with asyncio.timeout(grace_s):
+                await asyncio.shield(writer)
+        except TimeoutError:
+            log.warning("ingest pipeline: drain timed out, %d records not stored", self._reserved)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        finally:
+            self._fail_all(PipelineClosed("pipeline stopped"))
+
+    async def __aenter__(self) -> IngestPipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet resolved."""
+        return self._reserved
+
+    # --- submitters --------------------------------------------------------------------------
+
+    async def submit(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
+        """Queue records for the next flush; returns once they are durably stored.
+
+        Raises StorageUnavailable (nothing of it was stored, resend later), PipelineClosed, or
+        whatever unexpected error the store raised for this submission. Waits while the queue
+        is full. Cancelling the caller does not withdraw records already queued: they are
+        stored anyway, and a box resending them is counted as duplicates.
+        """
+        size = len(positions) + len(events)
+        if self._closing or self._writer is None:
+            raise PipelineClosed("pipeline is not running")
+        if size == 0:
+            return
+        await self._reserve(size)
+        if self._writer.done():  # stopped while we waited for room
+            self._release(size)
+            raise PipelineClosed("pipeline stopped")
+        loop = asyncio.get_running_loop()
+        submission = _Submission(positions, events, size, loop.time(), loop.create_future())
+        self._queue.append(submission)
+        self._queued += size
+        self._wakeup.set()
+        await submission.future
+
+    async def _reserve(self, size: int) -> None:
+        if not self._space_waiters and self._fits(size):
+            self._reserved += size
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, waiter)
+        self._space_waiters.append(entry)
+        try:
+            await waiter
+        except BaseException:
+            granted = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            if granted:
+                self._release(size)  # room was granted, but we will not use it
+            raise
+        finally:
+            if entry in self._space_waiters:
+                self._space_waiters.remove(entry)
+
+    def _fits(self, size: int) -> bool:
+        # A submission larger than the whole limit still goes through, alone.
+        return self._reserved == 0 or self._reserved + size <= self._queue_limit
+
+    def _release(self, size: int) -> None:
+        self._reserved -= size
+        while self._space_waiters:
+            size_, waiter = self._space_waiters[0]
+            if waiter.done():  # cancelled meanwhile
+                self._space_waiters.popleft()
+                continue
+            if not self._fits(size_):
+                break
+            self._space_waiters.popleft()
+            self._reserved += size_
+            waiter.set_result(None)
+        if self._closing:
+            self._wakeup.set()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for submission in self._queue:
+            submission.resolve(error)
+            self._reserved -= submission.size
+        self._queue.clear()
+        self._queued = 0
+        while self._space_waiters:
+            _, waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    # --- the writer --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing and self._reserved == 0:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if not self._closing:
+                await self._linger()
+            batch = self._take()
+            try:
+                await self._flush(batch)
+            except asyncio.CancelledError:
+                # stop() gave up waiting: nothing of this batch is known to be stored.
+                for submission in batch:
+                    submission.resolve(PipelineClosed("pipeline stopped while storing"))
+                raise
+            finally:
+                self._release(sum(s.size for s in batch))
+
+    async def _linger(self) -> None:
+        """Wait until a batch is full or its oldest record has waited max_delay_ms."""
+        loop = asyncio.get_running_loop()
+        deadline = self._queue[0].enqueued + self._max_delay_s
+        while self._queued < self._batch_size and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Submission]:
+        batch = [self._queue.popleft()]
+        total = batch[0].size
+        while self._queue and total + self._queue[0].size <= self._batch_size:
+            submission = self._queue.popleft()
+            batch.append(submission)
+            total += submission.size
+        self._queued -= total
+        return batch
+
+    async def _flush(self, batch: list[_Submission]) -> None:
+        positions = [p for s in batch for p in s.positions]
+        events = [e for s in batch for e in s.events]
+        try:
+            async with asyncio.timeout(self._store_timeout_s):
+                result = await self._telemetry.store(positions, events)
+        except (StorageUnavailable, TimeoutError) as exc:
+            if isinstance(exc, StorageUnavailable):
+                error = exc
+            else:
+                error = StorageUnavailable(f"store did not answer in {self._store_timeout_s} s")
+            self.metrics.storage_errors += 1
+            log.warning(
+                "ingest flush of %d records failed: %s", len(positions) + len(events), error
+            )
+            for submission in batch:
+                submission.resolve(error)
+        except Exception as exc:
+            self.metrics.storage_errors += 1
+            if len(batch) > 1:
+                log.error("ingest flush failed (%r); retrying its submissions one by one", exc)
+                for submission in batch:
+                    await self._flush([submission])
+                return
+            log.exception("ingest flush of one submission failed; it is refused alone")
+            batch[0].resolve(exc)
+        else:
+            self._count(result)
+            for submission in batch:
+                submission.resolve(None)
+
+    def _count(self, result: StoreResult) -> None:
+        m = self.metrics
+        m.flushes += 1
+        m.records["stored"] += result.positions_inserted + result.events_inserted
+        m.records["duplicate"] += result.positions_duplicate + result.events_duplicate

@@ -1,0 +1,33 @@
+"""The parts of the store the gateway calls, as small Protocols.
+
+Both engines' `storage.repository.IngestStore` satisfies `GatewayStore`; tests put an in-memory
+fake behind exactly these methods and nothing more. Members are read-only properties so that a
+store whose ``devices`` is a concrete repository class still matches (a settable Protocol
+attribute would have to match its type exactly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from storage.models import Device, DeviceConnection, Event, Fitting, Position, StoreResult
+
+
+class TelemetrySink(Protocol):
+    async def store(
+        self, positions: Sequence[Position], events: Sequence[Event]
+    ) -> StoreResult: ...
+
+
+class DeviceDirectory(Protocol):
+    async def get_by_imei(self, imei: str) -> Device | None: ...
+    async def fittings(self, device_id: str) -> list[Fitting]: ...
+    async def set_connection(self, connection: DeviceConnection) -> None: ...
+
+
+class GatewayStore(Protocol):
+    @property
+    def devices(self) -> DeviceDirectory: ...
+    @property
+    def telemetry(self) -> TelemetrySink: ...

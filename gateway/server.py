@@ -1,0 +1,188 @@
+"""The TCP gateway: accepts box connections and runs one `Connection` per socket.
+
+Takes plain values (the entry point reads Settings). Isolation between boxes comes from
+per-connection timeouts on every read and write, and from the shared ingest pipeline, which
+only ever waits on storage, never on a socket: a silent, slow or half-open box costs its own
+task and buffers, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from types import TracebackType
+
+from gateway.auth import LoginChecker
+from gateway.connection import (
+    CommandResultHandler,
+    Connection,
+    ConnectionConfig,
+    Services,
+    log_command_result,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import IngestPipeline
+from gateway.ports import GatewayStore
+from gateway.registry import SessionRegistry
+from protocol import Message
+
+log = logging.getLogger(__name__)
+
+# Pending-connection queue of the listening socket. After a gateway restart thousands of boxes
+# reconnect within seconds; the default (100) makes the kernel drop SYNs and the boxes back off
+# for seconds. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+# stop() without an explicit grace period.
+DEFAULT_GRACE_S = 10.0
+
+
+class TcpGateway:
+    def __init__(
+        self,
+        store: GatewayStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        idle_timeout_s: float = 300.0,
+        login_timeout_s: float = 30.0,
+        write_timeout_s: float = 30.0,
+        max_connections: int = 20_000,
+        batch_size: int = 1000,
+        max_delay_ms: int = 20,
+        queue_limit: int = 50_000,
+        gateway_id: str | None = None,
+        on_command_result: CommandResultHandler = log_command_result,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.port = 0  # the bound port, once started
+        self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._max_connections = max_connections
+        self.metrics = GatewayMetrics()
+        self.pipeline = IngestPipeline(
+            store.telemetry,
+            batch_size=batch_size,
+            max_delay_ms=max_delay_ms,
+            queue_limit=queue_limit,
+            metrics=self.metrics,
+        )
+        self.registry = SessionRegistry(
+            store.devices, gateway_id=self.gateway_id, metrics=self.metrics
+        )
+        self._services = Services(
+            config=ConnectionConfig(
+                idle_timeout_s=idle_timeout_s,
+                login_timeout_s=login_timeout_s,
+                write_timeout_s=write_timeout_s,
+            ),
+            pipeline=self.pipeline,
+            checker=LoginChecker(store.devices, metrics=self.metrics),
+            registry=self.registry,
+            devices=store.devices,
+            metrics=self.metrics,
+            on_command_result=on_command_result,
+        )
+        self._server: asyncio.Server | None = None
+        self._connections: dict[Connection, asyncio.Task[None]] = {}
+        self._closing = False
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("gateway already started")
+        await self.pipeline.start()
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self._requested_port, backlog=LISTEN_BACKLOG
+            )
+        except BaseException:
+            await self.pipeline.stop()
+            raise
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("gateway %s listening on %s:%d", self.gateway_id, self.host, self.port)
+
+    async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """Stop accepting and reading; store and ACK what was received; close every socket.
+
+        Connections get ``grace_s`` seconds to finish what they were doing; then they are
+        cancelled (anything not ACKed by then is resent by the boxes) and the pipeline drains.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            connection.stop()
+        tasks = list(self._connections.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.pipeline.stop(grace_s=max(deadline - loop.time(), 1.0))
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("gateway %s stopped", self.gateway_id)
+
+    async def __aenter__(self) -> TcpGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- for /health and the command issue ---------------------------------------------------
+
+    def is_online(self, imei: str) -> bool:
+        return self.registry.is_online(imei)
+
+    async def send(self, imei: str, message: Message) -> bool:
+        return await self.registry.send(imei, message)
+
+    def health(self) -> dict[str, object]:
+        """The gateway's counters and state, for GET /health."""
+        return {
+            "gateway_id": self.gateway_id,
+            "port": self.port,
+            "sessions": len(self.registry),
+            "ingest_pending": self.pipeline.pending,
+            **self.metrics.snapshot(),
+        }
+
+    # --- connections -------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        metrics = self.metrics
+        if self._closing or len(self._connections) >= self._max_connections:
+            metrics.connections_refused += 1
+            writer.transport.abort()
+            return
+        connection = Connection(reader, writer, self._services)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[connection] = task
+        metrics.connections_total += 1
+        metrics.connections_current += 1
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            # Cancelled by stop() after its grace period (or by the loop shutting down): the
+            # connection is over either way. Ending normally matters on Python 3.11, whose
+            # StreamReaderProtocol reports a cancelled handler task as an unhandled error.
+            writer.transport.abort()
+        except Exception:
+            # A bug in the handler must cost one connection, not reach the loop's handler.
+            log.exception("connection from %s failed", connection.remote)
+            writer.transport.abort()
+        finally:
+            del self._connections[connection]
+            metrics.connections_current -= 1

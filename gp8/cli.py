@@ -1,0 +1,143 @@
+"""The `gp8` console script: serve, sim, demo, admin.
+
+The entry point is the only place that reads Settings; it hands plain values down.
+Flags override environment variables (GP8_*), which override defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gp8.settings import Settings
+
+
+def _add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mongo-url", help="MongoDB URL (default: embedded SQLite; env GP8_MONGO_URL)")
+    p.add_argument("--mongo-db", help="MongoDB database name (default gp8)")
+    p.add_argument("--data-dir", type=Path, help="SQLite data directory (default ./gp8-data)")
+
+
+def _apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Settings with the command line's explicit flags applied on top."""
+    data = settings.model_dump()
+    for flag, path in (
+        ("mongo_url", ("mongo_url",)),
+        ("mongo_db", ("mongo_db",)),
+        ("data_dir", ("data_dir",)),
+        ("bootstrap_key", ("bootstrap_key",)),
+        ("tcp_port", ("tcp", "port")),
+        ("api_port", ("api", "port")),
+        ("host", ("tcp", "host")),
+        ("api_host", ("api", "host")),
+        ("mqtt_url", ("mqtt", "url")),
+        ("gateway_id", ("gateway_id",)),
+        ("log_level", ("log_level",)),
+    ):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return Settings.model_validate(data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gp8", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway and the API in one process")
+    _add_storage_args(serve)
+    serve.add_argument("--tcp-port", type=int, help="box TCP port (default 5027)")
+    serve.add_argument("--api-port", type=int, help="REST API port (default 8000)")
+    serve.add_argument("--host", help="TCP listen address (default 0.0.0.0)")
+    serve.add_argument("--api-host", help="API listen address (default 0.0.0.0)")
+    serve.add_argument("--bootstrap-key", help="ensure this operator API key exists at start")
+    serve.add_argument("--mqtt-url", help="enable the MQTT transport, e.g. mqtt://127.0.0.1:1883")
+    serve.add_argument("--gateway-id", help="this process's id (default: host:pid)")
+    serve.add_argument("--log-level", help="debug, info, warning, error")
+
+    demo = sub.add_parser(
+        "demo", help="run gp8 on the embedded SQLite engine with a simulated fleet"
+    )
+    demo.add_argument("--data-dir", type=Path, help="SQLite data directory (default ./gp8-data)")
+    demo.add_argument("--tcp-port", type=int, help="box TCP port (default 5027)")
+    demo.add_argument("--api-port", type=int, help="REST API port (default 8000)")
+    demo.add_argument("--devices", type=int, default=20, help="simulated boxes (default 20)")
+    demo.add_argument("--interval", type=float, default=5.0, help="seconds between fixes")
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+
+    from simulator.cli import add_sim_arguments
+
+    sim = sub.add_parser("sim", help="drive simulated boxes against a gateway")
+    add_sim_arguments(sim)
+
+    admin = sub.add_parser("admin", help="operator tasks against the database")
+    _add_storage_args(admin)
+    asub = admin.add_subparsers(dest="admin_command", required=True)
+    ok = asub.add_parser("ensure-operator-key", help="make sure an operator API key exists")
+    ok.add_argument("key")
+    cf = asub.add_parser("create-fleet", help="create a fleet and print it as JSON")
+    cf.add_argument("--name", required=True)
+    ck = asub.add_parser("create-key", help="create an API key and print it (shown once)")
+    ck.add_argument("--fleet", help="fleet id (omit for an operator key)")
+    ck.add_argument("--role", required=True, choices=["operator", "admin", "manager", "viewer"])
+    ck.add_argument("--name", required=True)
+    asub.add_parser("list-fleets", help="list fleets as JSON lines")
+    acl = asub.add_parser(
+        "mqtt-acl", help="write the Mosquitto password and ACL files for every provisioned box"
+    )
+    acl.add_argument("--out-dir", type=Path, default=Path("mosquitto"))
+    acl.add_argument("--gateway-user", default="gp8-gateway")
+    acl.add_argument("--gateway-password", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = _apply_overrides(Settings(), args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        from gp8.serve import run_serve
+
+        return _run(run_serve(settings))
+    if args.command == "demo":
+        from gp8.demo import run_demo
+
+        return _run(run_demo(settings, args))
+    if args.command == "sim":
+        from simulator.cli import run_sim
+
+        return _run(run_sim(args))
+    if args.command == "admin":
+        from gp8.admin import run_admin
+
+        return _run(run_admin(settings, args))
+    return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # uvloop is optional (not on Windows)
+        runner = asyncio.run
+    try:
+        result = runner(coro)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

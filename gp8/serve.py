@@ -1,0 +1,176 @@
+"""`gp8 serve`: the composition root. Storage, the TCP gateway and the API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from gp8.settings import Settings
+
+log = logging.getLogger("gp8.serve")
+
+# Time given to connections to finish the frames they already sent when we are asked to stop.
+SHUTDOWN_GRACE_S = 10.0
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: gp8 owns SIGINT/SIGTERM because the gateway
+    must drain (store and acknowledge what boxes already sent) as part of the shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def default_gateway_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Running:
+    """What `start_services` started; `ports` are the bound ones (0 in tests picks free ones)."""
+
+    def __init__(self) -> None:
+        self.store: Any = None
+        self.gateway: Any = None
+        self.mqtt: Any = None
+        self.api_server: uvicorn.Server | None = None
+        self.api_task: asyncio.Task[None] | None = None
+
+    @property
+    def tcp_port(self) -> int:
+        return int(self.gateway.port)
+
+    @property
+    def api_port(self) -> int:
+        assert self.api_server is not None
+        servers = self.api_server.servers
+        return int(servers[0].sockets[0].getsockname()[1])
+
+
+async def start_services(settings: Settings) -> Running:
+    """Start storage, gateway, optional MQTT bridge and API; `stop_services` undoes it."""
+    from api.app import create_app
+    from gateway import TcpGateway
+    from storage import open_store
+
+    run = Running()
+    store = open_store(
+        mongo_url=settings.mongo_url, mongo_db=settings.mongo_db, data_dir=settings.data_dir
+    )
+    await store.start()
+    run.store = store
+    gateway_id = settings.gateway_id or default_gateway_id()
+    gateway = TcpGateway(
+        store,
+        host=settings.tcp.host,
+        port=settings.tcp.port,
+        idle_timeout_s=settings.tcp.idle_timeout_s,
+        login_timeout_s=settings.tcp.login_timeout_s,
+        write_timeout_s=settings.tcp.write_timeout_s,
+        max_connections=settings.tcp.max_connections,
+        batch_size=settings.ingest.batch_size,
+        max_delay_ms=settings.ingest.max_delay_ms,
+        queue_limit=settings.ingest.queue_limit,
+        gateway_id=gateway_id,
+    )
+    await gateway.start()
+    run.gateway = gateway
+
+    health_parts: list[Callable[[], Awaitable[dict[str, Any]]]] = []
+
+    async def gateway_health() -> dict[str, Any]:
+        return {"gateway": {"status": "ok", "tcp_port": gateway.port, **gateway.health()}}
+
+    health_parts.append(gateway_health)
+
+    if settings.mqtt.url:
+        from gateway.mqtt import MqttBridge
+
+        bridge = MqttBridge.from_url(
+            settings.mqtt.url,
+            gateway.pipeline,
+            store,
+            share_group=settings.mqtt.share_group,
+            client_id=settings.mqtt.client_id or f"gp8-{gateway_id}",
+            gateway_id=gateway_id,
+        )
+        await bridge.start()
+        run.mqtt = bridge
+
+        async def mqtt_health() -> dict[str, Any]:
+            return {"mqtt": bridge.health()}
+
+        health_parts.append(mqtt_health)
+
+    async def health() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for part in health_parts:
+            out.update(await part())
+        return out
+
+    app = create_app(
+        store,
+        bootstrap_key=settings.bootstrap_key,
+        rate_limit_per_minute=settings.api.rate_limit_per_minute,
+        health=health,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        access_log=False,
+    )
+    server = _ApiServer(config)
+    run.api_server = server
+    run.api_task = asyncio.create_task(server.serve())
+    while not server.started:
+        if run.api_task.done():
+            await run.api_task  # raises the start-up error (port in use, ...)
+            raise RuntimeError("API server exited during start-up")
+        await asyncio.sleep(0.02)
+    return run
+
+
+async def stop_services(run: Running) -> None:
+    """Graceful: stop the API, then the gateway (drains, stores and acks), then storage."""
+    if run.api_server is not None and run.api_task is not None:
+        run.api_server.should_exit = True
+        await run.api_task
+    if run.mqtt is not None:
+        await run.mqtt.stop()
+    if run.gateway is not None:
+        await run.gateway.stop(SHUTDOWN_GRACE_S)
+    if run.store is not None:
+        await run.store.close()
+
+
+async def run_serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    run = await start_services(settings)
+    log.info(
+        "gp8 serving: boxes on tcp %s:%d, API on http://%s:%d (storage: %s)",
+        settings.tcp.host,
+        run.tcp_port,
+        settings.api.host,
+        run.api_port,
+        "mongodb" if settings.mongo_url else f"sqlite in {settings.data_dir}",
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining connections")
+        await stop_services(run)
+    return 0

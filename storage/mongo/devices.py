@@ -1,0 +1,192 @@
+"""Boxes, their fitting history and connection state on MongoDB.
+
+Fitting touches three collections (fittings, vehicles, devices) without a multi-document
+transaction, which a standalone server and the test fake do not offer. Every check runs before
+the first write, the open fitting is written before the links that mirror it, and each write is
+safe to repeat, so a fit interrupted half way is completed by repeating it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+
+from storage.errors import Conflict, NotFound
+from storage.models import (
+    Device,
+    DeviceConnection,
+    DeviceModel,
+    DeviceStatus,
+    Fitting,
+    Page,
+    new_id,
+    now_ms,
+)
+from storage.mongo import documents as docs
+from storage.mongo.db import Doc, MongoDb
+from storage.mongo.query import ASC
+from storage.mongo.schema import CONNECTIONS, DEVICES, FITTINGS, VEHICLES
+from storage.pagination import decode_id_cursor, make_page, page_limit
+
+
+class MongoDevices:
+    def __init__(self, db: MongoDb) -> None:
+        self._db = db
+
+    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
+        await self._db.require_fleet(fleet_id)
+        device = Device(
+            id=new_id("dev"),
+            fleet_id=fleet_id,
+            imei=imei,
+            model=model,
+            secret=secret,
+            created_ms=now_ms(),
+            status=DeviceStatus.ACTIVE,
+        )
+        # The unique IMEI index makes a second box with this IMEI a DuplicateKeyError: Conflict.
+        await self._db.call(self._db.collection(DEVICES).insert_one(docs.device_doc(device)))
+        return device
+
+    async def get(self, fleet_id: str, device_id: str) -> Device:
+        doc = await self._db.find_one(
+            DEVICES, {"_id": device_id, "fleet_id": fleet_id}, f"device {device_id}"
+        )
+        return docs.to_device(doc)
+
+    async def get_by_imei(self, imei: str) -> Device | None:
+        doc = await self._db.call(self._db.collection(DEVICES).find_one({"imei": imei}))
+        return None if doc is None else docs.to_device(doc)
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        imei: str | None = None,
+        model: DeviceModel | None = None,
+        fitted: bool | None = None,
+    ) -> Page[Device]:
+        limit = page_limit(limit)
+        query: Doc = {"fleet_id": fleet_id}
+        if cursor is not None:
+            query["_id"] = {"$gt": decode_id_cursor(cursor, "device")}
+        if imei is not None:
+            query["imei"] = imei
+        if model is not None:
+            query["model"] = model.value
+        if fitted is not None:
+            query["vehicle_id"] = {"$ne": None} if fitted else None
+        found = await self._db.find(DEVICES, query, [("_id", ASC)], limit + 1)
+        return make_page([docs.to_device(d) for d in found], limit, "device", lambda d: (d.id,))
+
+    async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
+        await self._db.find_one(
+            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
+        )
+        device = await self._db.find_one(
+            DEVICES, {"imei": imei, "fleet_id": fleet_id}, f"device with IMEI {imei}"
+        )
+        device_id: str = device["_id"]
+        of_device = await self._open_fitting("device_id", device_id)
+        if of_device is not None and of_device[1].vehicle_id == vehicle_id:
+            return of_device[1]  # already fitted there: keep the history as it is
+        of_vehicle = await self._open_fitting("vehicle_id", vehicle_id)
+        current = [f for f in (of_device, of_vehicle) if f is not None]
+        for _, fitting in current:
+            _check_end(fitting, at_ms)
+        fitting = Fitting(
+            fleet_id=fleet_id, device_id=device_id, vehicle_id=vehicle_id, from_ms=at_ms
+        )
+        # The box leaves its old vehicle and the vehicle loses its old box, at the same instant.
+        for fitting_id, old in current:
+            await self._end(fitting_id, old, at_ms)
+        await self._db.call(
+            self._db.collection(FITTINGS).insert_one(docs.fitting_doc(new_id("fit"), fitting))
+        )
+        await self._link(device_id, vehicle_id)
+        return fitting
+
+    async def unfit(self, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
+        await self._db.find_one(
+            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
+        )
+        current = await self._open_fitting("vehicle_id", vehicle_id)
+        if current is None:
+            raise NotFound(f"no box fitted to vehicle {vehicle_id}")
+        fitting_id, fitting = current
+        _check_end(fitting, at_ms)
+        return await self._end(fitting_id, fitting, at_ms)
+
+    async def fittings(self, device_id: str) -> builtins.list[Fitting]:
+        found = await self._db.find(
+            FITTINGS, {"device_id": device_id}, [("from_ms", ASC), ("_id", ASC)]
+        )
+        # Fittings that begin in the same millisecond: the ended one came first.
+        fittings = [docs.to_fitting(d) for d in found]
+        return sorted(fittings, key=lambda f: (f.from_ms, f.to_ms is None, f.to_ms or 0))
+
+    async def set_connection(self, connection: DeviceConnection) -> None:
+        device = await self._db.call(
+            self._db.collection(DEVICES).find_one({"_id": connection.device_id}, {"fleet_id": 1})
+        )
+        if device is None:
+            # Deleted while connected: nothing to attach the state to, and no error to fail the
+            # gateway's disconnect path with.
+            return
+        await self._db.call(
+            self._db.collection(CONNECTIONS).update_one(
+                {"_id": connection.device_id},
+                {"$set": docs.connection_fields(connection, device["fleet_id"])},
+                upsert=True,
+            )
+        )
+
+    async def connection(self, device_id: str) -> DeviceConnection | None:
+        doc = await self._db.call(self._db.collection(CONNECTIONS).find_one({"_id": device_id}))
+        return None if doc is None else docs.to_connection(doc)
+
+    async def _open_fitting(self, field: str, value: str) -> tuple[str, Fitting] | None:
+        doc = await self._db.call(
+            self._db.collection(FITTINGS).find_one({field: value, "to_ms": None})
+        )
+        return None if doc is None else (doc["_id"], docs.to_fitting(doc))
+
+    async def _end(self, fitting_id: str, fitting: Fitting, at_ms: int) -> Fitting:
+        await self._db.call(
+            self._db.collection(FITTINGS).update_one(
+                {"_id": fitting_id}, {"$set": {"to_ms": at_ms}}
+            )
+        )
+        await self._db.call(
+            self._db.collection(VEHICLES).update_one(
+                {"_id": fitting.vehicle_id, "device_id": fitting.device_id},
+                {"$set": {"device_id": None}},
+            )
+        )
+        await self._db.call(
+            self._db.collection(DEVICES).update_one(
+                {"_id": fitting.device_id, "vehicle_id": fitting.vehicle_id},
+                {"$set": {"vehicle_id": None}},
+            )
+        )
+        return dataclasses.replace(fitting, to_ms=at_ms)
+
+    async def _link(self, device_id: str, vehicle_id: str) -> None:
+        await self._db.call(
+            self._db.collection(VEHICLES).update_one(
+                {"_id": vehicle_id}, {"$set": {"device_id": device_id}}
+            )
+        )
+        await self._db.call(
+            self._db.collection(DEVICES).update_one(
+                {"_id": device_id}, {"$set": {"vehicle_id": vehicle_id}}
+            )
+        )
+
+
+def _check_end(fitting: Fitting, at_ms: int) -> None:
+    if at_ms < fitting.from_ms:
+        # Ending before it began would make the history overlap itself.
+        raise Conflict(f"fitting of {fitting.device_id} began at {fitting.from_ms} > {at_ms}")

@@ -1,0 +1,228 @@
+"""Fleets, API keys, vehicles and the access log on MongoDB."""
+
+from __future__ import annotations
+
+from pymongo import ReturnDocument
+
+from storage.errors import NotFound
+from storage.latest import vehicle_subject
+from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
+from storage.mongo import documents as docs
+from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
+from storage.mongo.query import ASC, after
+from storage.mongo.schema import (
+    ACCESS_LOG,
+    DEVICES,
+    FITTINGS,
+    FLEET_COLLECTIONS,
+    FLEETS,
+    KEYS,
+    LAST_POSITIONS,
+    VEHICLES,
+)
+from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+
+
+def _id_after(cursor: str | None, kind: str) -> Doc:
+    return {} if cursor is None else {"_id": {"$gt": decode_id_cursor(cursor, kind)}}
+
+
+class MongoFleets:
+    def __init__(self, db: MongoDb) -> None:
+        self._db = db
+
+    async def create(self, name: str) -> Fleet:
+        fleet = Fleet(id=new_id("flt"), name=name, created_ms=now_ms())
+        await self._db.call(self._db.collection(FLEETS).insert_one(docs.fleet_doc(fleet)))
+        return fleet
+
+    async def get(self, fleet_id: str) -> Fleet:
+        return docs.to_fleet(
+            await self._db.find_one(FLEETS, {"_id": fleet_id}, f"fleet {fleet_id}")
+        )
+
+    async def list(self, *, cursor: str | None = None, limit: int = 100) -> Page[Fleet]:
+        limit = page_limit(limit)
+        found = await self._db.find(FLEETS, _id_after(cursor, "fleet"), [("_id", ASC)], limit + 1)
+        return make_page([docs.to_fleet(d) for d in found], limit, "fleet", lambda f: (f.id,))
+
+    async def delete(self, fleet_id: str) -> None:
+        await self._db.require_fleet(fleet_id)
+        # No multi-document transaction (a standalone server has none): the fleet document
+        # goes last, so an erasure interrupted half way is finished by simply calling it again.
+        for name in FLEET_COLLECTIONS:
+            await self._db.call(
+                self._db.collection(name).delete_many({"fleet_id": fleet_id}),
+                timeout_s=BULK_DELETE_TIMEOUT_S,
+            )
+        await self._db.call(self._db.collection(FLEETS).delete_one({"_id": fleet_id}))
+
+
+class MongoKeys:
+    def __init__(self, db: MongoDb) -> None:
+        self._db = db
+
+    async def create(self, key: ApiKey) -> ApiKey:
+        if key.fleet_id is not None:
+            await self._db.require_fleet(key.fleet_id)
+        # A second key with this id or hash fails on a unique index: DuplicateKeyError, Conflict.
+        await self._db.call(self._db.collection(KEYS).insert_one(docs.key_doc(key)))
+        return key
+
+    async def get_by_hash(self, key_hash: str) -> ApiKey | None:
+        doc = await self._db.call(self._db.collection(KEYS).find_one({"key_hash": key_hash}))
+        return None if doc is None else docs.to_key(doc)
+
+    async def get(self, fleet_id: str | None, key_id: str) -> ApiKey:
+        # fleet_id None matches the null stored for operator keys, never a fleet's key.
+        doc = await self._db.find_one(KEYS, {"_id": key_id, "fleet_id": fleet_id}, f"key {key_id}")
+        return docs.to_key(doc)
+
+    async def list(
+        self, fleet_id: str | None, *, cursor: str | None = None, limit: int = 100
+    ) -> Page[ApiKey]:
+        limit = page_limit(limit)
+        query = {"fleet_id": fleet_id, **_id_after(cursor, "key")}
+        found = await self._db.find(KEYS, query, [("_id", ASC)], limit + 1)
+        return make_page([docs.to_key(d) for d in found], limit, "key", lambda k: (k.id,))
+
+    async def revoke(self, fleet_id: str | None, key_id: str, at_ms: int) -> ApiKey:
+        # Only a key not yet revoked is updated, so the first revocation time stays.
+        doc = await self._db.call(
+            self._db.collection(KEYS).find_one_and_update(
+                {"_id": key_id, "fleet_id": fleet_id, "revoked_ms": None},
+                {"$set": {"revoked_ms": at_ms}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if doc is None:  # revoked already, or not there at all
+            return await self.get(fleet_id, key_id)
+        return docs.to_key(doc)
+
+
+class MongoVehicles:
+    def __init__(self, db: MongoDb) -> None:
+        self._db = db
+
+    async def create(self, fleet_id: str, *, vin: str, plate: str, label: str) -> Vehicle:
+        await self._db.require_fleet(fleet_id)
+        vehicle = Vehicle(
+            id=new_id("veh"),
+            fleet_id=fleet_id,
+            vin=vin,
+            plate=plate,
+            label=label,
+            created_ms=now_ms(),
+        )
+        await self._db.call(self._db.collection(VEHICLES).insert_one(docs.vehicle_doc(vehicle)))
+        return vehicle
+
+    async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
+        return docs.to_vehicle(await self._find(fleet_id, vehicle_id))
+
+    async def _find(self, fleet_id: str, vehicle_id: str) -> Doc:
+        return await self._db.find_one(
+            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
+        )
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        vin: str | None = None,
+        plate: str | None = None,
+        fitted: bool | None = None,
+    ) -> Page[Vehicle]:
+        limit = page_limit(limit)
+        query: Doc = {"fleet_id": fleet_id, **_id_after(cursor, "vehicle")}
+        if vin is not None:
+            query["vin"] = vin
+        if plate is not None:
+            query["plate"] = plate
+        if fitted is not None:
+            query["device_id"] = {"$ne": None} if fitted else None
+        found = await self._db.find(VEHICLES, query, [("_id", ASC)], limit + 1)
+        return make_page([docs.to_vehicle(d) for d in found], limit, "vehicle", lambda v: (v.id,))
+
+    async def update(
+        self,
+        fleet_id: str,
+        vehicle_id: str,
+        *,
+        vin: str | None = None,
+        plate: str | None = None,
+        label: str | None = None,
+    ) -> Vehicle:
+        changes = {
+            name: value
+            for name, value in (("vin", vin), ("plate", plate), ("label", label))
+            if value is not None
+        }
+        if not changes:
+            return await self.get(fleet_id, vehicle_id)
+        doc = await self._db.call(
+            self._db.collection(VEHICLES).find_one_and_update(
+                {"_id": vehicle_id, "fleet_id": fleet_id},
+                {"$set": changes},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if doc is None:
+            raise NotFound(f"vehicle {vehicle_id}")
+        return docs.to_vehicle(doc)
+
+    async def delete(self, fleet_id: str, vehicle_id: str, at_ms: int) -> None:
+        vehicle = docs.to_vehicle(await self._find(fleet_id, vehicle_id))
+        if vehicle.device_id is not None:
+            fittings = self._db.collection(FITTINGS)
+            current = await self._db.call(
+                fittings.find_one({"vehicle_id": vehicle_id, "to_ms": None})
+            )
+            if current is not None:
+                # A delete must not fail on a clock behind the fitting start: end it where it
+                # began rather than before.
+                to_ms = max(at_ms, current["from_ms"])
+                await self._db.call(
+                    fittings.update_one({"_id": current["_id"]}, {"$set": {"to_ms": to_ms}})
+                )
+            await self._db.call(
+                self._db.collection(DEVICES).update_one(
+                    {"_id": vehicle.device_id}, {"$set": {"vehicle_id": None}}
+                )
+            )
+        await self._db.call(self._db.collection(VEHICLES).delete_one({"_id": vehicle_id}))
+        # The last position is derived state of the vehicle; its positions stay (history).
+        await self._db.call(
+            self._db.collection(LAST_POSITIONS).delete_one({"_id": vehicle_subject(vehicle_id)})
+        )
+
+
+class MongoAccessLog:
+    def __init__(self, db: MongoDb) -> None:
+        self._db = db
+
+    async def append(self, entry: AccessLogEntry) -> None:
+        await self._db.call(self._db.collection(ACCESS_LOG).insert_one(docs.access_doc(entry)))
+
+    async def list(
+        self,
+        fleet_id: str | None,
+        *,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[AccessLogEntry]:
+        limit = page_limit(limit)
+        key = None if cursor is None else decode_cursor(cursor, "access", (int, str))
+        query: Doc = {
+            "fleet_id": fleet_id,
+            "time_ms": {"$gte": from_ms, "$lt": to_ms},
+            **after(["time_ms", "_id"], key),
+        }
+        found = await self._db.find(ACCESS_LOG, query, [("time_ms", ASC), ("_id", ASC)], limit + 1)
+        return make_page(
+            [docs.to_access(d) for d in found], limit, "access", lambda e: (e.time_ms, e.id)
+        )

@@ -1,0 +1,70 @@
+"""Collections and indexes of the MongoDB engine.
+
+Idempotency costs no extra index: a position's ``_id`` is ``"<device_id>:<time_ms>"`` and an
+event's ``"<device_id>:<time_ms>:<code>"``, so the unique ``_id`` index every collection has
+rejects resends. Every other index exists for a query in this package.
+"""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, IndexModel
+
+from storage.mongo.command_schema import COMMAND_FLEET_COLLECTIONS, COMMAND_INDEXES
+
+FLEETS = "fleets"
+KEYS = "api_keys"
+VEHICLES = "vehicles"
+DEVICES = "devices"
+FITTINGS = "fittings"
+CONNECTIONS = "connections"
+POSITIONS = "positions"
+EVENTS = "events"
+LAST_POSITIONS = "last_positions"  # _id: "v:<vehicle_id>" or "d:<device_id>"
+ACCESS_LOG = "access_log"
+
+# Every collection holding records of a fleet, by fleet_id: what a GDPR erasure deletes
+# (tests check that nothing of an erased fleet is left in any of them).
+FLEET_COLLECTIONS = (
+    KEYS,
+    VEHICLES,
+    DEVICES,
+    FITTINGS,
+    CONNECTIONS,
+    POSITIONS,
+    EVENTS,
+    LAST_POSITIONS,
+    ACCESS_LOG,
+    *COMMAND_FLEET_COLLECTIONS,
+)
+
+
+def _index(*fields: str, unique: bool = False, name: str) -> IndexModel:
+    return IndexModel([(f, ASCENDING) for f in fields], unique=unique, name=name)
+
+
+INDEXES: dict[str, list[IndexModel]] = {
+    KEYS: [
+        _index("key_hash", unique=True, name="key_hash_unique"),
+        _index("fleet_id", "_id", name="fleet_listing"),
+    ],
+    VEHICLES: [
+        _index("fleet_id", "vin", unique=True, name="fleet_vin_unique"),
+        _index("fleet_id", "_id", name="fleet_listing"),
+    ],
+    DEVICES: [
+        _index("imei", unique=True, name="imei_unique"),
+        _index("fleet_id", "_id", name="fleet_listing"),
+    ],
+    FITTINGS: [
+        _index("device_id", "from_ms", name="device_history"),
+        _index("vehicle_id", "to_ms", name="vehicle_current"),
+        _index("fleet_id", name="fleet"),
+    ],
+    CONNECTIONS: [_index("fleet_id", name="fleet")],
+    # The vehicle track query; its fleet_id prefix also serves retention purges and erasure.
+    POSITIONS: [_index("fleet_id", "vehicle_id", "time_ms", "device_id", name="vehicle_track")],
+    EVENTS: [_index("fleet_id", "time_ms", "device_id", "code", name="fleet_time")],
+    LAST_POSITIONS: [_index("fleet_id", "vehicle_id", name="fleet")],
+    ACCESS_LOG: [_index("fleet_id", "time_ms", "_id", name="fleet_time")],
+    **COMMAND_INDEXES,
+}

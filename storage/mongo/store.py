@@ -1,0 +1,108 @@
+"""`MongoStore`: the production engine, on PyMongo's async API (`AsyncMongoClient`)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pymongo import AsyncMongoClient, WriteConcern
+
+from storage.errors import StorageUnavailable
+from storage.mongo.db import OPERATION_TIMEOUT_S, Doc, MongoDb
+from storage.mongo.devices import MongoDevices
+from storage.mongo.errors import translate_errors
+from storage.mongo.resources import MongoAccessLog, MongoFleets, MongoKeys, MongoVehicles
+from storage.mongo.schema import INDEXES
+from storage.mongo.telemetry import MongoTelemetry
+from storage.repository import (
+    AccessLogRepo,
+    DeviceRepo,
+    FleetRepo,
+    KeyRepo,
+    TelemetryRepo,
+    VehicleRepo,
+)
+
+# TCP + TLS handshake of a new connection (the driver's default is 20 s); each operation as a
+# whole is bounded by OPERATION_TIMEOUT_S.
+CONNECT_TIMEOUT_MS = 5_000
+
+
+class MongoStore:
+    """A `storage.repository.Store` on one MongoDB database.
+
+    ``client`` is a `pymongo.AsyncMongoClient` (or the test fake
+    `pymongo_async_mock.AsyncMongoMockClient`); a client passed in stays the caller's to close.
+    Every write is acknowledged by a majority of the replica set (set on the database handle,
+    so no call can forget it): a batch the gateway acknowledges survives a primary failover.
+    """
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Doc],
+        db_name: str,
+        *,
+        operation_timeout_s: float = OPERATION_TIMEOUT_S,
+    ) -> None:
+        self.db_name = db_name
+        self._client = client
+        self._owns_client = False
+        database = client.get_database(db_name, write_concern=WriteConcern("majority"))
+        self._db = MongoDb(database, operation_timeout_s=operation_timeout_s)
+        self.fleets: FleetRepo = MongoFleets(self._db)
+        self.keys: KeyRepo = MongoKeys(self._db)
+        self.vehicles: VehicleRepo = MongoVehicles(self._db)
+        self.devices: DeviceRepo = MongoDevices(self._db)
+        self.telemetry: TelemetryRepo = MongoTelemetry(self._db)
+        self.access_log: AccessLogRepo = MongoAccessLog(self._db)
+
+    @classmethod
+    def from_url(
+        cls, url: str, db_name: str, *, operation_timeout_s: float = OPERATION_TIMEOUT_S
+    ) -> MongoStore:
+        """A store on its own client (closed by `close()`); nothing connects before `start()`.
+
+        Options given in the URL win over our defaults.
+        """
+        options = {name.lower() for name in parse_qs(urlsplit(url).query)}
+        kwargs: dict[str, Any] = {}
+        if "appname" not in options:
+            kwargs["appname"] = "gp8"  # shows in the server's logs and currentOp
+        if "connecttimeoutms" not in options:
+            kwargs["connectTimeoutMS"] = CONNECT_TIMEOUT_MS
+        with translate_errors():  # a malformed URL is a ConfigurationError
+            client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **kwargs)
+        store = cls(client, db_name, operation_timeout_s=operation_timeout_s)
+        store._owns_client = True
+        return store
+
+    @property
+    def round_trips(self) -> int:
+        """Driver calls that went to the server since the store was made (or last reset)."""
+        return self._db.round_trips
+
+    @round_trips.setter
+    def round_trips(self, value: int) -> None:
+        self._db.round_trips = value
+
+    async def start(self) -> None:
+        """Create the indexes (collections come with them); idempotent."""
+        if self._db.state == "open":
+            return
+        if self._db.state == "closed":
+            raise StorageUnavailable("mongo store is closed")
+        for name, indexes in INDEXES.items():
+            # createIndexes with an index that already exists with the same spec is a no-op.
+            await self._db.call_unchecked(self._db.collection(name).create_indexes(indexes))
+        self._db.state = "open"
+
+    async def close(self) -> None:
+        if self._db.state == "closed":
+            return
+        self._db.state = "closed"
+        if self._owns_client:
+            await self._client.close()
+
+    async def health(self) -> dict[str, object]:
+        await self._db.call(self._db.database.command("ping"))
+        return {"engine": "mongo", "db": self.db_name}

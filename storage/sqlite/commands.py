@@ -1,0 +1,486 @@
+"""Remote commands on SQLite: commands, the command audit log, policies, alerts.
+
+Each compound write (create: number + command + audit entry; transition: status + audit entry)
+is one function on the writer thread, hence one transaction: a command is never stored without
+the audit entry of its request, and a status never changes without its audit entry.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import sqlite3
+from collections.abc import Collection
+from typing import Any
+
+from storage.errors import NotFound
+from storage.models import (
+    Alert,
+    AlertKind,
+    AuditEntry,
+    CommandChanges,
+    CommandKind,
+    CommandPolicy,
+    CommandRecord,
+    CommandState,
+    KillSwitch,
+    Page,
+    VehicleLockState,
+    first_command_seq,
+)
+from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.sqlite.db import Database
+from storage.sqlite.query import after, fetch_all, fetch_one
+from storage.sqlite.rows import Row
+
+_COMMAND_FIELDS = tuple(f.name for f in dataclasses.fields(CommandRecord))
+COMMAND_COLUMNS = ", ".join(_COMMAND_FIELDS)
+_AUDIT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEntry))
+AUDIT_COLUMNS = ", ".join(_AUDIT_FIELDS)
+_ALERT_FIELDS = tuple(f.name for f in dataclasses.fields(Alert))
+ALERT_COLUMNS = ", ".join(_ALERT_FIELDS)
+LOCK_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VehicleLockState))
+
+# The columns a transition may set: CommandChanges' keys, checked so no other name can ever be
+# formatted into the SQL.
+_CHANGEABLE = frozenset(CommandChanges.__annotations__)
+_KILL_SWITCH = "kill_switch"
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def to_command(row: Row) -> CommandRecord:
+    values = dict(zip(_COMMAND_FIELDS, row, strict=True))
+    values["kind"] = CommandKind(values["kind"])
+    values["status"] = CommandState(values["status"])
+    return CommandRecord(**values)
+
+
+def _command_values(command: CommandRecord) -> Row:
+    return tuple(
+        v.value if isinstance(v, CommandKind | CommandState) else v
+        for v in dataclasses.astuple(command)
+    )
+
+
+def to_audit(row: Row) -> AuditEntry:
+    return AuditEntry(*row)
+
+
+def to_alert(row: Row) -> Alert:
+    values = dict(zip(_ALERT_FIELDS, row, strict=True))
+    values["kind"] = AlertKind(values["kind"])
+    values["freezes_commands"] = bool(values["freezes_commands"])
+    return Alert(**values)
+
+
+def to_lock_state(row: Row) -> VehicleLockState:
+    fleet_id, vehicle_id, device_id, locked, inhibited, updated_ms, command_id = row
+    return VehicleLockState(
+        fleet_id=fleet_id,
+        vehicle_id=vehicle_id,
+        device_id=device_id,
+        doors_locked=bool(locked),
+        engine_start_inhibited=bool(inhibited),
+        updated_ms=updated_ms,
+        command_id=command_id,
+    )
+
+
+class SqliteCommands:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, command: CommandRecord, requested: AuditEntry
+    ) -> tuple[CommandRecord, bool]:
+        return await self._db.write(_create, command, requested)
+
+    async def get(self, fleet_id: str, command_id: str) -> CommandRecord:
+        sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ? AND fleet_id = ?"
+        found = await self._db.read(fetch_all, sql, (command_id, fleet_id))
+        if not found:
+            raise NotFound(f"command {command_id}")
+        return to_command(found[0])
+
+    async def by_seq(self, imei: str, seq: int) -> CommandRecord | None:
+        sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE imei = ? AND seq = ?"
+        found = await self._db.read(fetch_all, sql, (imei, seq))
+        return to_command(found[0]) if found else None
+
+    async def by_idempotency_key(self, fleet_id: str, key: str) -> CommandRecord | None:
+        sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE fleet_id = ? AND idempotency_key = ?"
+        found = await self._db.read(fetch_all, sql, (fleet_id, key))
+        return to_command(found[0]) if found else None
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        status: CommandState | None = None,
+        kind: CommandKind | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[CommandRecord]:
+        limit = page_limit(limit)
+        where = ["fleet_id = ?", "created_ms >= ?", "created_ms < ?"]
+        params: list[Any] = [fleet_id, from_ms, to_ms]
+        if vehicle_id is not None:
+            where.append("vehicle_id = ?")
+            params.append(vehicle_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind.value)
+        key = None if cursor is None else decode_cursor(cursor, "command", (int, str))
+        cond, after_params = after(["created_ms", "id"], key)
+        sql = (
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)}{cond}"
+            " ORDER BY created_ms, id LIMIT ?"
+        )
+        found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
+        return make_page(
+            [to_command(r) for r in found], limit, "command", lambda c: (c.created_ms, c.id)
+        )
+
+    async def count_since(
+        self, fleet_id: str, kinds: Collection[CommandKind], since_ms: int
+    ) -> int:
+        if not kinds:
+            return 0
+        sql = (
+            "SELECT count(*) FROM commands WHERE fleet_id = ? AND created_ms >= ?"
+            f" AND kind IN ({_placeholders(len(kinds))})"
+        )
+        found = await self._db.read(fetch_all, sql, [fleet_id, since_ms, *(k.value for k in kinds)])
+        return int(found[0][0])
+
+    async def pending_for_box(self, imei: str, now_ms: int) -> builtins.list[CommandRecord]:
+        sql = (
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE imei = ?"
+            " AND status IN ('queued', 'sent') AND expires_ms > ? ORDER BY seq"
+        )
+        return [to_command(r) for r in await self._db.read(fetch_all, sql, (imei, now_ms))]
+
+    async def in_status(
+        self,
+        status: CommandState,
+        *,
+        updated_from_ms: int = 0,
+        updated_to_ms: int = 2**62,
+        limit: int = 1000,
+    ) -> builtins.list[CommandRecord]:
+        sql = (
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE status = ?"
+            " AND updated_ms >= ? AND updated_ms < ? ORDER BY updated_ms LIMIT ?"
+        )
+        params = (status.value, updated_from_ms, updated_to_ms, page_limit(limit))
+        return [to_command(r) for r in await self._db.read(fetch_all, sql, params)]
+
+    async def expiring(self, now_ms: int, *, limit: int = 1000) -> builtins.list[CommandRecord]:
+        # The status condition is spelled exactly as the partial index's, so it is used.
+        sql = (
+            f"SELECT {COMMAND_COLUMNS} FROM commands"
+            " WHERE status IN ('pending_approval', 'queued', 'sent') AND expires_ms <= ?"
+            " ORDER BY expires_ms LIMIT ?"
+        )
+        params = (now_ms, page_limit(limit))
+        return [to_command(r) for r in await self._db.read(fetch_all, sql, params)]
+
+    async def transition(
+        self,
+        command_id: str,
+        *,
+        expected: Collection[CommandState],
+        status: CommandState,
+        at_ms: int,
+        changes: CommandChanges | None = None,
+        attempts_delta: int = 0,
+        audit: AuditEntry | None = None,
+    ) -> CommandRecord | None:
+        return await self._db.write(
+            _transition,
+            command_id,
+            tuple(s.value for s in expected),
+            status,
+            at_ms,
+            dict(changes or {}),
+            attempts_delta,
+            audit,
+        )
+
+    async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None:
+        sql = (
+            f"SELECT {LOCK_COLUMNS} FROM vehicle_lock_states WHERE vehicle_id = ? AND fleet_id = ?"
+        )
+        found = await self._db.read(fetch_all, sql, (vehicle_id, fleet_id))
+        return to_lock_state(found[0]) if found else None
+
+    async def set_vehicle_state(self, state: VehicleLockState) -> None:
+        # The WHERE keeps whichever state is newer, whatever order answers are processed in.
+        sql = (
+            f"INSERT INTO vehicle_lock_states ({LOCK_COLUMNS}) VALUES ({_placeholders(7)})"
+            " ON CONFLICT (vehicle_id) DO UPDATE SET fleet_id = excluded.fleet_id,"
+            " device_id = excluded.device_id, doors_locked = excluded.doors_locked,"
+            " engine_start_inhibited = excluded.engine_start_inhibited,"
+            " updated_ms = excluded.updated_ms, command_id = excluded.command_id"
+            " WHERE excluded.updated_ms >= vehicle_lock_states.updated_ms"
+        )
+        await self._db.write(_execute, sql, dataclasses.astuple(state))
+
+
+class SqliteAudit:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(self, entry: AuditEntry) -> None:
+        await self._db.write(_insert_audit, entry)
+
+    async def list(
+        self,
+        fleet_id: str | None,
+        *,
+        vehicle_id: str | None = None,
+        command_id: str | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[AuditEntry]:
+        limit = page_limit(limit)
+        # "IS ?" also matches NULL: the platform's entries are read with fleet_id None.
+        where = ["fleet_id IS ?", "time_ms >= ?", "time_ms < ?"]
+        params: list[Any] = [fleet_id, from_ms, to_ms]
+        if vehicle_id is not None:
+            where.append("vehicle_id = ?")
+            params.append(vehicle_id)
+        if command_id is not None:
+            where.append("command_id = ?")
+            params.append(command_id)
+        key = None if cursor is None else decode_cursor(cursor, "audit", (int, str))
+        cond, after_params = after(["time_ms", "id"], key)
+        sql = (
+            f"SELECT {AUDIT_COLUMNS} FROM command_audit WHERE {' AND '.join(where)}{cond}"
+            " ORDER BY time_ms, id LIMIT ?"
+        )
+        found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
+        return make_page([to_audit(r) for r in found], limit, "audit", lambda e: (e.time_ms, e.id))
+
+
+class SqlitePolicies:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, fleet_id: str) -> CommandPolicy:
+        sql = (
+            "SELECT four_eyes, engine_start_cap_per_hour, updated_ms, updated_by"
+            " FROM command_policies WHERE fleet_id = ?"
+        )
+        found = await self._db.read(fetch_all, sql, (fleet_id,))
+        if not found:
+            return CommandPolicy(fleet_id=fleet_id)
+        four_eyes, cap, updated_ms, updated_by = found[0]
+        return CommandPolicy(fleet_id, bool(four_eyes), cap, updated_ms, updated_by)
+
+    async def put(self, policy: CommandPolicy) -> CommandPolicy:
+        sql = (
+            "INSERT INTO command_policies (fleet_id, four_eyes, engine_start_cap_per_hour,"
+            " updated_ms, updated_by) VALUES (?, ?, ?, ?, ?) ON CONFLICT (fleet_id) DO UPDATE"
+            " SET four_eyes = excluded.four_eyes,"
+            " engine_start_cap_per_hour = excluded.engine_start_cap_per_hour,"
+            " updated_ms = excluded.updated_ms, updated_by = excluded.updated_by"
+        )
+        await self._db.write(_execute, sql, dataclasses.astuple(policy))
+        return policy
+
+    async def kill_switch(self) -> KillSwitch:
+        sql = "SELECT engaged, reason, changed_ms, changed_by FROM platform_switches WHERE name = ?"
+        found = await self._db.read(fetch_all, sql, (_KILL_SWITCH,))
+        if not found:
+            return KillSwitch()
+        engaged, reason, changed_ms, changed_by = found[0]
+        return KillSwitch(bool(engaged), reason, changed_ms, changed_by)
+
+    async def set_kill_switch(self, switch: KillSwitch) -> KillSwitch:
+        sql = (
+            "INSERT INTO platform_switches (name, engaged, reason, changed_ms, changed_by)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET engaged = excluded.engaged,"
+            " reason = excluded.reason, changed_ms = excluded.changed_ms,"
+            " changed_by = excluded.changed_by"
+        )
+        await self._db.write(_execute, sql, (_KILL_SWITCH, *dataclasses.astuple(switch)))
+        return switch
+
+
+class SqliteAlerts:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def raise_alert(self, alert: Alert) -> Alert:
+        sql = f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ({_placeholders(len(_ALERT_FIELDS))})"
+        values = tuple(
+            v.value if isinstance(v, AlertKind) else v for v in dataclasses.astuple(alert)
+        )
+        await self._db.write(_execute, sql, values)
+        return alert
+
+    async def get(self, fleet_id: str, alert_id: str) -> Alert:
+        sql = f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ? AND fleet_id = ?"
+        found = await self._db.read(fetch_all, sql, (alert_id, fleet_id))
+        if not found:
+            raise NotFound(f"alert {alert_id}")
+        return to_alert(found[0])
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        open_only: bool = False,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[Alert]:
+        limit = page_limit(limit)
+        where = ["fleet_id = ?"]
+        params: list[Any] = [fleet_id]
+        if vehicle_id is not None:
+            where.append("vehicle_id = ?")
+            params.append(vehicle_id)
+        if open_only:
+            where.append("cleared_ms IS NULL")
+        key = None if cursor is None else (decode_id_cursor(cursor, "alert"),)
+        cond, after_params = after(["id"], key)
+        sql = (
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(where)}{cond}"
+            " ORDER BY id LIMIT ?"
+        )
+        found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
+        return make_page([to_alert(r) for r in found], limit, "alert", lambda a: (a.id,))
+
+    async def open_alerts(
+        self,
+        *,
+        device_id: str | None = None,
+        vehicle_id: str | None = None,
+        kind: AlertKind | None = None,
+    ) -> builtins.list[Alert]:
+        if device_id is None and vehicle_id is None:
+            return []
+        # Two indexed lookups rather than an OR, which SQLite may answer with a table scan.
+        found: dict[str, Alert] = {}
+        for column, value in (("device_id", device_id), ("vehicle_id", vehicle_id)):
+            if value is None:
+                continue
+            sql = f"SELECT {ALERT_COLUMNS} FROM alerts WHERE {column} = ? AND cleared_ms IS NULL"
+            for row in await self._db.read(fetch_all, sql, (value,)):
+                alert = to_alert(row)
+                if kind is None or alert.kind is kind:
+                    found[alert.id] = alert
+        return [found[k] for k in sorted(found)]
+
+    async def clear(self, fleet_id: str, alert_id: str, *, by: str, at_ms: int) -> Alert:
+        return await self._db.write(_clear_alert, fleet_id, alert_id, by, at_ms)
+
+
+# --- run on the writer thread ------------------------------------------------------------
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Row) -> None:
+    conn.execute(sql, params)
+
+
+def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+    conn.execute(
+        f"INSERT INTO command_audit ({AUDIT_COLUMNS}) VALUES ({_placeholders(len(_AUDIT_FIELDS))})",
+        dataclasses.astuple(entry),
+    )
+
+
+def _next_seq(conn: sqlite3.Connection, imei: str, now_ms: int) -> int:
+    # One statement, under the transaction's write lock: no two commands get one number.
+    row = fetch_one(
+        conn,
+        "INSERT INTO command_seqs (imei, last) VALUES (?, ?) ON CONFLICT (imei) DO UPDATE"
+        " SET last = CASE WHEN last >= 4294967295 THEN 1 ELSE last + 1 END RETURNING last",
+        (imei, first_command_seq(now_ms)),
+    )
+    assert row is not None  # RETURNING always yields the row it wrote
+    return int(row[0])
+
+
+def _create(
+    conn: sqlite3.Connection, command: CommandRecord, requested: AuditEntry
+) -> tuple[CommandRecord, bool]:
+    if command.idempotency_key is not None:
+        row = fetch_one(
+            conn,
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE fleet_id = ? AND idempotency_key = ?",
+            (command.fleet_id, command.idempotency_key),
+        )
+        if row is not None:
+            return to_command(row), False
+    command = dataclasses.replace(command, seq=_next_seq(conn, command.imei, command.created_ms))
+    conn.execute(
+        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES ({_placeholders(len(_COMMAND_FIELDS))})",
+        _command_values(command),
+    )
+    _insert_audit(conn, requested)
+    return command, True
+
+
+def _transition(
+    conn: sqlite3.Connection,
+    command_id: str,
+    expected: tuple[str, ...],
+    status: CommandState,
+    at_ms: int,
+    changes: dict[str, Any],
+    attempts_delta: int,
+    audit: AuditEntry | None,
+) -> CommandRecord | None:
+    if not expected:
+        return None
+    unknown = set(changes) - _CHANGEABLE
+    if unknown:
+        raise ValueError(f"not changeable by a transition: {sorted(unknown)}")
+    sets = ["status = ?", "updated_ms = ?", "attempts = attempts + ?"]
+    params: list[Any] = [status.value, at_ms, attempts_delta]
+    for name, value in changes.items():
+        sets.append(f"{name} = ?")
+        params.append(value)
+    row = fetch_one(
+        conn,
+        f"UPDATE commands SET {', '.join(sets)} WHERE id = ?"
+        f" AND status IN ({_placeholders(len(expected))}) RETURNING {COMMAND_COLUMNS}",
+        [*params, command_id, *expected],
+    )
+    if row is None:
+        return None
+    if audit is not None:
+        _insert_audit(conn, audit)
+    return to_command(row)
+
+
+def _clear_alert(
+    conn: sqlite3.Connection, fleet_id: str, alert_id: str, by: str, at_ms: int
+) -> Alert:
+    conn.execute(
+        "UPDATE alerts SET cleared_ms = ?, cleared_by = ?"
+        " WHERE id = ? AND fleet_id = ? AND cleared_ms IS NULL",
+        (at_ms, by, alert_id, fleet_id),
+    )
+    row = fetch_one(
+        conn,
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ? AND fleet_id = ?",
+        (alert_id, fleet_id),
+    )
+    if row is None:
+        raise NotFound(f"alert {alert_id}")
+    return to_alert(row)

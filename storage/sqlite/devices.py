@@ -1,0 +1,199 @@
+"""Boxes, their fitting history and connection state on SQLite."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import sqlite3
+from typing import Any
+
+from storage.errors import Conflict, NotFound
+from storage.models import (
+    Device,
+    DeviceConnection,
+    DeviceModel,
+    DeviceStatus,
+    Fitting,
+    Page,
+    new_id,
+    now_ms,
+)
+from storage.pagination import decode_id_cursor, make_page, page_limit
+from storage.sqlite import rows
+from storage.sqlite.db import Database
+from storage.sqlite.query import after, fetch_all, fetch_one, get_one, require_fleet
+from storage.sqlite.resources import get_vehicle
+
+
+class SqliteDevices:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
+        device = Device(
+            id=new_id("dev"),
+            fleet_id=fleet_id,
+            imei=imei,
+            model=model,
+            secret=secret,
+            created_ms=now_ms(),
+            status=DeviceStatus.ACTIVE,
+        )
+        await self._db.write(_insert_device, device)
+        return device
+
+    async def get(self, fleet_id: str, device_id: str) -> Device:
+        sql = f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE id = ? AND fleet_id = ?"
+        return await self._db.read(
+            get_one, sql, (device_id, fleet_id), rows.to_device, f"device {device_id}"
+        )
+
+    async def get_by_imei(self, imei: str) -> Device | None:
+        sql = f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE imei = ?"
+        found = await self._db.read(fetch_all, sql, (imei,))
+        return rows.to_device(found[0]) if found else None
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        imei: str | None = None,
+        model: DeviceModel | None = None,
+        fitted: bool | None = None,
+    ) -> Page[Device]:
+        limit = page_limit(limit)
+        where = ["fleet_id = ?"]
+        params: list[Any] = [fleet_id]
+        if imei is not None:
+            where.append("imei = ?")
+            params.append(imei)
+        if model is not None:
+            where.append("model = ?")
+            params.append(model.value)
+        if fitted is not None:
+            where.append("vehicle_id IS NOT NULL" if fitted else "vehicle_id IS NULL")
+        key = None if cursor is None else (decode_id_cursor(cursor, "device"),)
+        cond, after_params = after(["id"], key)
+        sql = (
+            f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE {' AND '.join(where)}{cond}"
+            " ORDER BY id LIMIT ?"
+        )
+        found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
+        return make_page([rows.to_device(r) for r in found], limit, "device", lambda d: (d.id,))
+
+    async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
+        return await self._db.write(_fit, fleet_id, vehicle_id, imei, at_ms)
+
+    async def unfit(self, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
+        return await self._db.write(_unfit, fleet_id, vehicle_id, at_ms)
+
+    # builtins.list: inside this class body "list" names the method above.
+    async def fittings(self, device_id: str) -> builtins.list[Fitting]:
+        # Fittings that begin in the same millisecond: the ended one came first (as on Mongo),
+        # then insertion order.
+        sql = (
+            f"SELECT {rows.FITTING_COLUMNS} FROM fittings WHERE device_id = ?"
+            " ORDER BY from_ms, to_ms IS NULL, to_ms, seq"
+        )
+        return [rows.to_fitting(r) for r in await self._db.read(fetch_all, sql, (device_id,))]
+
+    async def set_connection(self, connection: DeviceConnection) -> None:
+        await self._db.write(_set_connection, connection)
+
+    async def connection(self, device_id: str) -> DeviceConnection | None:
+        sql = f"SELECT {rows.CONNECTION_COLUMNS} FROM connections WHERE device_id = ?"
+        found = await self._db.read(fetch_all, sql, (device_id,))
+        return rows.to_connection(found[0]) if found else None
+
+
+# --- run on the writer thread ------------------------------------------------------------
+
+
+def _insert_device(conn: sqlite3.Connection, device: Device) -> None:
+    require_fleet(conn, device.fleet_id)
+    values = dataclasses.astuple(device)
+    conn.execute(
+        f"INSERT INTO devices ({rows.DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        tuple(v.value if isinstance(v, DeviceModel | DeviceStatus) else v for v in values),
+    )
+
+
+def _open_fitting(conn: sqlite3.Connection, column: str, value: str) -> Fitting | None:
+    row = fetch_one(
+        conn,
+        f"SELECT {rows.FITTING_COLUMNS} FROM fittings WHERE {column} = ? AND to_ms IS NULL",
+        (value,),
+    )
+    return None if row is None else rows.to_fitting(row)
+
+
+def _end_fitting(conn: sqlite3.Connection, fitting: Fitting, at_ms: int) -> Fitting:
+    if at_ms < fitting.from_ms:
+        # Ending before it began would make the history overlap itself.
+        raise Conflict(f"fitting of {fitting.device_id} began at {fitting.from_ms} > {at_ms}")
+    conn.execute(
+        "UPDATE fittings SET to_ms = ? WHERE device_id = ? AND vehicle_id = ? AND to_ms IS NULL",
+        (at_ms, fitting.device_id, fitting.vehicle_id),
+    )
+    conn.execute("UPDATE vehicles SET device_id = NULL WHERE id = ?", (fitting.vehicle_id,))
+    conn.execute("UPDATE devices SET vehicle_id = NULL WHERE id = ?", (fitting.device_id,))
+    return dataclasses.replace(fitting, to_ms=at_ms)
+
+
+def _fit(
+    conn: sqlite3.Connection, fleet_id: str, vehicle_id: str, imei: str, at_ms: int
+) -> Fitting:
+    get_vehicle(conn, fleet_id, vehicle_id)
+    row = fetch_one(
+        conn, "SELECT id FROM devices WHERE imei = ? AND fleet_id = ?", (imei, fleet_id)
+    )
+    if row is None:
+        raise NotFound(f"device with IMEI {imei}")
+    device_id: str = row[0]
+    of_device = _open_fitting(conn, "device_id", device_id)
+    if of_device is not None and of_device.vehicle_id == vehicle_id:
+        return of_device  # already fitted there: keep the history as it is
+    of_vehicle = _open_fitting(conn, "vehicle_id", vehicle_id)
+    # The box leaves its old vehicle and the vehicle loses its old box, at the same instant.
+    for current in (of_device, of_vehicle):
+        if current is not None:
+            _end_fitting(conn, current, at_ms)
+    fitting = Fitting(fleet_id=fleet_id, device_id=device_id, vehicle_id=vehicle_id, from_ms=at_ms)
+    conn.execute(
+        f"INSERT INTO fittings ({rows.FITTING_COLUMNS}) VALUES (?, ?, ?, ?, NULL)",
+        (fleet_id, device_id, vehicle_id, at_ms),
+    )
+    conn.execute("UPDATE vehicles SET device_id = ? WHERE id = ?", (device_id, vehicle_id))
+    conn.execute("UPDATE devices SET vehicle_id = ? WHERE id = ?", (vehicle_id, device_id))
+    return fitting
+
+
+def _unfit(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
+    get_vehicle(conn, fleet_id, vehicle_id)
+    current = _open_fitting(conn, "vehicle_id", vehicle_id)
+    if current is None:
+        raise NotFound(f"no box fitted to vehicle {vehicle_id}")
+    return _end_fitting(conn, current, at_ms)
+
+
+def _set_connection(conn: sqlite3.Connection, c: DeviceConnection) -> None:
+    # The fleet comes from the box, so an erasure finds its connection rows. A box that no
+    # longer exists (deleted while connected) has nothing to attach the state to: no row, and
+    # no error to fail the gateway's disconnect path with.
+    conn.execute(
+        "INSERT INTO connections (device_id, fleet_id, online, transport, gateway_id, since_ms,"
+        " remote) SELECT id, fleet_id, ?, ?, ?, ?, ? FROM devices WHERE id = ?"
+        " ON CONFLICT (device_id) DO UPDATE SET online = excluded.online,"
+        " transport = excluded.transport, gateway_id = excluded.gateway_id,"
+        " since_ms = excluded.since_ms, remote = excluded.remote",
+        (
+            c.online,
+            None if c.transport is None else c.transport.value,
+            c.gateway_id,
+            c.since_ms,
+            c.remote,
+            c.device_id,
+        ),
+    )

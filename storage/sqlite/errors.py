@@ -1,0 +1,48 @@
+"""The one place where sqlite3 exceptions become `storage.errors` (like httpx maps httpcore's).
+
+Decided by the SQLite result code, not the message text: the primary code (the low byte of the
+extended code) says whether the database is unreachable for now or the request itself was wrong.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from storage.errors import Conflict, StorageError, StorageUnavailable
+
+# Primary result codes (https://sqlite.org/rescode.html) that mean "try again later": another
+# process holds a lock, or the disk/file is failing or full.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY: "database is locked" after busy_timeout
+        6,  # SQLITE_LOCKED
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        8,  # SQLITE_READONLY: the file or its directory lost write permission
+    }
+)
+
+
+def storage_error(exc: sqlite3.Error) -> StorageError:
+    """The storage error for a sqlite3 exception."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return Conflict(str(exc))
+    if isinstance(exc, sqlite3.ProgrammingError):
+        # "Cannot operate on a closed database": the store was closed under the caller.
+        return StorageUnavailable(str(exc))
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_CODES:
+        return StorageUnavailable(str(exc))
+    return StorageError(str(exc))
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error(exc) from exc

@@ -1,0 +1,48 @@
+"""Small helpers for the functions that run on the database threads."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from storage.errors import NotFound
+from storage.pagination import CursorKey
+from storage.sqlite.rows import Row
+
+T = TypeVar("T")
+Params = Sequence[Any]
+
+
+def fetch_one(conn: sqlite3.Connection, sql: str, params: Params) -> Row | None:
+    row: Row | None = conn.execute(sql, params).fetchone()
+    return row
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+def get_one(
+    conn: sqlite3.Connection, sql: str, params: Params, to_model: Callable[[Row], T], what: str
+) -> T:
+    """The single row of ``sql`` as a model; NotFound when there is none."""
+    row = fetch_one(conn, sql, params)
+    if row is None:
+        raise NotFound(what)
+    return to_model(row)
+
+
+def require_fleet(conn: sqlite3.Connection, fleet_id: str) -> None:
+    if fetch_one(conn, "SELECT 1 FROM fleets WHERE id = ?", (fleet_id,)) is None:
+        raise NotFound(f"fleet {fleet_id}")
+
+
+def after(columns: Sequence[str], key: CursorKey | None) -> tuple[str, list[Any]]:
+    """A keyset condition ``(columns) > (key)`` (row values, SQLite >= 3.15), or nothing."""
+    if key is None:
+        return "", []
+    if len(columns) == 1:
+        return f" AND {columns[0]} > ?", [key[0]]
+    placeholders = ", ".join("?" * len(columns))
+    return f" AND ({', '.join(columns)}) > ({placeholders})", list(key)

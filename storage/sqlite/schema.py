@@ -1,0 +1,207 @@
+"""The SQLite schema: tables, indexes and connection pragmas.
+
+Positions and events are WITHOUT ROWID tables clustered on their idempotency key, so a resend
+is rejected by the primary key itself (INSERT OR IGNORE) and no second unique index has to be
+maintained on the hot path. Every other index exists for a query in this package; each costs
+insert throughput, so none is speculative.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import fields
+
+from storage.errors import StorageError
+from storage.models import Position
+from storage.sqlite.command_schema import COMMAND_DDL, COMMAND_FLEET_TABLES
+
+# PRAGMA user_version; bumped by every schema change.
+SCHEMA_VERSION = 1
+
+# How long a statement waits for a lock held by another process (a backup, the sqlite3 shell)
+# before failing with "database is locked", which we report as StorageUnavailable.
+BUSY_TIMEOUT_MS = 5_000
+# WAL files are truncated back to this after a checkpoint, so a burst does not leave a huge
+# file behind.
+JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+# Position columns in the order of the dataclass fields, so rows map to Position(*row).
+POSITION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Position))
+POSITION_BOOL_INDEXES: tuple[int, ...] = tuple(
+    i for i, f in enumerate(fields(Position)) if f.type in ("bool", bool)
+)
+
+# Every table holding records of a fleet, by fleet_id: what a GDPR erasure deletes
+# (tests check that nothing of an erased fleet is left in any of them).
+FLEET_TABLES = (
+    "api_keys",
+    "vehicles",
+    "devices",
+    "fittings",
+    "connections",
+    "positions",
+    "events",
+    "last_positions",
+    "access_log",
+    *COMMAND_FLEET_TABLES,
+)
+
+_POSITION_COLUMNS_DDL = """
+    fleet_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    vehicle_id TEXT,
+    time_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    altitude_m INTEGER NOT NULL,
+    speed_kmh REAL NOT NULL,
+    heading_deg REAL NOT NULL,
+    satellites INTEGER NOT NULL,
+    hdop REAL NOT NULL,
+    fix_valid INTEGER NOT NULL,
+    ignition INTEGER NOT NULL,
+    doors_locked INTEGER NOT NULL,
+    engine_start_inhibited INTEGER NOT NULL,
+    external_power INTEGER NOT NULL,
+    odometer_m INTEGER NOT NULL,
+    ext_power_mv INTEGER NOT NULL,
+    battery_mv INTEGER NOT NULL,
+    gsm_signal INTEGER NOT NULL,
+    warnings INTEGER NOT NULL,
+    driver_badge INTEGER,
+    buffered INTEGER NOT NULL"""
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS fleets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    fleet_id TEXT,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    revoked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_fleet ON api_keys (fleet_id, id);
+
+CREATE TABLE IF NOT EXISTS vehicles (
+    id TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    vin TEXT NOT NULL,
+    plate TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    device_id TEXT,
+    UNIQUE (fleet_id, vin)
+);
+CREATE INDEX IF NOT EXISTS vehicles_by_fleet ON vehicles (fleet_id, id);
+
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    imei TEXT NOT NULL UNIQUE,
+    model TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    vehicle_id TEXT
+);
+CREATE INDEX IF NOT EXISTS devices_by_fleet ON devices (fleet_id, id);
+
+-- rowid (seq) keeps insertion order for fittings that start in the same millisecond.
+CREATE TABLE IF NOT EXISTS fittings (
+    seq INTEGER PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    vehicle_id TEXT NOT NULL,
+    from_ms INTEGER NOT NULL,
+    to_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS fittings_by_device ON fittings (device_id, from_ms);
+CREATE INDEX IF NOT EXISTS fittings_by_vehicle ON fittings (vehicle_id) WHERE to_ms IS NULL;
+CREATE INDEX IF NOT EXISTS fittings_by_fleet ON fittings (fleet_id);
+
+CREATE TABLE IF NOT EXISTS connections (
+    device_id TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    transport TEXT,
+    gateway_id TEXT,
+    since_ms INTEGER NOT NULL,
+    remote TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS connections_by_fleet ON connections (fleet_id);
+
+CREATE TABLE IF NOT EXISTS positions ({_POSITION_COLUMNS_DDL},
+    PRIMARY KEY (device_id, time_ms)
+) WITHOUT ROWID;
+-- The vehicle track query; its fleet_id prefix also serves retention purges and fleet erasure.
+CREATE INDEX IF NOT EXISTS positions_by_vehicle
+    ON positions (fleet_id, vehicle_id, time_ms, device_id);
+
+CREATE TABLE IF NOT EXISTS events (
+    fleet_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    vehicle_id TEXT,
+    time_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    detail INTEGER NOT NULL,
+    position BLOB NOT NULL,  -- the Position as JSON: events are rare and read whole
+    PRIMARY KEY (device_id, time_ms, code)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_fleet ON events (fleet_id, time_ms, device_id, code);
+
+-- subject: "v:<vehicle_id>" or "d:<device_id>" (storage.latest.subject_key).
+CREATE TABLE IF NOT EXISTS last_positions (
+    subject TEXT PRIMARY KEY,{_POSITION_COLUMNS_DDL}
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS last_positions_by_fleet ON last_positions (fleet_id);
+
+CREATE TABLE IF NOT EXISTS access_log (
+    id TEXT PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    key_id TEXT,
+    fleet_id TEXT,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    resource_id TEXT,
+    detail TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_log_by_fleet ON access_log (fleet_id, time_ms, id);
+"""
+
+
+def configure(conn: sqlite3.Connection, *, writer: bool, busy_timeout_ms: int) -> None:
+    """Per-connection pragmas."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if writer:
+        # WAL: readers never block the writer, and a commit is one sequential append.
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: fsync the WAL at every commit. The gateway acknowledges a batch to the box only
+        # after store() returns, so a committed batch must survive a power cut (NORMAL could
+        # lose the last transactions, which the box would then never resend).
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+    else:
+        # The reader connection can never write, whatever a bug asks of it.
+        conn.execute("PRAGMA query_only = 1")
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create what is missing; safe to run on every start."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        # Refuse rather than misread a file written by a newer gp8.
+        raise StorageError(f"database schema {version} is newer than this gp8 ({SCHEMA_VERSION})")
+    conn.executescript(DDL)
+    conn.executescript(COMMAND_DDL)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

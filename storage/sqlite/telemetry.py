@@ -1,0 +1,181 @@
+"""Positions, events and last positions on SQLite: the ingest hot path."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from storage.latest import newest_valid_fixes, vehicle_subject
+from storage.models import Event, Page, Position, StoreResult
+from storage.pagination import decode_cursor, make_page, page_limit
+from storage.repository import BBox
+from storage.sqlite import rows
+from storage.sqlite.db import Database
+from storage.sqlite.query import after, fetch_all
+from storage.sqlite.schema import POSITION_FIELDS
+
+_POSITION_PLACEHOLDERS = ", ".join("?" * len(POSITION_FIELDS))
+
+# OR IGNORE: a resend hits the primary key and is skipped; rowcount then counts only new rows.
+_INSERT_POSITION = (
+    f"INSERT OR IGNORE INTO positions ({rows.POSITION_COLUMNS}) VALUES ({_POSITION_PLACEHOLDERS})"
+)
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events ({rows.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The WHERE on the update makes the database keep whichever of (held, offered) is newer, so the
+# last position never moves back in time whatever order batches arrive in. fleet_id and
+# vehicle_id are fixed for a subject, and leaving them out of the SET spares SQLite rewriting
+# the fleet index entry on every update.
+_FIXED_FOR_SUBJECT = frozenset({"fleet_id", "vehicle_id"})
+_UPSERT_LAST = (
+    f"INSERT INTO last_positions (subject, {rows.POSITION_COLUMNS})"
+    f" VALUES (?, {_POSITION_PLACEHOLDERS})"
+    " ON CONFLICT (subject) DO UPDATE SET "
+    + ", ".join(
+        f"{name} = excluded.{name}" for name in POSITION_FIELDS if name not in _FIXED_FOR_SUBJECT
+    )
+    + " WHERE excluded.time_ms > last_positions.time_ms"
+)
+_SELECT_LAST = f"SELECT {rows.POSITION_COLUMNS} FROM last_positions"
+
+
+class SqliteTelemetry:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
+        if not positions and not events:
+            return StoreResult(0, 0, 0, 0)
+        return await self._db.write(_store, positions, events)
+
+    async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
+        sql = f"{_SELECT_LAST} WHERE subject = ? AND fleet_id = ?"
+        found = await self._db.read(fetch_all, sql, (vehicle_subject(vehicle_id), fleet_id))
+        return rows.to_position(found[0]) if found else None
+
+    async def last_positions(self, fleet_id: str, *, bbox: BBox | None = None) -> list[Position]:
+        # Boxes without a vehicle have last positions too, but this lists vehicles only.
+        sql = f"{_SELECT_LAST} WHERE fleet_id = ? AND vehicle_id IS NOT NULL"
+        params: list[Any] = [fleet_id]
+        if bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = bbox
+            sql += " AND lat BETWEEN ? AND ?"
+            params += [min_lat, max_lat]
+            if min_lon <= max_lon:
+                sql += " AND lon BETWEEN ? AND ?"
+            else:  # a box across the antimeridian (GeoJSON, RFC 7946 §5.2)
+                sql += " AND (lon >= ? OR lon <= ?)"
+            params += [min_lon, max_lon]
+        sql += " ORDER BY vehicle_id"
+        return [rows.to_position(r) for r in await self._db.read(fetch_all, sql, params)]
+
+    async def positions(
+        self,
+        fleet_id: str,
+        vehicle_id: str,
+        *,
+        from_ms: int,
+        to_ms: int,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Position]:
+        limit = page_limit(limit)
+        key = None if cursor is None else decode_cursor(cursor, "position", (int, str))
+        cond, after_params = after(["time_ms", "device_id"], key)
+        sql = (
+            f"SELECT {rows.POSITION_COLUMNS} FROM positions"
+            f" WHERE fleet_id = ? AND vehicle_id = ? AND time_ms >= ? AND time_ms < ?{cond}"
+            " ORDER BY time_ms, device_id LIMIT ?"
+        )
+        params = [fleet_id, vehicle_id, from_ms, to_ms, *after_params, limit + 1]
+        found = await self._db.read(fetch_all, sql, params)
+        return make_page(
+            [rows.to_position(r) for r in found],
+            limit,
+            "position",
+            lambda p: (p.time_ms, p.device_id),
+        )
+
+    async def events(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        code: str | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Event]:
+        limit = page_limit(limit)
+        where = "fleet_id = ? AND time_ms >= ? AND time_ms < ?"
+        params: list[Any] = [fleet_id, from_ms, to_ms]
+        if vehicle_id is not None:
+            where += " AND vehicle_id = ?"
+            params.append(vehicle_id)
+        if code is not None:
+            where += " AND code = ?"
+            params.append(code)
+        key = None if cursor is None else decode_cursor(cursor, "event", (int, str, str))
+        cond, after_params = after(["time_ms", "device_id", "code"], key)
+        sql = (
+            f"SELECT {rows.EVENT_COLUMNS} FROM events WHERE {where}{cond}"
+            " ORDER BY time_ms, device_id, code LIMIT ?"
+        )
+        found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
+        return make_page(
+            [rows.to_event(r) for r in found],
+            limit,
+            "event",
+            lambda e: (e.time_ms, e.device_id, e.code),
+        )
+
+    async def purge_before(self, fleet_id: str, before_ms: int) -> int:
+        return await self._db.write(_purge, fleet_id, before_ms)
+
+
+# --- run on the writer thread ------------------------------------------------------------
+
+
+def _store(
+    conn: sqlite3.Connection, positions: Sequence[Position], events: Sequence[Event]
+) -> StoreResult:
+    """One transaction: the batch is stored whole or not at all.
+
+    Per row this does only C-level work (attrgetter tuples consumed by executemany); the last
+    positions are reduced to one row per vehicle or box in Python first, so the upsert runs once
+    per subject rather than once per position.
+    """
+    positions_inserted = events_inserted = 0
+    if positions:
+        positions_inserted = conn.executemany(
+            _INSERT_POSITION, map(rows.position_values, positions)
+        ).rowcount
+    if events:
+        events_inserted = conn.executemany(_INSERT_EVENT, map(rows.event_values, events)).rowcount
+    # Every valid fix is offered, resends included: if a crash ever separated a position from
+    # its last-position update, the resend repairs it (the upsert is idempotent).
+    newest = newest_valid_fixes(positions)
+    if newest:
+        conn.executemany(
+            _UPSERT_LAST, [(key, *rows.position_values(p)) for key, p in newest.items()]
+        )
+    return StoreResult(
+        positions_inserted=positions_inserted,
+        positions_duplicate=len(positions) - positions_inserted,
+        events_inserted=events_inserted,
+        events_duplicate=len(events) - events_inserted,
+    )
+
+
+def _purge(conn: sqlite3.Connection, fleet_id: str, before_ms: int) -> int:
+    # Last positions are kept: they are the vehicles' current state, not history.
+    deleted = conn.execute(
+        "DELETE FROM positions WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)
+    ).rowcount
+    deleted += conn.execute(
+        "DELETE FROM events WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)
+    ).rowcount
+    return deleted

@@ -1,0 +1,222 @@
+"""Fleets (operator) and keys (operator, or an admin of the fleet)."""
+
+from __future__ import annotations
+
+import httpx
+
+from api.security import hash_key
+from storage.repository import Store
+from tests.api.helpers import OPERATOR_KEY, FleetFixture, bearer
+
+OP = bearer(OPERATOR_KEY)
+
+
+async def test_post_fleets_operator_201(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/fleets", json={"name": "  Acme Logistics "}, headers=OP)
+    assert r.status_code == 201
+    body = r.json()
+    assert body["name"] == "Acme Logistics"
+    assert body["id"].startswith("flt_") or body["id"]
+    assert body["created_at"].endswith("Z")
+    r = await client.get(f"/v1/fleets/{body['id']}", headers=OP)
+    assert r.status_code == 200 and r.json() == body
+
+
+async def test_post_fleets_empty_name_422(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/fleets", json={"name": "  "}, headers=OP)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["body", "name"]
+
+
+async def test_post_fleets_admin_403(client: httpx.AsyncClient, fleet_a: FleetFixture) -> None:
+    r = await client.post("/v1/fleets", json={"name": "mine"}, headers=fleet_a.h("admin"))
+    assert r.status_code == 403
+
+
+async def test_get_fleets_operator_paginates(client: httpx.AsyncClient) -> None:
+    ids = []
+    for i in range(5):
+        r = await client.post("/v1/fleets", json={"name": f"f{i}"}, headers=OP)
+        ids.append(r.json()["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        r = await client.get("/v1/fleets", params=params, headers=OP)
+        assert r.status_code == 200
+        page = r.json()
+        assert len(page["data"]) <= 2
+        seen += [f["id"] for f in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+
+
+async def test_get_fleets_admin_403(client: httpx.AsyncClient, fleet_a: FleetFixture) -> None:
+    assert (await client.get("/v1/fleets", headers=fleet_a.h("admin"))).status_code == 403
+
+
+async def test_get_fleet_own_key_200_other_404(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, fleet_b: FleetFixture
+) -> None:
+    r = await client.get(f"/v1/fleets/{fleet_a.id}", headers=fleet_a.h("viewer"))
+    assert r.status_code == 200 and r.json()["name"] == "alpha"
+    r = await client.get(f"/v1/fleets/{fleet_b.id}", headers=fleet_a.h("admin"))
+    assert r.status_code == 404
+    assert "bravo" not in r.text
+
+
+async def test_delete_fleet_operator_erases(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.delete(f"/v1/fleets/{fleet_a.id}", headers=fleet_a.h("admin"))
+    assert r.status_code == 403
+    r = await client.delete(f"/v1/fleets/{fleet_a.id}", headers=OP)
+    assert r.status_code == 204
+    assert (await client.get(f"/v1/fleets/{fleet_a.id}", headers=OP)).status_code == 404
+    # Its keys went with it.
+    assert (await client.get("/v1/vehicles", headers=fleet_a.h("admin"))).status_code == 401
+
+
+async def test_post_keys_operator_secret_shown_once_stored_hashed(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, store: Store
+) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_a.id}/keys", json={"role": "manager", "name": "ops"}, headers=OP
+    )
+    assert r.status_code == 201
+    body = r.json()
+    secret = body["key"]
+    assert secret.startswith("gp8_") and len(secret) > 40
+    assert body["role"] == "manager" and body["fleet_id"] == fleet_a.id
+    assert secret.startswith(body["prefix"]) and len(body["prefix"]) < 16
+    stored = await store.keys.get(fleet_a.id, body["id"])
+    assert stored.key_hash == hash_key(secret)
+    r = await client.get(f"/v1/fleets/{fleet_a.id}/keys/{body['id']}", headers=OP)
+    assert r.status_code == 200 and "key" not in r.json()
+    assert secret not in r.text
+    listing = await client.get(f"/v1/fleets/{fleet_a.id}/keys", headers=fleet_a.h("admin"))
+    assert secret not in listing.text
+    assert body["id"] in [k["id"] for k in listing.json()["data"]]
+
+
+async def test_post_keys_admin_of_fleet_201(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_a.id}/keys",
+        json={"role": "admin", "name": "second admin"},
+        headers=fleet_a.h("admin"),
+    )
+    assert r.status_code == 201
+    new = bearer(r.json()["key"])
+    assert (await client.get("/v1/vehicles", headers=new)).status_code == 200
+
+
+async def test_post_keys_manager_and_viewer_403(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    for role in ("manager", "viewer"):
+        r = await client.post(
+            f"/v1/fleets/{fleet_a.id}/keys", json={"role": "viewer"}, headers=fleet_a.h(role)
+        )
+        assert r.status_code == 403, role
+        r = await client.get(f"/v1/fleets/{fleet_a.id}/keys", headers=fleet_a.h(role))
+        assert r.status_code == 403, role
+
+
+async def test_post_keys_other_fleet_admin_404(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, fleet_b: FleetFixture
+) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_b.id}/keys", json={"role": "admin"}, headers=fleet_a.h("admin")
+    )
+    assert r.status_code == 404
+
+
+async def test_post_keys_operator_role_refused_422(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.post(f"/v1/fleets/{fleet_a.id}/keys", json={"role": "operator"}, headers=OP)
+    assert r.status_code == 422
+    error = r.json()["errors"][0]
+    assert error["loc"] == ["body", "role"]
+    assert "'viewer', 'manager' or 'admin'" in error["msg"]
+
+
+async def test_post_keys_unknown_fleet_operator_404(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/fleets/flt_nope/keys", json={"role": "admin"}, headers=OP)
+    assert r.status_code == 404
+
+
+async def test_post_keys_expiry_in_past_422(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_a.id}/keys",
+        json={"role": "viewer", "expires_at": "2020-01-01T00:00:00Z"},
+        headers=OP,
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"] == [
+        {
+            "loc": ["body", "expires_at"],
+            "msg": "expires_at must be in the future",
+            "type": "value_error",
+        }
+    ]
+
+
+async def test_post_keys_expiry_without_zone_422(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_a.id}/keys",
+        json={"role": "viewer", "expires_at": "2099-01-01T00:00:00"},
+        headers=OP,
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["body", "expires_at"]
+
+
+async def test_post_keys_expiry_listed(client: httpx.AsyncClient, fleet_a: FleetFixture) -> None:
+    r = await client.post(
+        f"/v1/fleets/{fleet_a.id}/keys",
+        json={"role": "viewer", "expires_at": "2099-01-01T01:00:00+01:00"},
+        headers=OP,
+    )
+    assert r.status_code == 201
+    assert r.json()["expires_at"] == "2099-01-01T00:00:00.000Z"
+
+
+async def test_delete_key_revokes_and_lists_revoked(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    key_id = fleet_a.key_ids["manager"]
+    r = await client.delete(f"/v1/fleets/{fleet_a.id}/keys/{key_id}", headers=OP)
+    assert r.status_code == 204
+    assert (await client.get("/v1/vehicles", headers=fleet_a.h("manager"))).status_code == 401
+    r = await client.get(f"/v1/fleets/{fleet_a.id}/keys/{key_id}", headers=fleet_a.h("admin"))
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None
+
+
+async def test_delete_key_other_fleet_404(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, fleet_b: FleetFixture
+) -> None:
+    r = await client.delete(
+        f"/v1/fleets/{fleet_a.id}/keys/{fleet_b.key_ids['viewer']}", headers=fleet_a.h("admin")
+    )
+    assert r.status_code == 404
+    assert (await client.get("/v1/vehicles", headers=fleet_b.h("viewer"))).status_code == 200
+
+
+async def test_get_keys_operator_key_not_visible_to_fleet(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, store: Store
+) -> None:
+    operator = await store.keys.get_by_hash(hash_key(OPERATOR_KEY))
+    assert operator is not None
+    r = await client.get(f"/v1/fleets/{fleet_a.id}/keys/{operator.id}", headers=fleet_a.h())
+    assert r.status_code == 404
+    r = await client.delete(f"/v1/fleets/{fleet_a.id}/keys/{operator.id}", headers=fleet_a.h())
+    assert r.status_code == 404

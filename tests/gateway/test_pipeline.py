@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway import IngestPipeline, PipelineClosed
+from gateway.convert import DeviceContext, to_position
+from storage.errors import StorageUnavailable
+from storage.models import Position
+from tests.gateway.conftest import eventually, track
+from tests.gateway.fakes import FakeTelemetry
+
+_counter = iter(range(10**9))
+
+
+def positions(n: int, device: str = "dev_1") -> list[Position]:
+    ctx = DeviceContext("flt_a", device, "356000000000001")
+    base = next(_counter) * 1_000_000
+    return [to_position(r, ctx, 0) for r in track(n, start_ms=1_600_000_000_000 + base)]
+
+
+async def test_records_of_concurrent_submitters_share_one_flush() -> None:
+    fake = FakeTelemetry()
+    async with IngestPipeline(fake, batch_size=100, max_delay_ms=5_000) as pipeline:
+        await asyncio.wait_for(
+            asyncio.gather(*(pipeline.submit(positions(10), []) for _ in range(10))), 5
+        )
+    assert fake.calls == [(100, 0)]
+    assert len(fake.positions) == 100
+
+
+async def test_a_lone_record_is_flushed_after_max_delay() -> None:
+    fake = FakeTelemetry()
+    async with IngestPipeline(fake, batch_size=1000, max_delay_ms=30) as pipeline:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(pipeline.submit(positions(1), []), 5)
+        waited = loop.time() - started
+    assert fake.calls == [(1, 0)]
+    assert 0.025 <= waited < 2.0
+
+
+async def test_flushes_never_exceed_batch_size_and_keep_submissions_whole() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=25, max_delay_ms=0) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(1), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)  # the writer is busy with `first`
+        rest = [asyncio.create_task(pipeline.submit(positions(10), [])) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert fake.calls == [(1, 0), (20, 0), (20, 0), (10, 0)]
+
+
+async def test_submit_resolves_only_once_its_records_are_stored() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    batch = positions(3)
+    seen_at_resolve: list[int] = []
+    async with IngestPipeline(fake, batch_size=10, max_delay_ms=0) as pipeline:
+
+        async def submitter() -> None:
+            await pipeline.submit(batch, [])
+            seen_at_resolve.append(len(fake.positions))
+
+        task = asyncio.create_task(submitter())
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        await asyncio.sleep(0.02)
+        assert not task.done() and fake.positions == {}
+        fake.gate.set()
+        await asyncio.wait_for(task, 5)
+    assert seen_at_resolve == [3]
+
+
+async def test_a_full_queue_makes_submitters_wait() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=5, max_delay_ms=0, queue_limit=10) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(10), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        blocked = asyncio.create_task(pipeline.submit(positions(1), []))
+        await asyncio.sleep(0.02)
+        assert pipeline.pending == 10  # the 11th record was not admitted
+        assert not blocked.done()
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, blocked), 5)
+        assert pipeline.pending == 0
+    assert len(fake.positions) == 11
+
+
+async def test_waiting_submitters_are_admitted_first_come_first_served() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=100, max_delay_ms=0, queue_limit=10) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(9), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        big = asyncio.create_task(pipeline.submit(positions(8), []))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(pipeline.submit(positions(1), []))
+        await asyncio.sleep(0.02)
+        assert pipeline.pending == 9  # "small" fits, but must not overtake "big"
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, big, small), 5)
+    assert fake.calls == [(9, 0), (9, 0)]
+
+
+async def test_a_cancelled_waiter_gives_its_room_back() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=5, max_delay_ms=0, queue_limit=10) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(10), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        waiter = asyncio.create_task(pipeline.submit(positions(5), []))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        fake.gate.set()
+        await asyncio.wait_for(first, 5)
+        assert waiter.cancelled()
+        await eventually(lambda: pipeline.pending == 0)
+    assert len(fake.positions) == 10
+
+
+async def test_storage_unavailable_fails_the_flush_and_the_next_one_works() -> None:
+    fake = FakeTelemetry()
+    fake.unavailable = True
+    async with IngestPipeline(fake, batch_size=100, max_delay_ms=1) as pipeline:
+        results = await asyncio.gather(
+            pipeline.submit(positions(2), []),
+            pipeline.submit(positions(3), []),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StorageUnavailable) for r in results)
+        assert fake.positions == {}
+        assert pipeline.metrics.storage_errors == 1
+        fake.unavailable = False
+        await asyncio.wait_for(pipeline.submit(positions(4), []), 5)
+    assert len(fake.positions) == 4
+    assert pipeline.metrics.records["stored"] == 4
+
+
+async def test_a_hung_store_times_out_as_unavailable() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()  # never opened
+    async with IngestPipeline(fake, max_delay_ms=0, store_timeout_s=0.05) as pipeline:
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(pipeline.submit(positions(1), []), 5)
+
+
+async def test_a_poison_submission_fails_alone() -> None:
+    fake = FakeTelemetry()
+    fake.poison_device = "dev_bad"
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=100, max_delay_ms=0) as pipeline:
+        opener = asyncio.create_task(pipeline.submit(positions(1, "dev_ok0"), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        good = [
+            asyncio.create_task(pipeline.submit(positions(2, f"dev_ok{i}"), [])) for i in (1, 2)
+        ]
+        bad = asyncio.create_task(pipeline.submit(positions(2, "dev_bad"), []))
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        results = await asyncio.gather(opener, *good, bad, return_exceptions=True)
+    assert results[:3] == [None, None, None]
+    assert isinstance(results[3], ValueError)
+    assert {d for d, _ in fake.positions} == {"dev_ok0", "dev_ok1", "dev_ok2"}
+
+
+async def test_stop_stores_everything_submitted_then_refuses_more() -> None:
+    fake = FakeTelemetry()
+    pipeline = IngestPipeline(fake, batch_size=7, max_delay_ms=60_000)
+    await pipeline.start()
+    tasks = [asyncio.create_task(pipeline.submit(positions(3), [])) for _ in range(10)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(pipeline.stop(), 5)
+    assert all(t.done() and t.exception() is None for t in tasks)
+    assert len(fake.positions) == 30
+    with pytest.raises(PipelineClosed):
+        await pipeline.submit(positions(1), [])
+
+
+async def test_stop_gives_up_after_its_grace_and_fails_what_is_left() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()  # storage hangs
+    pipeline = IngestPipeline(fake, batch_size=2, max_delay_ms=0, store_timeout_s=60)
+    await pipeline.start()
+    tasks = [asyncio.create_task(pipeline.submit(positions(2), [])) for _ in range(3)]
+    await asyncio.wait_for(fake.entered.wait(), 5)
+    await asyncio.wait_for(pipeline.stop(grace_s=0.05), 5)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, PipelineClosed) for r in results)
+    assert pipeline.pending == 0

@@ -1,0 +1,214 @@
+"""Contract: storing positions and events, last positions, queries, retention."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.models import Fleet, StoreResult
+from storage.repository import Store
+from tests.storage.factories import event, position
+
+DEV = "dev_a"
+DEV2 = "dev_b"
+VEH = "veh_a"
+VEH2 = "veh_b"
+
+
+async def test_store_counts_and_reads_back(store: Store, fleet: Fleet) -> None:
+    positions = [position(fleet.id, DEV, VEH, t) for t in (1_000, 2_000, 3_000)]
+    events = [event(fleet.id, DEV, VEH, 2_000, "sos", detail=3)]
+    result = await store.telemetry.store(positions, events)
+    assert result == StoreResult(3, 0, 1, 0)
+    page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10_000)
+    assert page.items == positions
+    assert (await store.telemetry.events(fleet.id)).items == events
+
+
+async def test_store_nothing(store: Store) -> None:
+    assert await store.telemetry.store([], []) == StoreResult(0, 0, 0, 0)
+
+
+async def test_same_batch_twice_is_stored_once(store: Store, fleet: Fleet) -> None:
+    positions = [position(fleet.id, DEV, VEH, t) for t in (1_000, 2_000)]
+    events = [
+        event(fleet.id, DEV, VEH, 1_000, "sos"),
+        event(fleet.id, DEV, VEH, 1_000, "power_cut"),
+    ]
+    assert await store.telemetry.store(positions, events) == StoreResult(2, 0, 2, 0)
+    assert await store.telemetry.store(positions, events) == StoreResult(0, 2, 0, 2)
+    assert len((await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10**6)).items) == 2
+    assert len((await store.telemetry.events(fleet.id)).items) == 2
+
+
+async def test_resend_keeps_the_first_copy(store: Store, fleet: Fleet) -> None:
+    first = position(fleet.id, DEV, VEH, 1_000, speed_kmh=10.0)
+    resend = position(fleet.id, DEV, VEH, 1_000, speed_kmh=99.0, buffered=True)
+    await store.telemetry.store([first], [])
+    assert await store.telemetry.store([resend, position(fleet.id, DEV, VEH, 2_000)], []) == (
+        StoreResult(1, 1, 0, 0)
+    )
+    page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=1_001)
+    assert page.items == [first]
+
+
+async def test_duplicates_inside_one_batch(store: Store, fleet: Fleet) -> None:
+    p = position(fleet.id, DEV, VEH, 1_000)
+    assert await store.telemetry.store([p, p, p], []) == StoreResult(1, 2, 0, 0)
+
+
+async def test_same_time_other_box_is_not_a_duplicate(store: Store, fleet: Fleet) -> None:
+    result = await store.telemetry.store(
+        [position(fleet.id, DEV, VEH, 1_000), position(fleet.id, DEV2, VEH, 1_000)], []
+    )
+    assert result.positions_inserted == 2
+    page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=2_000)
+    assert [(p.time_ms, p.device_id) for p in page.items] == [(1_000, DEV), (1_000, DEV2)]
+
+
+async def test_last_position_is_the_newest(store: Store, fleet: Fleet) -> None:
+    # Out of order inside the batch too.
+    batch = [position(fleet.id, DEV, VEH, t, lat=t / 1_000) for t in (2_000, 3_000, 1_000)]
+    await store.telemetry.store(batch, [])
+    last = await store.telemetry.last_position(fleet.id, VEH)
+    assert last == batch[1]
+
+
+async def test_late_record_never_moves_last_position_back(store: Store, fleet: Fleet) -> None:
+    newer = position(fleet.id, DEV, VEH, 5_000, lat=50.0)
+    await store.telemetry.store([newer], [])
+    late = position(fleet.id, DEV, VEH, 4_000, lat=40.0, buffered=True)
+    assert (await store.telemetry.store([late], [])).positions_inserted == 1
+    assert await store.telemetry.last_position(fleet.id, VEH) == newer
+    newest = position(fleet.id, DEV, VEH, 6_000, lat=60.0)
+    await store.telemetry.store([newest], [])
+    assert await store.telemetry.last_position(fleet.id, VEH) == newest
+
+
+async def test_invalid_fix_does_not_move_last_position(store: Store, fleet: Fleet) -> None:
+    valid = position(fleet.id, DEV, VEH, 1_000)
+    await store.telemetry.store([valid], [])
+    no_fix = position(fleet.id, DEV, VEH, 2_000, fix_valid=False, lat=0.0, lon=0.0)
+    assert (await store.telemetry.store([no_fix], [])).positions_inserted == 1  # still history
+    assert await store.telemetry.last_position(fleet.id, VEH) == valid
+
+
+async def test_no_valid_fix_yet_means_no_last_position(store: Store, fleet: Fleet) -> None:
+    await store.telemetry.store([position(fleet.id, DEV, VEH, 1_000, fix_valid=False)], [])
+    assert await store.telemetry.last_position(fleet.id, VEH) is None
+    assert await store.telemetry.last_positions(fleet.id) == []
+
+
+async def test_unfitted_box_is_not_a_vehicle(store: Store, fleet: Fleet) -> None:
+    loose = position(fleet.id, DEV2, None, 9_000)
+    fitted = position(fleet.id, DEV, VEH, 1_000)
+    await store.telemetry.store([loose, fitted], [])
+    assert await store.telemetry.last_positions(fleet.id) == [fitted]
+    assert await store.telemetry.last_position(fleet.id, VEH) == fitted
+    # The box's id is not a vehicle id.
+    assert await store.telemetry.last_position(fleet.id, DEV2) is None
+
+
+async def test_last_positions_of_every_vehicle(store: Store, fleet: Fleet) -> None:
+    a = position(fleet.id, DEV, VEH, 1_000)
+    b = position(fleet.id, DEV2, VEH2, 2_000)
+    await store.telemetry.store([a, b], [])
+    assert sorted(await store.telemetry.last_positions(fleet.id), key=lambda p: p.time_ms) == [a, b]
+
+
+async def test_last_positions_in_bbox(store: Store, fleet: Fleet) -> None:
+    paris = position(fleet.id, "dev_1", "veh_paris", 1_000, lat=48.85, lon=2.35)
+    berlin = position(fleet.id, "dev_2", "veh_berlin", 1_000, lat=52.52, lon=13.40)
+    fiji = position(fleet.id, "dev_3", "veh_fiji", 1_000, lat=-17.7, lon=178.0)
+    samoa = position(fleet.id, "dev_4", "veh_samoa", 1_000, lat=-13.8, lon=-172.1)
+    await store.telemetry.store([paris, berlin, fiji, samoa], [])
+    france = (-5.0, 41.0, 10.0, 51.5)
+    assert await store.telemetry.last_positions(fleet.id, bbox=france) == [paris]
+    europe = (-10.0, 35.0, 30.0, 60.0)
+    found = await store.telemetry.last_positions(fleet.id, bbox=europe)
+    assert sorted(p.vehicle_id or "" for p in found) == ["veh_berlin", "veh_paris"]
+    # A box across the antimeridian (min_lon > max_lon, RFC 7946).
+    pacific = (170.0, -25.0, -165.0, -5.0)
+    found = await store.telemetry.last_positions(fleet.id, bbox=pacific)
+    assert sorted(p.vehicle_id or "" for p in found) == ["veh_fiji", "veh_samoa"]
+    # Edges are inside.
+    edge = (2.35, 48.85, 2.35, 48.85)
+    assert await store.telemetry.last_positions(fleet.id, bbox=edge) == [paris]
+
+
+async def test_positions_time_range_is_half_open(store: Store, fleet: Fleet) -> None:
+    await store.telemetry.store(
+        [position(fleet.id, DEV, VEH, t) for t in range(1_000, 6_000, 1_000)], []
+    )
+    page = await store.telemetry.positions(fleet.id, VEH, from_ms=2_000, to_ms=4_000)
+    assert [p.time_ms for p in page.items] == [2_000, 3_000]
+
+
+async def test_positions_are_per_vehicle(store: Store, fleet: Fleet) -> None:
+    await store.telemetry.store(
+        [position(fleet.id, DEV, VEH, 1_000), position(fleet.id, DEV2, VEH2, 1_000)], []
+    )
+    page = await store.telemetry.positions(fleet.id, VEH2, from_ms=0, to_ms=10_000)
+    assert [p.device_id for p in page.items] == [DEV2]
+
+
+async def test_events_filters(store: Store, fleet: Fleet) -> None:
+    events = [
+        event(fleet.id, DEV, VEH, 1_000, "sos"),
+        event(fleet.id, DEV, VEH, 2_000, "power_cut"),
+        event(fleet.id, DEV2, VEH2, 3_000, "sos"),
+        event(fleet.id, DEV2, None, 4_000, "tamper"),
+    ]
+    await store.telemetry.store([], events)
+
+    async def times(**filters: object) -> list[int]:
+        page = await store.telemetry.events(fleet.id, **filters)  # type: ignore[arg-type]
+        return [e.time_ms for e in page.items]
+
+    assert await times() == [1_000, 2_000, 3_000, 4_000]
+    assert await times(code="sos") == [1_000, 3_000]
+    assert await times(vehicle_id=VEH) == [1_000, 2_000]
+    assert await times(vehicle_id=VEH2, code="power_cut") == []
+    assert await times(from_ms=2_000, to_ms=4_000) == [2_000, 3_000]
+    assert await times(code="sos", from_ms=2_000) == [3_000]
+
+
+async def test_event_keeps_its_position(store: Store, fleet: Fleet) -> None:
+    e = event(fleet.id, DEV, VEH, 1_000, "harsh_braking", detail=7)
+    await store.telemetry.store([], [e])
+    [stored] = (await store.telemetry.events(fleet.id)).items
+    assert stored == e and stored.position.driver_badge == 77
+
+
+async def test_purge_before(store: Store, fleet: Fleet, other_fleet: Fleet) -> None:
+    await store.telemetry.store(
+        [position(fleet.id, DEV, VEH, t) for t in (1_000, 2_000, 3_000)]
+        + [position(other_fleet.id, "dev_o", "veh_o", 1_000)],
+        [event(fleet.id, DEV, VEH, 1_000), event(fleet.id, DEV, VEH, 3_000)],
+    )
+    assert await store.telemetry.purge_before(fleet.id, 2_500) == 3  # 2 positions + 1 event
+    page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10_000)
+    assert [p.time_ms for p in page.items] == [3_000]
+    assert [e.time_ms for e in (await store.telemetry.events(fleet.id)).items] == [3_000]
+    # Another fleet's data is not touched, and the last position (current state) is kept.
+    other = await store.telemetry.positions(other_fleet.id, "veh_o", from_ms=0, to_ms=10_000)
+    assert len(other.items) == 1
+    assert (await store.telemetry.last_position(fleet.id, VEH)) is not None
+    assert await store.telemetry.purge_before(fleet.id, 2_500) == 0
+
+
+async def test_vehicle_delete_drops_its_last_position_not_its_track(
+    store: Store, fleet: Fleet
+) -> None:
+    vehicle = await store.vehicles.create(fleet.id, vin="V", plate="P", label="L")
+    await store.telemetry.store([position(fleet.id, DEV, vehicle.id, 1_000)], [])
+    await store.vehicles.delete(fleet.id, vehicle.id, 2_000)
+    assert await store.telemetry.last_position(fleet.id, vehicle.id) is None
+    assert await store.telemetry.last_positions(fleet.id) == []
+    track = await store.telemetry.positions(fleet.id, vehicle.id, from_ms=0, to_ms=10_000)
+    assert len(track.items) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_limit_below_one_is_a_caller_bug(store: Store, fleet: Fleet, limit: int) -> None:
+    with pytest.raises(ValueError):
+        await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=1, limit=limit)
