@@ -24,6 +24,9 @@ from api.problems import (
 from api.ratelimit import RateLimiter
 from api.routes import (
     access_log,
+    audit,
+    command_controls,
+    commands,
     data,
     devices,
     events,
@@ -101,6 +104,9 @@ def create_app(
         trips.router,
         access_log.router,
         data.router,
+        commands.router,
+        command_controls.router,
+        audit.router,
         *extra_routers,
     ):
         app.include_router(router)

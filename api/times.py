@@ -6,6 +6,7 @@ clients can compare them as strings; every time it reads may be ISO-8601 or epoc
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -20,9 +21,26 @@ def ms_to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+# iso_ms runs twice per position of every export (a day of 1 s fixes is 172,800 calls), so it
+# assembles precomputed pieces instead of formatting a datetime: about 5x faster.
+_HOUR_MINUTE = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SECOND = [f"{s:02d}." for s in range(60)]
+_MILLI = [f"{r:03d}Z" for r in range(1000)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_prefix(day: int) -> str:
+    d = _EPOCH + timedelta(days=day)
+    # Not strftime: "%Y" does not zero-pad years before 1000 on glibc.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T"
+
+
 def iso_ms(ms: int) -> str:
     """Epoch ms as ISO-8601 UTC with millisecond precision and a ``Z``."""
-    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    seconds, milli = divmod(ms, 1000)
+    day, second_of_day = divmod(seconds, 86_400)
+    minute, second = divmod(second_of_day, 60)
+    return _date_prefix(day) + _HOUR_MINUTE[minute] + _SECOND[second] + _MILLI[milli]
 
 
 def datetime_to_ms(value: datetime) -> int:

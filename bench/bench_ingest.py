@@ -8,6 +8,7 @@ the stored row count is checked against what was sent.
 
     .venv/bin/python bench/bench_ingest.py                    # 1000 boxes x 100 positions
     .venv/bin/python bench/bench_ingest.py --profile out.prof # cProfile of the gateway side
+    .venv/bin/python bench/bench_ingest.py --engine null      # the gateway alone, no storage
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,11 +30,20 @@ from pathlib import Path
 # Run as a script from anywhere: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import TcpGateway  # noqa: E402
-from protocol import Model  # noqa: E402
-from simulator.box import VirtualBox, make_record  # noqa: E402
-from storage.models import DeviceModel, now_ms  # noqa: E402
-from storage.sqlite import SqliteStore  # noqa: E402
+from gateway import TcpGateway
+from protocol import Model
+from simulator.box import VirtualBox, make_record
+from storage.models import (
+    Device,
+    DeviceConnection,
+    DeviceModel,
+    Event,
+    Fitting,
+    Position,
+    StoreResult,
+    now_ms,
+)
+from storage.sqlite import SqliteStore
 
 TARGET = 20_000  # positions/s stored and ACKed, 1,000 boxes, 2 cores
 # Boxes connect in waves so the accept queue and the logins are not one thundering herd.
@@ -84,7 +95,9 @@ async def _drive(plan: Plan, pipe: Connection) -> None:
         async with gate:
             await box.connect()
 
+    connect_began = time.perf_counter()
     await asyncio.gather(*(connect(b) for b in boxes))
+    connect_s = time.perf_counter() - connect_began
     # Records are built before the clock starts: the boxes' own cost is not the gateway's.
     start = now_ms() - plan.positions * 1000 - 60_000
     for n, box in enumerate(boxes):
@@ -92,24 +105,51 @@ async def _drive(plan: Plan, pipe: Connection) -> None:
             make_record(start + i * 1000, 48.0 + n * 1e-3, 2.0 + i * 1e-5, speed_kmh=50.0)
             for i in range(plan.positions)
         )
-    pipe.send("ready")
+    pipe.send(("ready", connect_s))
     pipe.recv()  # go
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     await asyncio.gather(*(box.flush(timeout=600) for box in boxes))
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     acked = sum(b.acked for b in boxes)
     await asyncio.gather(*(b.close() for b in boxes))
-    pipe.send((acked, elapsed))
+    pipe.send((acked, elapsed, cpu))
 
 
 # --- the gateway side (this process) --------------------------------------------------------
+
+
+class NullStore:
+    """Devices in a dict, telemetry counted and dropped: what the gateway alone can do."""
+
+    def __init__(self) -> None:
+        self.by_imei: dict[str, Device] = {}
+        self.stored = 0
+        self.devices = self
+        self.telemetry = self
+
+    async def get_by_imei(self, imei: str) -> Device | None:
+        return self.by_imei.get(imei)
+
+    async def fittings(self, device_id: str) -> list[Fitting]:
+        return [Fitting("flt_bench", device_id, f"veh_{device_id}", 0)]
+
+    async def set_connection(self, connection: DeviceConnection) -> None:
+        pass
+
+    async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
+        self.stored += len(positions)
+        return StoreResult(len(positions), 0, len(events), 0)
+
+
+def _identity(n: int) -> tuple[str, str]:
+    return f"{490_000_000_000_000 + n:015d}", f"bench-secret-{n}"
 
 
 async def _provision(store: SqliteStore, count: int) -> list[tuple[str, str]]:
     fleet = await store.fleets.create("bench")
     boxes = []
     for n in range(count):
-        imei, secret = f"{490_000_000_000_000 + n:015d}", f"bench-secret-{n}"
+        imei, secret = _identity(n)
         await store.devices.create(fleet.id, imei=imei, model=DeviceModel.GP8000, secret=secret)
         vehicle = await store.vehicles.create(
             fleet.id, vin=f"VF1BENCH{n:09d}", plate=f"B-{n:05d}", label=f"bench {n}"
@@ -120,9 +160,20 @@ async def _provision(store: SqliteStore, count: int) -> list[tuple[str, str]]:
 
 
 async def run(args: argparse.Namespace, db_path: Path) -> int:
-    store = SqliteStore(db_path)
-    await store.start()
-    boxes = await _provision(store, args.boxes)
+    store: SqliteStore | NullStore
+    if args.engine == "sqlite":
+        store = SqliteStore(db_path)
+        await store.start()
+        boxes = await _provision(store, args.boxes)
+    else:
+        store = NullStore()
+        boxes = [
+            (f"{490_000_000_000_000 + n:015d}", f"bench-secret-{n}") for n in range(args.boxes)
+        ]
+        for n, (imei, secret) in enumerate(boxes):
+            store.by_imei[imei] = Device(
+                f"dev_{n}", "flt_bench", imei, DeviceModel.GP8000, secret, created_ms=0
+            )
     gateway = TcpGateway(
         store,
         port=0,
@@ -140,26 +191,33 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
     child.start()
     loop = asyncio.get_running_loop()
     try:
-        assert await loop.run_in_executor(None, ours.recv) == "ready"
+        ready, connect_s = await loop.run_in_executor(None, ours.recv)
+        assert ready == "ready"
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
+        cpu_before = time.process_time()
         ours.send("go")
-        acked, elapsed = await loop.run_in_executor(None, ours.recv)
+        acked, elapsed, boxes_cpu = await loop.run_in_executor(None, ours.recv)
+        cpu = time.process_time() - cpu_before
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
     finally:
         await loop.run_in_executor(None, child.join, 30)
         await gateway.stop(grace_s=5)
-        await store.close()
+        if isinstance(store, SqliteStore):
+            await store.close()
 
     sent = args.boxes * args.positions
-    with sqlite3.connect(db_path) as conn:
-        (stored,) = conn.execute("SELECT count(*) FROM positions").fetchone()
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(db_path) as conn:
+            (stored,) = conn.execute("SELECT count(*) FROM positions").fetchone()
+    else:
+        stored = store.stored
     rate = min(acked, stored) / elapsed
     print(
-        f"ingest (sqlite, {args.boxes} boxes): {rate:,.0f} positions/s stored+acked "
+        f"ingest ({args.engine}, {args.boxes} boxes): {rate:,.0f} positions/s stored+acked "
         f"(target {TARGET:,})"
     )
     print(
@@ -168,6 +226,11 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
         f"{gateway.metrics.flushes} flushes (avg {stored / max(gateway.metrics.flushes, 1):.0f}"
         f" records)"
     )
+    print(
+        f"  gateway process CPU (loop + SQLite thread): {cpu:.2f} s, "
+        f"{cpu / max(stored, 1) * 1e6:.1f} us per position; box process CPU: {boxes_cpu:.2f} s"
+    )
+    print(f"  {args.boxes} boxes connected and logged in in {connect_s:.2f} s")
     return 0 if stored == sent == acked else 1
 
 
@@ -179,6 +242,7 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=4, help="frames in flight per box")
     parser.add_argument("--flush-size", type=int, default=1000, help="records per flush")
     parser.add_argument("--max-delay-ms", type=int, default=20)
+    parser.add_argument("--engine", choices=("sqlite", "null"), default="sqlite")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the gateway side")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -74,6 +74,8 @@ STORE_WAIT_S = 60.0
 FITTINGS_MAX_AGE_S = 60.0
 # Reads of the store done by a connection (fittings) give up after this long.
 LOOKUP_TIMEOUT_S = 10.0
+# The command-result hook runs inside the read loop; one that hangs must not stall the box.
+HOOK_TIMEOUT_S = 10.0
 # Closing politely waits this long for the kernel to take our last bytes, then aborts.
 CLOSE_TIMEOUT_S = 2.0
 
@@ -102,6 +104,8 @@ _FRAME_NAMES: dict[type[Message], str] = {
 
 BoxReply = CommandResult | Ack | Nack
 CommandResultHandler = Callable[[str, BoxReply], Awaitable[None]]
+# Called with the IMEI once a login is answered OK (the box may be sent COMMANDs from then on).
+LoginHandler = Callable[[str], Awaitable[None]]
 
 
 async def log_command_result(imei: str, message: BoxReply) -> None:
@@ -128,6 +132,7 @@ class Services:
     devices: DeviceDirectory
     metrics: GatewayMetrics
     on_command_result: CommandResultHandler = log_command_result
+    on_login: LoginHandler | None = None
 
 
 @dataclass(slots=True)
@@ -167,6 +172,10 @@ class Connection:
         self._stopping = False
         self._close_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # Loop time of the last bytes received: the registry tells a live session from a
+        # silently dead one with it (duplicate-box detection).
+        self.last_activity = float("-inf")
+        self._login_to_announce = False
 
     # --- SessionHandle (gateway.registry) ---------------------------------------------------
 
@@ -256,6 +265,7 @@ class Connection:
         """Decode, act on and answer everything complete in the buffer after ``data``."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self.last_activity = started
         received_ms = now_ms()
         self._decoder.feed(data)
         replies: list[Message | _DataFrame] = []
@@ -310,6 +320,10 @@ class Connection:
                 self._metrics.observe_ack_latency(loop.time() - started)
         if close is not None:
             raise close
+        if self._login_to_announce:
+            # Only now, with LOGIN_RESULT on the wire: a COMMAND must never precede it.
+            self._login_to_announce = False
+            await self._announce_login()
 
     def _finish(self, reply: Message | _DataFrame, stored: bool) -> Message:
         if not isinstance(reply, _DataFrame):
@@ -382,6 +396,7 @@ class Connection:
         self._session.authenticated()
         await self._s.registry.register(self)
         self._registered = True
+        self._login_to_announce = self._s.on_login is not None
 
     async def _load_fittings(self, device_id: str) -> Fittings:
         async with asyncio.timeout(LOOKUP_TIMEOUT_S):
@@ -402,9 +417,18 @@ class Connection:
                 ctx = self._ctx = DeviceContext(ctx.fleet_id, ctx.device_id, ctx.imei, fittings)
         return ctx
 
+    async def _announce_login(self) -> None:
+        assert self._s.on_login is not None
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT_S):
+                await self._s.on_login(self.imei)
+        except Exception:
+            log.exception("imei=%s: login hook failed", self.imei)
+
     async def _command_reply(self, message: BoxReply) -> None:
         try:
-            await self._s.on_command_result(self.imei, message)
+            async with asyncio.timeout(HOOK_TIMEOUT_S):
+                await self._s.on_command_result(self.imei, message)
         except Exception:
             log.exception("imei=%s: command result hook failed", self.imei)
 

@@ -41,7 +41,12 @@ class Fittings:
 
     def vehicle_at(self, time_ms: int) -> str | None:
         """The vehicle fitted at ``time_ms`` (from_ms inclusive, to_ms exclusive), or None."""
-        i = bisect_right(self._starts, time_ms) - 1
+        starts = self._starts
+        # Most records are recent: they fall in the last fitting, no search needed.
+        if starts and time_ms >= starts[-1]:
+            i = len(starts) - 1
+        else:
+            i = bisect_right(starts, time_ms) - 1
         if i < 0:
             return None
         fitting = self.history[i]
@@ -61,32 +66,51 @@ class DeviceContext:
 
 
 def to_position(record: PositionRecord, ctx: DeviceContext, received_ms: int) -> Position:
-    flags = record.flags
+    # The ingest hot path (one call per record): the record is unpacked once and Position is
+    # built positionally, which is about a third cheaper than keywords. The argument order is
+    # storage.models.Position's field order; tests/gateway/test_convert.py pins it.
+    (
+        time_ms,
+        lat_e7,
+        lon_e7,
+        altitude_m,
+        speed_dkmh,
+        heading_ddeg,
+        satellites,
+        hdop_d,
+        flags,
+        odometer_m,
+        ext_power_mv,
+        battery_mv,
+        gsm_signal,
+        warnings,
+        badge,
+    ) = record
     return Position(
-        fleet_id=ctx.fleet_id,
-        device_id=ctx.device_id,
-        vehicle_id=ctx.fittings.vehicle_at(record.time_ms),
-        time_ms=record.time_ms,
-        received_ms=received_ms,
-        lat=record.lat_e7 / 1e7,
-        lon=record.lon_e7 / 1e7,
-        altitude_m=record.altitude_m,
-        speed_kmh=record.speed_dkmh / 10,
-        heading_deg=record.heading_ddeg / 10,
-        satellites=record.satellites,
-        hdop=record.hdop_d / 10,
-        fix_valid=bool(flags & _FIX_VALID),
-        ignition=bool(flags & _IGNITION),
-        doors_locked=bool(flags & _DOORS_LOCKED),
-        engine_start_inhibited=bool(flags & _INHIBITED),
-        external_power=bool(flags & _EXTERNAL_POWER),
-        odometer_m=record.odometer_m,
-        ext_power_mv=record.ext_power_mv,
-        battery_mv=record.battery_mv,
-        gsm_signal=record.gsm_signal,
-        warnings=record.warnings,
-        driver_badge=record.badge or None,
-        buffered=bool(flags & _BUFFERED),
+        ctx.fleet_id,
+        ctx.device_id,
+        ctx.fittings.vehicle_at(time_ms),
+        time_ms,
+        received_ms,
+        lat_e7 / 1e7,
+        lon_e7 / 1e7,
+        altitude_m,
+        speed_dkmh / 10,
+        heading_ddeg / 10,
+        satellites,
+        hdop_d / 10,
+        bool(flags & _FIX_VALID),
+        bool(flags & _IGNITION),
+        bool(flags & _DOORS_LOCKED),
+        bool(flags & _INHIBITED),
+        bool(flags & _EXTERNAL_POWER),
+        odometer_m,
+        ext_power_mv,
+        battery_mv,
+        gsm_signal,
+        warnings,
+        badge or None,
+        bool(flags & _BUFFERED),
     )
 
 

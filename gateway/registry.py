@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 
 # Recording online/offline is bookkeeping: it must not hold a login or a close hostage.
 STATE_WRITE_TIMEOUT_S = 5.0
+# An older session that received a frame this recently is live, so a second login for its IMEI
+# is a second box (a clone), not the same box back after losing its link. A box reconnects
+# only after an unanswered frame timed out (60 s, docs/protocol.md §5.2) plus its back-off,
+# so its dead session is always older than this; a clone fighting the real box over the
+# session re-logs in within seconds of each supersede and is caught on the next round.
+DUPLICATE_LIVE_WINDOW_S = 30.0
+
+
+class DuplicateHandler(Protocol):
+    """Told when a login supersedes a session of the same IMEI that was still live."""
+
+    async def __call__(
+        self, imei: str, *, old_remote: str, new_remote: str, idle_s: float
+    ) -> None: ...
 
 
 class SessionHandle(Protocol):
@@ -59,6 +73,10 @@ class SessionRegistry:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._state_write_timeout_s = state_write_timeout_s
         self._sessions: dict[str, SessionHandle] = {}
+        # Set by the command service (duplicate-box alert and freeze); awaited before the
+        # new session gets its login answer, so the freeze precedes any command.
+        self.on_duplicate: DuplicateHandler | None = None
+        self.duplicate_live_window_s = DUPLICATE_LIVE_WINDOW_S
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -81,8 +99,31 @@ class SessionRegistry:
                 session.remote,
                 old.remote,
             )
+            idle_s = self._idle_s(old)
             old.close("superseded")
+            if idle_s < self.duplicate_live_window_s:
+                await self._report_duplicate(session, old, idle_s)
         await self._record(session, online=True)
+
+    @staticmethod
+    def _idle_s(session: SessionHandle) -> float:
+        # Sessions that do not track activity (``last_activity``) never count as live.
+        last = getattr(session, "last_activity", None)
+        if not isinstance(last, float):
+            return float("inf")
+        return asyncio.get_running_loop().time() - last
+
+    async def _report_duplicate(
+        self, new: SessionHandle, old: SessionHandle, idle_s: float
+    ) -> None:
+        hook = self.on_duplicate
+        if hook is None:
+            return
+        try:
+            async with asyncio.timeout(self._state_write_timeout_s):
+                await hook(new.imei, old_remote=old.remote, new_remote=new.remote, idle_s=idle_s)
+        except Exception:
+            log.exception("imei=%s: duplicate-login hook failed", new.imei)
 
     async def unregister(self, session: SessionHandle) -> None:
         """Forget ``session`` and record the box offline, unless a newer session replaced it."""

@@ -19,6 +19,7 @@ from gateway.connection import (
     CommandResultHandler,
     Connection,
     ConnectionConfig,
+    LoginHandler,
     Services,
     log_command_result,
 )
@@ -54,6 +55,7 @@ class TcpGateway:
         queue_limit: int = 50_000,
         gateway_id: str | None = None,
         on_command_result: CommandResultHandler = log_command_result,
+        on_login: LoginHandler | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -83,6 +85,7 @@ class TcpGateway:
             devices=store.devices,
             metrics=self.metrics,
             on_command_result=on_command_result,
+            on_login=on_login,
         )
         self._server: asyncio.Server | None = None
         self._connections: dict[Connection, asyncio.Task[None]] = {}

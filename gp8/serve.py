@@ -41,6 +41,7 @@ class Running:
         self.store: Any = None
         self.gateway: Any = None
         self.mqtt: Any = None
+        self.commands: Any = None
         self.api_server: uvicorn.Server | None = None
         self.api_task: asyncio.Task[None] | None = None
 
@@ -59,6 +60,7 @@ async def start_services(settings: Settings) -> Running:
     """Start storage, gateway, optional MQTT bridge and API; `stop_services` undoes it."""
     from api.app import create_app
     from gateway import TcpGateway
+    from gateway.commands import CommandService
     from storage import open_store
 
     run = Running()
@@ -68,6 +70,7 @@ async def start_services(settings: Settings) -> Running:
     await store.start()
     run.store = store
     gateway_id = settings.gateway_id or default_gateway_id()
+    commands = CommandService(store, gateway_id=gateway_id)
     gateway = TcpGateway(
         store,
         host=settings.tcp.host,
@@ -80,7 +83,11 @@ async def start_services(settings: Settings) -> Running:
         max_delay_ms=settings.ingest.max_delay_ms,
         queue_limit=settings.ingest.queue_limit,
         gateway_id=gateway_id,
+        on_command_result=commands.on_box_reply,
+        on_login=commands.on_box_online,
     )
+    gateway.registry.on_duplicate = commands.on_duplicate_login
+    commands.add_sender(gateway)
     await gateway.start()
     run.gateway = gateway
 
@@ -101,7 +108,9 @@ async def start_services(settings: Settings) -> Running:
             share_group=settings.mqtt.share_group,
             client_id=settings.mqtt.client_id or f"gp8-{gateway_id}",
             gateway_id=gateway_id,
+            on_command_result=commands.on_box_reply,
         )
+        commands.add_sender(bridge)
         await bridge.start()
         run.mqtt = bridge
 
@@ -109,6 +118,14 @@ async def start_services(settings: Settings) -> Running:
             return {"mqtt": bridge.health()}
 
         health_parts.append(mqtt_health)
+
+    await commands.start()
+    run.commands = commands
+
+    async def commands_health() -> dict[str, Any]:
+        return {"commands": commands.health()}
+
+    health_parts.append(commands_health)
 
     async def health() -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -122,6 +139,7 @@ async def start_services(settings: Settings) -> Running:
         rate_limit_per_minute=settings.api.rate_limit_per_minute,
         health=health,
     )
+    app.state.commands = commands
     config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -146,6 +164,8 @@ async def stop_services(run: Running) -> None:
     if run.api_server is not None and run.api_task is not None:
         run.api_server.should_exit = True
         await run.api_task
+    if run.commands is not None:
+        await run.commands.stop()
     if run.mqtt is not None:
         await run.mqtt.stop()
     if run.gateway is not None:

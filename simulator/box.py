@@ -165,6 +165,9 @@ class BoxState:
 M = TypeVar("M", bound=Message)
 CommandOutcome = tuple[CommandStatus, CommandFailure]
 CommandHook = Callable[[Command, BoxState], CommandOutcome | None]
+# Called on each ACK of a data frame: (records in it, whether it was an EVENT, seconds since it
+# was written). For the simulator's report; must not block.
+AckHook = Callable[[int, bool, float], None]
 
 
 @dataclass(eq=False)
@@ -195,6 +198,7 @@ class VirtualBox:
         busy_backoff_s: float = BUSY_BACKOFF_S,
         heartbeat_interval_s: float | None = None,
         on_command: CommandHook | None = None,
+        on_ack: AckHook | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_RECORDS_PER_FRAME:
             raise ValueError(f"batch_size must be 1..{MAX_RECORDS_PER_FRAME}")
@@ -210,10 +214,12 @@ class VirtualBox:
         self.busy_backoff_s = busy_backoff_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.on_command = on_command
+        self.on_ack = on_ack
         self.state = BoxState()
         # Counters, for tests and the CLI.
         self.acked = 0  # records (positions + events) the server ACKed
         self.dropped = 0  # records the server refused for good
+        self.requeued = 0  # records put back in the outbox to be sent again (drop, NACK)
         self.nacks: Counter[NackReason] = Counter()
         self.frame_errors = 0
         self.logins = 0
@@ -222,6 +228,7 @@ class VirtualBox:
         self._seq = 0
         self._unsent: deque[_Item] = deque()
         self._inflight: OrderedDict[int, list[_Item]] = OrderedDict()
+        self._sent_at: dict[int, float] = {}  # loop time each in-flight frame was written
         self._heartbeats: dict[int, asyncio.Future[None]] = {}
         self._executed: OrderedDict[int, CommandOutcome] = OrderedDict()
         self._retry_at = 0.0
@@ -317,6 +324,12 @@ class VirtualBox:
             link.writer.write(frame[: len(frame) // 2])
         self._drop_link(abort=True)
 
+    def send_raw(self, data: bytes) -> None:
+        """Write ``data`` as is on the live link (the simulator's corrupted frames); raises
+        BoxDisconnected when there is none."""
+        link = self._require_link()
+        link.writer.write(data)
+
     def _drop_link(self, *, abort: bool = False) -> None:
         """Forget the current link; everything it had in flight goes back to the outbox."""
         link = self._link
@@ -335,7 +348,9 @@ class VirtualBox:
         # In-flight frames in reverse order to the front, so the outbox keeps record order.
         for items in reversed(self._inflight.values()):
             self._unsent.extendleft(reversed(items))
+            self.requeued += len(items)
         self._inflight.clear()
+        self._sent_at.clear()
         for waiter in self._heartbeats.values():
             if not waiter.done():
                 waiter.set_exception(BoxDisconnected("connection lost"))
@@ -360,10 +375,12 @@ class VirtualBox:
         (the window is not applied); returns how many were written."""
         link = self._require_link()
         frames: list[bytes] = []
+        now = asyncio.get_running_loop().time()
         while self._unsent and (max_frames is None or len(frames) < max_frames):
             items = self._next_frame_items(peek=False)
             seq = self._next_seq()
             self._inflight[seq] = items
+            self._sent_at[seq] = now
             frames.append(encode(self._frame_for(items, seq)))
         if frames:
             link.writer.write(b"".join(frames))
@@ -480,6 +497,8 @@ class VirtualBox:
     # --- receiving ---------------------------------------------------------------------------
 
     async def _read_loop(self, link: _Link) -> None:
+        # No timeout on this read, by design: the server may rightly say nothing for hours.
+        # A dead link is found by the heartbeats (heartbeat_interval_s) and by flush timeouts.
         try:
             while link.alive:
                 data = await link.reader.read(READ_SIZE)
@@ -500,9 +519,13 @@ class VirtualBox:
     def _on_message(self, link: _Link, message: Message) -> None:
         if isinstance(message, Ack):
             items = self._inflight.pop(message.acked_seq, None)
+            sent_at = self._sent_at.pop(message.acked_seq, None)
             if items is not None:
                 self.acked += len(items)
                 self._changed.set()
+                if self.on_ack is not None and sent_at is not None:
+                    latency = asyncio.get_running_loop().time() - sent_at
+                    self.on_ack(len(items), items[0].code is not None, latency)
             waiter = self._heartbeats.get(message.acked_seq)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -511,8 +534,10 @@ class VirtualBox:
             items = self._inflight.pop(message.nacked_seq, None)
             if items is None:
                 return
+            self._sent_at.pop(message.nacked_seq, None)
             if message.reason in RETRYABLE_NACKS:
                 self._unsent.extendleft(reversed(items))
+                self.requeued += len(items)
                 if message.reason is NackReason.SERVER_BUSY:
                     self._retry_at = asyncio.get_running_loop().time() + self.busy_backoff_s
             else:
@@ -570,7 +595,10 @@ class VirtualBox:
             try:
                 await self.heartbeat()
             except (BoxError, TimeoutError) as exc:
+                # No ACK in time: the link is dead (a half-open TCP link never says so itself).
                 log.debug("box %s: heartbeat failed: %r", self.imei, exc)
+                if link is self._link:
+                    self._drop_link(abort=True)
                 return
 
 

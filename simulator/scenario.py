@@ -8,6 +8,7 @@ Parsing is strict: an unknown key, a duration that does not parse or a rate out 
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import tomllib
@@ -23,8 +24,7 @@ from simulator.trajectory import Motion
 
 SCENARIO_PACKAGE = "simulator.scenarios"
 SUFFIXES = (".toml", ".json", ".yaml", ".yml")
-# Corrupted frames per valid frame, at most: beyond that the gateway rightly closes the link
-# (50 bad frames in a row) and the test is of the close, not of the resynchronisation.
+# Corrupted frames per position, at most.
 MAX_GARBAGE_RATE = 5.0
 # Faster than this fraction of the limit is not a driver any more.
 MAX_PHASE_SPEED_FACTOR = 1.5
@@ -109,7 +109,7 @@ class Phase:
     replay: Replay = Replay.IN_ORDER
     replay_delay_s: float = 60.0
     drop_rate: float = 0.0  # probability per send that the link drops mid-frame
-    garbage_rate: float = 0.0  # corrupted frames per valid frame
+    garbage_rate: float = 0.0  # corrupted frames per position sent
     storm: bool = False  # every box drops its link and reconnects when the phase starts
     storm_spread_s: float = 0.0  # reconnections spread over this many (wall) seconds
     lock: bool | None = None  # the driver locks (True) or never locks (False) when parking
@@ -194,8 +194,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>", fmt: str = "toml") 
             data = json.loads(text)
         elif fmt in ("yaml", "yml"):
             try:
-                import yaml
-            except ImportError:  # pragma: no cover - PyYAML is optional
+                yaml = importlib.import_module("yaml")  # optional: PyYAML, no type stubs
+            except ImportError:  # pragma: no cover
                 raise ScenarioError(f"{source}: reading YAML needs PyYAML installed") from None
             data = yaml.safe_load(text)
         else:
@@ -302,12 +302,12 @@ class _Reader:
         if "gps" in raw:
             gps = raw["gps"]
             if gps not in ("ok", "denied", True, False):
-                raise self.fail(f"{where}.gps", f"{gps!r}: use \"ok\" or \"denied\"")
+                raise self.fail(f"{where}.gps", f'{gps!r}: use "ok" or "denied"')
             values["gps"] = gps in ("ok", True)
         if "link" in raw:
             link = raw["link"]
             if link not in ("online", "offline"):
-                raise self.fail(f"{where}.link", f"{link!r}: use \"online\" or \"offline\"")
+                raise self.fail(f"{where}.link", f'{link!r}: use "online" or "offline"')
             values["online"] = link == "online"
         if "replay" in raw:
             values["replay"] = self.choice(raw["replay"], Replay, f"{where}.replay")
@@ -377,6 +377,8 @@ class _Reader:
 
     def choice(self, value: object, enum: type[StrEnum], where: str) -> Any:
         try:
+            if not isinstance(value, str):
+                raise ValueError(value)
             return enum(value)
         except ValueError:
             options = ", ".join(e.value for e in enum)
@@ -384,7 +386,7 @@ class _Reader:
 
     def warnings(self, value: object, where: str) -> int:
         if not isinstance(value, list):
-            raise self.fail(where, "a list of warning light names, e.g. [\"engine\"]")
+            raise self.fail(where, 'a list of warning light names, e.g. ["engine"]')
         bits = 0
         for name in value:
             try:
@@ -396,7 +398,7 @@ class _Reader:
 
     def events(self, value: object, where: str) -> tuple[EventCode, ...]:
         if not isinstance(value, list):
-            raise self.fail(where, "a list of event names, e.g. [\"sos\"]")
+            raise self.fail(where, 'a list of event names, e.g. ["sos"]')
         codes = []
         for name in value:
             try:
@@ -417,4 +419,3 @@ class _Reader:
         if not 0 < low <= high <= MAX_PHASE_SPEED_FACTOR:
             raise self.fail(where, f"need 0 < low <= high <= {MAX_PHASE_SPEED_FACTOR}")
         return low, high
-

@@ -110,11 +110,13 @@ class Action(Enum):
 
 
 class Happening(NamedTuple):
-    """Something that happened at ``time_ms``: a protocol event, or a driver action."""
+    """Something that happened at ``time_ms``: a protocol event (with the vehicle's state at
+    that moment, for the event's record), or a driver action."""
 
     time_ms: int
     kind: EventCode | Action
     detail: int = 0
+    sample: Sample | None = None
 
 
 class Motion(StrEnum):
@@ -622,7 +624,8 @@ class Vehicle:
         self.time_ms = max(self.time_ms, t_ms)
 
     def _emit(self, when: int, kind: EventCode | Action, detail: int = 0) -> None:
-        self._pending.append(Happening(when, kind, detail))
+        sample = self.sample() if isinstance(kind, EventCode) else None
+        self._pending.append(Happening(when, kind, detail, sample))
 
     def _schedule(self, when: int, kind: EventCode | Action, detail: int = 0) -> None:
         self._order += 1

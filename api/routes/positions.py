@@ -15,6 +15,7 @@ from api.schemas.positions import (
     PositionsPublic,
 )
 from api.services import formats, geo
+from api.services.commands import lock_state
 from api.services.formats import Format, GeoJsonGeometry
 from api.services.paging import WALK_PAGE, all_vehicles, position_pages
 from api.times import iso_ms
@@ -59,6 +60,7 @@ async def get_last_position(
         "position": formats.position_dict(position) if position else None,
         "age_s": _age_s(position, now_ms()) if position else None,
         "online": bool(connection and connection.online),
+        "lock_state": await lock_state(store, caller.fleet_id, vehicle_id, position),
     }
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import Admin, AuditDep, StoreDep, VehicleAdmin, Viewer
 from api.params import Cursor, Id, Limit
-from api.problems import problem_responses
+from api.problems import invalid, problem_responses
 from api.schemas.vehicles import (
     FittingCreate,
     FittingPublic,
@@ -15,6 +15,9 @@ from api.schemas.vehicles import (
     VehiclesPublic,
     VehicleUpdate,
 )
+from api.services.commands import lock_state
+from api.services.fittings import FITTED_AT_SKEW_MS, check_backdated_fitting
+from api.times import datetime_to_ms
 from storage.models import now_ms
 
 router = APIRouter(
@@ -68,8 +71,10 @@ async def list_vehicles(
 
 @router.get("/{vehicle_id}", response_model=VehiclePublic)
 async def get_vehicle(vehicle_id: Id, caller: Viewer, store: StoreDep) -> VehiclePublic:
-    """One vehicle of the fleet."""
-    return VehiclePublic.of(await store.vehicles.get(caller.fleet_id, vehicle_id))
+    """One vehicle of the fleet, with its doors and engine-start inhibit state."""
+    vehicle = VehiclePublic.of(await store.vehicles.get(caller.fleet_id, vehicle_id))
+    vehicle.lock_state = await lock_state(store, caller.fleet_id, vehicle_id)
+    return vehicle
 
 
 @router.patch(
@@ -98,12 +103,23 @@ async def delete_vehicle(
     await audit("delete", "vehicle", vehicle_id)
 
 
-@router.put("/{vehicle_id}/device", response_model=FittingPublic, responses=_BODY_ERRORS)
+@router.put(
+    "/{vehicle_id}/device",
+    response_model=FittingPublic,
+    responses={**_BODY_ERRORS, **problem_responses(409)},
+)
 async def fit_device(
     vehicle_id: Id, body: FittingCreate, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
 ) -> FittingPublic:
-    """Fit the box with this IMEI to the vehicle from now on (admin), ending earlier fittings."""
-    fitting = await store.devices.fit(caller.fleet_id, vehicle_id, body.imei, now_ms())
+    """Fit the box with this IMEI to the vehicle (admin), ending its and the vehicle's current
+    fittings at that moment; the history is kept."""
+    now = now_ms()
+    at_ms = datetime_to_ms(body.fitted_at) if body.fitted_at is not None else now
+    if at_ms > now + FITTED_AT_SKEW_MS:
+        raise invalid(("body", "fitted_at"), "fitted_at must not be in the future")
+    if body.fitted_at is not None:
+        await check_backdated_fitting(store.devices, caller.fleet_id, vehicle_id, body.imei, at_ms)
+    fitting = await store.devices.fit(caller.fleet_id, vehicle_id, body.imei, at_ms)
     await audit("fit", "vehicle", vehicle_id, detail=fitting.device_id)
     return FittingPublic.of(fitting)
 

@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.commands import LockStatePublic
 from api.schemas.common import Timestamp
 
 
@@ -51,6 +52,9 @@ class LastPositionPublic(BaseModel):
     position: PositionPublic | None
     age_s: float | None = Field(description="Seconds since the fix was taken")
     online: bool = Field(description="The vehicle's box is connected now")
+    lock_state: LockStatePublic | None = Field(
+        default=None, description="Doors and engine-start inhibit (docs/commands.md)"
+    )
 
 
 class FleetPositionPublic(BaseModel):

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from api.schemas.commands import LockStatePublic
 from api.schemas.common import Imei, Label, Plate, Timestamp, Vin
 from api.times import iso_ms
 from storage.models import Fitting, Vehicle
@@ -32,6 +33,10 @@ class VehiclePublic(BaseModel):
     label: str
     device_id: str | None
     created_at: Timestamp
+    lock_state: LockStatePublic | None = Field(
+        default=None,
+        description="Doors and engine-start inhibit (docs/commands.md); only in GET of one vehicle",
+    )
 
     @classmethod
     def of(cls, vehicle: Vehicle) -> VehiclePublic:
@@ -54,6 +59,11 @@ class FittingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     imei: Imei
+    fitted_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the box was fitted, if not now: for recording a past fitting (an "
+        "import, a simulation). Not in the future, not before the box's last fitting.",
+    )
 
 
 class FittingPublic(BaseModel):

@@ -76,6 +76,8 @@ def negotiate(accept: str | None) -> Format | None:
 
 
 def warning_names(mask: int) -> list[str]:
+    if not mask:  # the usual case, and position_dict runs once per exported fix
+        return []
     return [name for bit, name in _WARNINGS if mask & bit]
 
 

@@ -5,7 +5,7 @@ through a shared subscription (``$share/{group}/gp8/+/up``), so the gateways of 
 the uplink load and each message is handled by exactly one of them. Each message runs in its own
 task (`UplinkHandler`): decoded, checked, stored through the shared pipeline, answered with GP8
 ACK frames on the box's ack topic, and only then acknowledged to the broker (PUBACK, in receive
-order, see manual_ack.py). The session is persistent (fixed client id, clean start off, a long
+order, see aiomqtt_compat.py). The session is persistent (fixed client id, clean start off, a long
 session expiry), so while gp8 is down or cut off the broker keeps the messages for it and
 resends every one not yet acknowledged; the store's idempotency absorbs the copies.
 
@@ -27,9 +27,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.connection import CommandResultHandler, log_command_result
+from gateway.mqtt.aiomqtt_compat import (
+    Delivery,
+    OrderedAcks,
+    enable_manual_acks,
+    forget_disconnect_error,
+)
 from gateway.mqtt.config import BrokerConfig
 from gateway.mqtt.directory import DeviceCache
-from gateway.mqtt.manual_ack import Delivery, OrderedAcks, enable_manual_acks
 from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import IDLE_S, Presence
 from gateway.mqtt.topics import ack_topic, down_topic, shared_up_filter
@@ -237,7 +242,7 @@ class MqttBridge:
                 pass
 
     def _new_client(self) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._session_expiry_s
         properties.ReceiveMaximum = self._receive_maximum
         client = aiomqtt.Client(
@@ -315,6 +320,7 @@ class MqttBridge:
                 await client.__aexit__(None, None, None)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
             log.debug("mqtt: disconnect: %r", exc)
+        forget_disconnect_error(client)
 
     # --- one message -------------------------------------------------------------------------
 
@@ -326,11 +332,8 @@ class MqttBridge:
         delivery: Delivery,
     ) -> None:
         topic = message.topic.value
-        payload = message.payload
-        if not isinstance(payload, (bytes, bytearray)):
-            payload = b""
         try:
-            result = await self.handler.handle(topic, bytes(payload), now_ms())
+            result = await self.handler.handle(topic, bytes(message.payload), now_ms())
         except NotStored:
             return  # unacknowledged: the broker resends it to us or another gateway
         except Exception:

@@ -67,7 +67,10 @@ class MqttMetrics:
         scalar("connected", "gauge", "1 while connected to the broker.", int(self.connected))
         scalar("connects_total", "counter", "Connections to the broker.", self.connects)
         scalar(
-            "connect_failures_total", "counter", "Failed connection attempts.", self.connect_failures
+            "connect_failures_total",
+            "counter",
+            "Failed connection attempts.",
+            self.connect_failures,
         )
         scalar("disconnects_total", "counter", "Connections lost.", self.disconnects)
         scalar("messages_total", "counter", "Uplink messages received.", self.messages)

@@ -226,7 +226,7 @@ class UplinkHandler:
                 pending.append(_DataFrame(item.seq))
             elif isinstance(item, Heartbeat):
                 pending.append(Ack(self.next_seq(), item.seq))
-            else:  # CommandResult, Ack, Nack: the box's answers to a COMMAND
+            elif isinstance(item, (CommandResult, Ack, Nack)):  # answers to a COMMAND
                 await self._command_reply(imei, item)
                 if isinstance(item, CommandResult):
                     pending.append(Ack(self.next_seq(), item.seq))

@@ -48,7 +48,7 @@ COMMAND_INDEXES: dict[str, list[IndexModel]] = {
         _index("command_id", name="command"),
     ],
     ALERTS: [
-        _index("fleet_id", "_id", name="fleet_listing"),
+        _index("fleet_id", "raised_ms", "_id", name="fleet_listing"),
         _index("device_id", "cleared_ms", name="device_open"),
         _index("vehicle_id", "cleared_ms", name="vehicle_open"),
     ],

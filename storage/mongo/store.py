@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from pymongo import AsyncMongoClient, WriteConcern
 
 from storage.errors import StorageUnavailable
+from storage.mongo.commands import MongoAlerts, MongoAudit, MongoCommands, MongoPolicies
 from storage.mongo.db import OPERATION_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.devices import MongoDevices
 from storage.mongo.errors import translate_errors
@@ -16,9 +17,13 @@ from storage.mongo.schema import INDEXES
 from storage.mongo.telemetry import MongoTelemetry
 from storage.repository import (
     AccessLogRepo,
+    AlertRepo,
+    AuditRepo,
+    CommandRepo,
     DeviceRepo,
     FleetRepo,
     KeyRepo,
+    PolicyRepo,
     TelemetryRepo,
     VehicleRepo,
 )
@@ -55,6 +60,10 @@ class MongoStore:
         self.devices: DeviceRepo = MongoDevices(self._db)
         self.telemetry: TelemetryRepo = MongoTelemetry(self._db)
         self.access_log: AccessLogRepo = MongoAccessLog(self._db)
+        self.commands: CommandRepo = MongoCommands(self._db)
+        self.audit: AuditRepo = MongoAudit(self._db)
+        self.policies: PolicyRepo = MongoPolicies(self._db)
+        self.alerts: AlertRepo = MongoAlerts(self._db)
 
     @classmethod
     def from_url(

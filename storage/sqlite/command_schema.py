@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     cleared_ms INTEGER,
     cleared_by TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS alerts_by_fleet ON alerts (fleet_id, id);
+CREATE INDEX IF NOT EXISTS alerts_by_fleet ON alerts (fleet_id, raised_ms, id);
 CREATE INDEX IF NOT EXISTS alerts_open_by_device ON alerts (device_id) WHERE cleared_ms IS NULL;
 CREATE INDEX IF NOT EXISTS alerts_open_by_vehicle ON alerts (vehicle_id) WHERE cleared_ms IS NULL;
 

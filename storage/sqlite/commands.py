@@ -28,7 +28,7 @@ from storage.models import (
     VehicleLockState,
     first_command_seq,
 )
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, make_page, page_limit
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, fetch_all, fetch_one
 from storage.sqlite.rows import Row
@@ -355,14 +355,16 @@ class SqliteAlerts:
             params.append(vehicle_id)
         if open_only:
             where.append("cleared_ms IS NULL")
-        key = None if cursor is None else (decode_id_cursor(cursor, "alert"),)
-        cond, after_params = after(["id"], key)
+        key = None if cursor is None else decode_cursor(cursor, "alert", (int, str))
+        cond, after_params = after(["raised_ms", "id"], key)
         sql = (
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(where)}{cond}"
-            " ORDER BY id LIMIT ?"
+            " ORDER BY raised_ms, id LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
-        return make_page([to_alert(r) for r in found], limit, "alert", lambda a: (a.id,))
+        return make_page(
+            [to_alert(r) for r in found], limit, "alert", lambda a: (a.raised_ms, a.id)
+        )
 
     async def open_alerts(
         self,
@@ -383,7 +385,7 @@ class SqliteAlerts:
                 alert = to_alert(row)
                 if kind is None or alert.kind is kind:
                     found[alert.id] = alert
-        return [found[k] for k in sorted(found)]
+        return sorted(found.values(), key=lambda a: (a.raised_ms, a.id))
 
     async def clear(self, fleet_id: str, alert_id: str, *, by: str, at_ms: int) -> Alert:
         return await self._db.write(_clear_alert, fleet_id, alert_id, by, at_ms)

@@ -14,7 +14,6 @@ from storage import open_store
 from storage.repository import Store
 from tests.api.helpers import OPERATOR_KEY, VALID_IMEIS, VALID_VINS, FleetFixture, create_fleet
 
-
 # The real SQLite engine, on tmpfs when there is one: these tests exercise the API, and an
 # fsync per commit on a disk would make the suite several times slower for nothing.
 _TMPFS = Path("/dev/shm")

@@ -20,7 +20,7 @@ from tests.api.helpers import OPERATOR_KEY, FleetFixture, bearer
 def assert_problem(r: httpx.Response, status: int) -> dict[str, object]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
+    body: dict[str, object] = r.json()
     assert body["status"] == status
     assert isinstance(body["title"], str) and body["title"]
     assert body["type"]

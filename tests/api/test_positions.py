@@ -65,6 +65,15 @@ async def test_get_position_last_and_online(
         "position": None,
         "age_s": None,
         "online": False,
+        # Doors and engine-start inhibit (docs/commands.md): never reported yet.
+        "lock_state": {
+            "doors_locked": None,
+            "engine_start_inhibited": None,
+            "source": None,
+            "confirmed": False,
+            "as_of": None,
+            "command_id": None,
+        },
     }
     times = await seed_track(store, fleet_a)
     await store.devices.set_connection(

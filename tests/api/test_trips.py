@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 
 import httpx
@@ -135,7 +136,7 @@ def test_segment_trips_properties(raw: list[tuple[bool, int, float]]) -> None:
     trips = segment_trips(positions)
     total = sum(d for _, d, _ in raw[1:])
     # Trips are ordered and disjoint, start with the ignition on, and do not exceed the total.
-    for earlier, later in zip(trips, trips[1:]):
+    for earlier, later in itertools.pairwise(trips):
         assert earlier.end.time_ms < later.start.time_ms
     assert sum(t.distance_m for t in trips) <= total
     by_time = {p.time_ms: p for p in positions}
@@ -146,7 +147,7 @@ def test_segment_trips_properties(raw: list[tuple[bool, int, float]]) -> None:
             assert not by_time[trip.end.time_ms].ignition
     # Every switch-off after a switch-on inside the range closes exactly one complete trip.
     offs = sum(
-        1 for prev, cur in zip(positions, positions[1:]) if prev.ignition and not cur.ignition
+        1 for prev, cur in itertools.pairwise(positions) if prev.ignition and not cur.ignition
     )
     leading_on = bool(positions) and positions[0].ignition
     assert sum(t.complete for t in trips) == offs - (1 if leading_on and offs else 0)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.times import MAX_MS, MIN_MS, iso_ms, parse_time
 from api.validation import imei_error, luhn_check_digit, text_error, vin_check_digit, vin_error
 
 # Real VINs: North American ones carry a valid ISO 3779 check digit; the European VW one has a
@@ -70,7 +71,7 @@ def test_imei_error_valid(imei: str) -> None:
         ("49015420323751", "an IMEI is 15 digits"),
         ("4901542032375180", "an IMEI is 15 digits"),
         ("49015420323751a", "an IMEI is 15 digits"),
-        ("４９０１５４２０３２３７５１８", "an IMEI is 15 digits"),  # full-width digits
+        ("\uff14" + "490154203237518"[1:], "an IMEI is 15 digits"),  # a full-width digit
     ],
 )
 def test_imei_error_invalid(imei: str, message: str) -> None:
@@ -90,3 +91,41 @@ def test_luhn_single_digit_change_detected(body: str, delta: int) -> None:
 def test_text_error_control_character() -> None:
     assert text_error("van\x07") == "must contain printable characters only (found U+0007)"
     assert text_error("Camión 12") is None
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1_714_564_800_250, "2024-05-01T12:00:00.250Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+        (-58_979_880_000_000, "0101-01-01T12:00:00.000Z"),  # zero-padded year
+    ],
+)
+def test_iso_ms_format(ms: int, text: str) -> None:
+    assert iso_ms(ms) == text
+    assert parse_time(text) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("1714564800250", 1_714_564_800_250),
+        ("2024-05-01T14:00:00+02:00", 1_714_564_800_000),
+        ("2024-05-01T12:00:00", 1_714_564_800_000),  # no zone: UTC
+        ("2024-05-01", 1_714_521_600_000),
+    ],
+)
+def test_parse_time_forms(text: str, ms: int) -> None:
+    assert parse_time(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "soon", "2024-02-30T00:00:00Z", "99999999999999999999"])
+def test_parse_time_invalid(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
+@given(st.integers(MIN_MS, MAX_MS))
+def test_iso_ms_round_trips(ms: int) -> None:
+    assert parse_time(iso_ms(ms)) == ms

@@ -263,3 +263,36 @@ async def test_delete_vehicle_device_204_then_404(
     assert (await client.delete(url, headers=fleet_a.h())).status_code == 404
     r = await client.get(f"/v1/devices/{fleet_a.device_id}/fittings", headers=fleet_a.h())
     assert len(r.json()["data"]) == 1 and r.json()["data"][0]["removed_at"] is not None
+
+
+async def test_put_vehicle_device_backdated_fitting(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.post("/v1/vehicles", json={"vin": VALID_VINS[3]}, headers=fleet_a.h())
+    second = r.json()["id"]
+    other_imei = luhn_imei("35000000000002")
+    await client.post(
+        "/v1/devices", json={"imei": other_imei, "model": "GP8000"}, headers=fleet_a.h()
+    )
+    url = f"/v1/vehicles/{second}/device"
+    body = {"imei": other_imei, "fitted_at": "2024-05-01T00:00:00Z"}
+    r = await client.put(url, json=body, headers=fleet_a.h())
+    assert r.status_code == 200
+    assert r.json()["fitted_at"] == "2024-05-01T00:00:00.000Z"
+    # Fitting it again to the same vehicle is idempotent, whatever the time given.
+    r = await client.put(
+        url, json={**body, "fitted_at": "2024-04-01T00:00:00Z"}, headers=fleet_a.h()
+    )
+    assert r.status_code == 200 and r.json()["fitted_at"] == "2024-05-01T00:00:00.000Z"
+    # Moving it to another vehicle before its last fitting began would overlap the history.
+    r = await client.put(
+        f"/v1/vehicles/{fleet_a.vehicle_id}/device",
+        json={"imei": other_imei, "fitted_at": "2024-04-30T00:00:00Z"},
+        headers=fleet_a.h(),
+    )
+    assert r.status_code == 409
+    r = await client.put(
+        url, json={**body, "fitted_at": "2999-01-01T00:00:00Z"}, headers=fleet_a.h()
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["msg"] == "fitted_at must not be in the future"

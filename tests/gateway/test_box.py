@@ -19,6 +19,7 @@ from protocol import (
     Event,
     EventCode,
     FrameDecoder,
+    Heartbeat,
     Login,
     LoginResult,
     LoginStatus,
@@ -104,7 +105,8 @@ def box_for(server: ScriptedServer, **kw: object) -> VirtualBox:
 
 
 async def test_the_outbox_is_framed_in_batches_and_events_alone(acking: ScriptedServer) -> None:
-    box = box_for(acking, batch_size=4)
+    acks: list[tuple[int, bool, float]] = []
+    box = box_for(acking, batch_size=4, on_ack=lambda n, event, s: acks.append((n, event, s)))
     records = track(10)
     box.enqueue(records[:6])
     box.enqueue_event(EventCode.SOS, records[6], detail=2)
@@ -120,6 +122,8 @@ async def test_the_outbox_is_framed_in_batches_and_events_alone(acking: Scripted
     sent = [r for m in acking.received if isinstance(m, Position) for r in m.records]
     assert sent == records[:6] + records[7:]
     assert box.acked == 10 and box.pending == 0
+    assert [(n, event) for n, event, _ in acks] == [(4, False), (2, False), (1, True), (3, False)]
+    assert all(0 <= latency < TIMEOUT for _, _, latency in acks)
     await box.close()
 
 
@@ -176,6 +180,7 @@ async def test_unacked_records_survive_a_lost_connection_in_order() -> None:
         with pytest.raises(BoxDisconnected):
             await box.flush(timeout=TIMEOUT)
         assert box.pending == 9 and not box.connected
+        assert box.requeued == 9
         server.reply = ack_all
         server.received.clear()
         await box.deliver(timeout=TIMEOUT)
@@ -218,3 +223,14 @@ async def test_a_cut_leaves_half_a_frame_and_keeps_the_records(acking: ScriptedS
     await box.deliver(timeout=TIMEOUT)
     assert box.acked == 5 and box.logins == 2
     await box.close()
+
+
+async def test_a_heartbeat_without_ack_drops_the_link() -> None:
+    async with ScriptedServer(lambda m: []) as server:  # answers nothing
+        box = VirtualBox(
+            IMEI, SECRET, port=server.port, io_timeout_s=0.2, heartbeat_interval_s=0.05
+        )
+        await box.connect()
+        await eventually(lambda: not box.connected)
+        assert any(isinstance(m, Heartbeat) for m in server.received)
+        await box.close()

@@ -460,3 +460,16 @@ async def test_metrics_render(store: FakeStore, gateway: TcpGateway) -> None:
     snapshot = gateway.health()
     assert snapshot["records"] == {"stored": 4, "duplicate": 0}
     assert snapshot["connections"]["total"] == 1  # type: ignore[index]
+
+
+async def test_heartbeats_keep_a_quiet_box_connected(
+    store: FakeStore, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(store, idle_timeout_s=0.3)
+    box = new_box(store, gw, heartbeat_interval_s=0.05)
+    await box.connect()
+    await asyncio.sleep(0.8)  # well past the idle timeout
+    assert box.connected and gw.is_online(box.imei)
+    assert gw.metrics.frames["heartbeat"] >= 5
+    assert gw.metrics.closes["idle_timeout"] == 0
+    await box.close()

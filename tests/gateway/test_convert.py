@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.convert import DeviceContext, Fittings, to_event, to_position
 from protocol import Event, EventCode, RecordFlags
 from simulator.box import make_record
-from storage.models import Fitting
+from storage.models import Fitting, Position
 
 T0 = 1_700_000_000_000
 
@@ -42,6 +44,40 @@ def test_position_fields_are_converted_to_physical_units() -> None:
     assert p.fix_valid and p.ignition and p.doors_locked and p.engine_start_inhibited
     assert p.external_power and p.buffered
     assert (p.driver_badge, p.odometer_m, p.warnings) == (4242, 123_456, 0b101)
+
+
+def test_positional_construction_matches_the_model_fields() -> None:
+    # to_position builds Position positionally for speed; a reordered model must fail here.
+    record = make_record(T0, 10.0, 20.0, speed_kmh=3.0, heading_deg=4.0, hdop=0.5, badge=9)
+    p = to_position(record, ctx(fitting("veh_1", 0)), T0 + 1)
+    expected = Position(
+        fleet_id="flt_a",
+        device_id="dev_1",
+        vehicle_id="veh_1",
+        time_ms=T0,
+        received_ms=T0 + 1,
+        lat=10.0,
+        lon=20.0,
+        altitude_m=record.altitude_m,
+        speed_kmh=3.0,
+        heading_deg=4.0,
+        satellites=record.satellites,
+        hdop=0.5,
+        fix_valid=True,
+        ignition=False,
+        doors_locked=False,
+        engine_start_inhibited=False,
+        external_power=True,
+        odometer_m=record.odometer_m,
+        ext_power_mv=record.ext_power_mv,
+        battery_mv=record.battery_mv,
+        gsm_signal=record.gsm_signal,
+        warnings=record.warnings,
+        driver_badge=9,
+        buffered=False,
+    )
+    assert p == expected
+    assert [f.name for f in fields(Position)][-2:] == ["driver_badge", "buffered"]
 
 
 def test_no_badge_and_cleared_flags() -> None:

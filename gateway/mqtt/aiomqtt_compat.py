@@ -1,13 +1,20 @@
-"""PUBACK an uplink message only once it is stored: manual acknowledgements on aiomqtt.
+"""What gp8 needs of aiomqtt 2.5 that it does not offer yet: the one module that reaches into
+its private parts (the wrapped paho-mqtt client and the connection futures).
 
-aiomqtt 2.5 acknowledges a QoS 1 message as soon as it arrives and has no API to defer that yet
-(https://github.com/empicano/aiomqtt/issues/345, draft PR #346). paho-mqtt, which aiomqtt
-wraps, has one since 2.0 (``manual_ack_set`` and ``ack``). This module is the one place that
-reaches into aiomqtt's private paho client for it; replace it when aiomqtt ships the feature.
+* Manual acknowledgements. aiomqtt acknowledges a QoS 1 message as soon as it arrives and has no
+  API to defer that (https://github.com/empicano/aiomqtt/issues/345, draft PR #346); paho-mqtt
+  has one since 2.0 (``manual_ack_set`` and ``ack``). gp8 must PUBACK an uplink message only
+  once it is stored. Replace `enable_manual_acks` and `OrderedAcks` when aiomqtt ships it.
+* The socket, to cut a connection the way a crash or a lost radio link does (simulator, tests).
+* The "disconnected" future: after an unexpected disconnection aiomqtt stores the error in it and
+  nobody may read it (we stopped reading messages first), which asyncio reports as "exception
+  never retrieved".
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections import deque
 from dataclasses import dataclass
 
@@ -74,3 +81,19 @@ class OrderedAcks:
         left = len(self._pending)
         self._pending.clear()
         return left
+
+
+def cut(client: aiomqtt.Client) -> None:
+    """Shut the connection's socket down without a DISCONNECT packet; paho then sees the end of
+    the stream and reports the connection lost, as after a crash."""
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already gone
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def forget_disconnect_error(client: aiomqtt.Client) -> None:
+    """Mark the error of an unexpected disconnection as seen (it was logged or irrelevant)."""
+    disconnected = client._disconnected
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()

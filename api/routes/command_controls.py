@@ -1,0 +1,113 @@
+"""The controls around commands: fleet policies, the platform kill switch, alerts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from api.deps import Admin, CurrentKey, Operator, StoreDep, Viewer, forbidden
+from api.params import Cursor, Id, Limit
+from api.problems import problem_responses
+from api.schemas.commands import (
+    AlertClear,
+    AlertPublic,
+    AlertsPublic,
+    KillSwitchPublic,
+    KillSwitchUpdate,
+    PolicyPublic,
+    PolicyUpdate,
+)
+from api.services.commands import CommandsDep, command_problems
+from gateway.commands import Requester
+from storage.errors import NotFound
+from storage.models import ApiKey, Role
+
+router = APIRouter(tags=["commands"], responses=problem_responses(401, 403, 404, 422, 429, 503))
+_BODY_ERRORS = problem_responses(400, 413, 415)
+
+
+async def _policy_fleet(fleet_id: str, key: ApiKey, store: StoreDep) -> str:
+    """The operator, or an admin of that fleet; another fleet's key gets 404."""
+    if key.role is not Role.OPERATOR:
+        if key.fleet_id != fleet_id:
+            raise NotFound("fleet not found")
+        if key.role is not Role.ADMIN:
+            raise forbidden("a fleet's command policy needs the admin role")
+    await store.fleets.get(fleet_id)
+    return fleet_id
+
+
+@router.get("/v1/fleets/{fleet_id}/policy", response_model=PolicyPublic)
+async def get_policy(fleet_id: Id, key: CurrentKey, store: StoreDep) -> PolicyPublic:
+    """The fleet's command policy (admin of the fleet, or operator)."""
+    await _policy_fleet(fleet_id, key, store)
+    return PolicyPublic.of(await store.policies.get(fleet_id))
+
+
+@router.put("/v1/fleets/{fleet_id}/policy", response_model=PolicyPublic, responses=_BODY_ERRORS)
+async def put_policy(
+    fleet_id: Id, body: PolicyUpdate, key: CurrentKey, store: StoreDep, service: CommandsDep
+) -> PolicyPublic:
+    """Replace the fleet's command policy: four-eyes approval, hourly engine-start cap."""
+    await _policy_fleet(fleet_id, key, store)
+    policy = await service.set_policy(
+        key.id,
+        fleet_id,
+        four_eyes=body.four_eyes,
+        engine_start_cap_per_hour=body.engine_start_cap_per_hour,
+    )
+    return PolicyPublic.of(policy)
+
+
+@router.get("/v1/platform/kill-switch", response_model=KillSwitchPublic)
+async def get_kill_switch(key: CurrentKey, service: CommandsDep) -> KillSwitchPublic:
+    """Whether immobilizations are suspended platform-wide (any key may look)."""
+    return KillSwitchPublic.of(await service.kill_switch())
+
+
+@router.put("/v1/platform/kill-switch", response_model=KillSwitchPublic, responses=_BODY_ERRORS)
+async def put_kill_switch(
+    body: KillSwitchUpdate, key: Operator, service: CommandsDep
+) -> KillSwitchPublic:
+    """Suspend (engaged) or resume immobilization commands platform-wide (operator); audited.
+
+    While engaged, new disable_engine_start requests get 409 and queued ones are held.
+    """
+    switch = await service.set_kill_switch(key.id, engaged=body.engaged, reason=body.reason)
+    return KillSwitchPublic.of(switch)
+
+
+@router.get("/v1/alerts", response_model=AlertsPublic, responses=problem_responses(400))
+async def list_alerts(
+    caller: Viewer,
+    store: StoreDep,
+    vehicle_id: Annotated[str | None, Query(max_length=64)] = None,
+    open_: Annotated[bool, Query(alias="open", description="Only alerts not cleared")] = False,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> AlertsPublic:
+    """The fleet's alerts (duplicate box, engine-start cap), oldest first."""
+    page = await store.alerts.list(
+        caller.fleet_id, vehicle_id=vehicle_id, open_only=open_, cursor=cursor, limit=limit
+    )
+    return AlertsPublic(data=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/v1/alerts/{alert_id}", response_model=AlertPublic)
+async def get_alert(alert_id: Id, caller: Viewer, store: StoreDep) -> AlertPublic:
+    return AlertPublic.of(await store.alerts.get(caller.fleet_id, alert_id))
+
+
+@router.post("/v1/alerts/{alert_id}/clear", response_model=AlertPublic, responses=_BODY_ERRORS)
+async def clear_alert(
+    alert_id: Id,
+    caller: Admin,
+    service: CommandsDep,
+    body: Annotated[AlertClear | None, Body()] = None,
+) -> AlertPublic:
+    """Clear an alert (admin): a duplicate-box freeze is lifted and held commands go out."""
+    requester = Requester(key_id=caller.key.id, fleet_id=caller.fleet_id, role=caller.role)
+    with command_problems():
+        alert = await service.clear_alert(requester, alert_id, body.reason if body else "")
+    return AlertPublic.of(alert)

@@ -1,0 +1,121 @@
+"""What the command routes share: the service dependency, its errors as problems, and the
+vehicle's lock state as the API shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from api.problems import ApiProblem
+from api.schemas.commands import LockStatePublic
+from api.times import iso_ms
+from gateway.commands import (
+    CommandError,
+    CommandService,
+    EngineStartCapReached,
+    IdempotencyMismatch,
+    ImmobilizationSuspended,
+    InvalidCommand,
+    NoBoxFitted,
+    NotAllowed,
+    VehicleFrozen,
+    WrongState,
+)
+from storage.models import Position
+from storage.repository import Store
+
+
+def get_commands(request: Request) -> CommandService:
+    """The process's command service (gp8 serve puts it in ``app.state.commands``).
+
+    An API running without one (an API-only process) gets a service without transports: it
+    stores and audits commands, and the gateways' polls deliver them.
+    """
+    service = getattr(request.app.state, "commands", None)
+    if service is None:
+        service = CommandService(cast(Store, request.app.state.store))
+        request.app.state.commands = service
+    return cast(CommandService, service)
+
+
+CommandsDep = Annotated[CommandService, Depends(get_commands)]
+
+_PROBLEM = "urn:gp8:problem:"
+
+
+@contextmanager
+def command_problems() -> Iterator[None]:
+    """Translate the service's refusals into RFC 9457 problems."""
+    try:
+        yield
+    except CommandError as exc:
+        raise _problem(exc) from None
+
+
+def _problem(exc: CommandError) -> ApiProblem:
+    detail = str(exc)
+    if isinstance(exc, NotAllowed):
+        return ApiProblem(403, detail, type_=_PROBLEM + "forbidden")
+    if isinstance(exc, InvalidCommand):
+        return ApiProblem(422, detail, type_=_PROBLEM + "validation")
+    if isinstance(exc, IdempotencyMismatch):
+        return ApiProblem(422, detail, type_=_PROBLEM + "idempotency-key-reused")
+    if isinstance(exc, VehicleFrozen):
+        return ApiProblem(409, detail, type_=_PROBLEM + "duplicate-box", alert_ids=exc.alert_ids)
+    if isinstance(exc, ImmobilizationSuspended):
+        return ApiProblem(409, detail, type_=_PROBLEM + "immobilization-suspended")
+    if isinstance(exc, NoBoxFitted):
+        return ApiProblem(409, detail, type_=_PROBLEM + "no-box-fitted")
+    if isinstance(exc, WrongState):
+        return ApiProblem(409, detail, type_=_PROBLEM + "command-state")
+    if isinstance(exc, EngineStartCapReached):
+        return ApiProblem(
+            429,
+            detail,
+            type_=_PROBLEM + "engine-start-cap",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    return ApiProblem(409, detail, type_=_PROBLEM + "command-refused")
+
+
+async def lock_state(
+    store: Store, fleet_id: str, vehicle_id: str, last: Position | None = None
+) -> LockStatePublic:
+    """The vehicle's doors and inhibit: the last acknowledged command's report at once, the
+    box's positions once one taken after it arrives (``last``: the last position, if read)."""
+    ack = await store.commands.vehicle_state(fleet_id, vehicle_id)
+    if last is None:
+        last = await store.telemetry.last_position(fleet_id, vehicle_id)
+    if last is not None and (ack is None or last.time_ms >= ack.updated_ms):
+        agrees = ack is None or (last.doors_locked, last.engine_start_inhibited) == (
+            ack.doors_locked,
+            ack.engine_start_inhibited,
+        )
+        return LockStatePublic(
+            doors_locked=last.doors_locked,
+            engine_start_inhibited=last.engine_start_inhibited,
+            source="position",
+            confirmed=agrees,
+            as_of=iso_ms(last.time_ms),
+            command_id=ack.command_id if ack is not None else None,
+        )
+    if ack is not None:
+        return LockStatePublic(
+            doors_locked=ack.doors_locked,
+            engine_start_inhibited=ack.engine_start_inhibited,
+            source="command",
+            confirmed=False,
+            as_of=iso_ms(ack.updated_ms),
+            command_id=ack.command_id,
+        )
+    return LockStatePublic(
+        doors_locked=None,
+        engine_start_inhibited=None,
+        source=None,
+        confirmed=False,
+        as_of=None,
+        command_id=None,
+    )

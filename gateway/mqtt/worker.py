@@ -1,0 +1,116 @@
+"""An MQTT-only ingest process: store, pipeline and bridge, without TCP or the API.
+
+``python -m gateway.mqtt.worker --url mqtt://host:1883 --data-dir DIR --client-id ID``
+
+`gp8 serve --mqtt-url` is how gp8 runs in production; this smaller process is what the tests
+and bench/bench_mqtt.py start several of, to exercise a shared subscription across processes.
+It prints one JSON line when subscribed (``{"ready": ...}``) and one with its counters when it
+stops (SIGTERM, SIGINT, or its stdin closing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt.bridge import SESSION_EXPIRY_S, MqttBridge
+from gateway.pipeline import IngestPipeline
+from storage import open_store
+
+READY_TIMEOUT_S = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gateway.mqtt.worker", description=__doc__)
+    p.add_argument("--url", required=True, help="mqtt://[user:password@]host[:port]")
+    p.add_argument("--data-dir", type=Path, required=True, help="SQLite data directory")
+    p.add_argument("--mongo-url", help="use MongoDB instead of SQLite")
+    p.add_argument("--client-id", required=True, help="stable MQTT client id of this process")
+    p.add_argument("--share-group", default="gp8")
+    p.add_argument("--gateway-id", help="default: the client id")
+    p.add_argument("--session-expiry-s", type=int, default=SESSION_EXPIRY_S)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--max-delay-ms", type=int, default=20)
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    store = open_store(mongo_url=args.mongo_url, mongo_db="gp8", data_dir=args.data_dir)
+    await store.start()
+    metrics = GatewayMetrics()
+    pipeline = IngestPipeline(
+        store.telemetry,
+        batch_size=args.batch_size,
+        max_delay_ms=args.max_delay_ms,
+        metrics=metrics,
+    )
+    await pipeline.start()
+    bridge = MqttBridge.from_url(
+        args.url,
+        pipeline,
+        store,
+        share_group=args.share_group,
+        client_id=args.client_id,
+        gateway_id=args.gateway_id or args.client_id,
+        session_expiry_s=args.session_expiry_s,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    _watch_stdin(loop, stop)
+    try:
+        await bridge.start()
+        await bridge.wait_connected(READY_TIMEOUT_S)
+        _emit({"ready": True, "client_id": args.client_id})
+        await stop.wait()
+    finally:
+        await bridge.stop()
+        await pipeline.stop(grace_s=10.0)
+        await store.close()
+    _emit({"done": True, "mqtt": bridge.metrics.snapshot(), "records": dict(metrics.records)})
+    return 0
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """The parent going away closes our stdin: stop then, rather than linger. A daemon thread,
+    so that a blocked read never holds up the interpreter's exit."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdin.buffer.read()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_for_eof, name="stdin-watch", daemon=True).start()
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows)
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
