@@ -28,12 +28,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.app import create_app  # noqa: E402
-from api.security import new_api_key  # noqa: E402
-from api.validation import luhn_check_digit  # noqa: E402
-from storage import open_store  # noqa: E402
-from storage.models import DeviceModel, Position, Role, now_ms  # noqa: E402
-from storage.repository import Store  # noqa: E402
+from api.app import create_app
+from api.security import new_api_key
+from api.validation import luhn_check_digit
+from storage import open_store
+from storage.models import DeviceModel, Position, Role, now_ms
+from storage.repository import Store
 
 DAY_MS = 86_400_000
 BATCH = 5_000  # rows per store() call while seeding: a gateway flush is of this order
@@ -117,7 +117,7 @@ async def seed(store: Store, vehicles: int, interval_s: int, end_ms: int) -> tup
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     p50 = statistics.median(ordered)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return p50 * 1000, p99 * 1000
 
 

@@ -5,7 +5,9 @@ the future resolves only once the flush that carried them is durably stored, so 
 ACKs nothing that is not stored. One writer task takes submissions off a queue and calls
 ``telemetry.store(positions, events)`` once per flush: when ``batch_size`` records wait, or
 when the oldest has waited ``max_delay_ms``. While a flush is being written the next batch
-accumulates, so under load batches grow to ``batch_size`` by themselves.
+accumulates; a flush takes up to ``max_batch_size`` records of such a backlog (group commit).
+A durable commit costs a roughly fixed fsync whatever its size, so when the store falls behind,
+bigger flushes are what lets it catch up; when it keeps up, flushes stay small and quick.
 
 Backpressure: at most ``queue_limit`` records are submitted and not yet resolved; `submit`
 waits (first come, first served) for room, and a waiting connection stops reading its socket,
@@ -34,6 +36,10 @@ from storage.models import Event, Position, StoreResult
 
 log = logging.getLogger(__name__)
 
+# Default max_batch_size, as a multiple of batch_size: large enough to amortise an fsync of tens
+# of milliseconds on a slow disk, small enough that one SQLite transaction holds the write lock
+# for a fraction of a second (API writes wait behind it).
+BACKLOG_BATCH_FACTOR = 4
 # A commit that takes longer than this is treated as failed (StorageUnavailable): the boxes
 # resend, and the idempotent store absorbs the copy if the slow commit did land after all.
 STORE_TIMEOUT_S = 30.0
@@ -63,6 +69,7 @@ class IngestPipeline:
         telemetry: TelemetrySink,
         *,
         batch_size: int = 1000,
+        max_batch_size: int | None = None,
         max_delay_ms: int = 20,
         queue_limit: int = 50_000,
         store_timeout_s: float = STORE_TIMEOUT_S,
@@ -72,6 +79,7 @@ class IngestPipeline:
             raise ValueError("batch_size and queue_limit must be >= 1, max_delay_ms >= 0")
         self._telemetry = telemetry
         self._batch_size = batch_size
+        self._max_batch_size = max(batch_size, max_batch_size or batch_size * BACKLOG_BATCH_FACTOR)
         self._max_delay_s = max_delay_ms / 1000
         self._queue_limit = queue_limit
         self._store_timeout_s = store_timeout_s
@@ -244,7 +252,7 @@ class IngestPipeline:
     def _take(self) -> list[_Submission]:
         batch = [self._queue.popleft()]
         total = batch[0].size
-        while self._queue and total + self._queue[0].size <= self._batch_size:
+        while self._queue and total + self._queue[0].size <= self._max_batch_size:
             submission = self._queue.popleft()
             batch.append(submission)
             total += submission.size

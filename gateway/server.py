@@ -51,6 +51,7 @@ class TcpGateway:
         write_timeout_s: float = 30.0,
         max_connections: int = 20_000,
         batch_size: int = 1000,
+        max_batch_size: int | None = None,
         max_delay_ms: int = 20,
         queue_limit: int = 50_000,
         gateway_id: str | None = None,
@@ -66,6 +67,7 @@ class TcpGateway:
         self.pipeline = IngestPipeline(
             store.telemetry,
             batch_size=batch_size,
+            max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
             queue_limit=queue_limit,
             metrics=self.metrics,

@@ -106,7 +106,10 @@ async def start_services(settings: Settings) -> Running:
             gateway.pipeline,
             store,
             share_group=settings.mqtt.share_group,
-            client_id=settings.mqtt.client_id or f"gp8-{gateway_id}",
+            # Stable across restarts (no pid): the broker keeps this session's share of the
+            # uplink while the process is down and hands it back to the same id (docs/mqtt.md).
+            client_id=settings.mqtt.client_id
+            or f"gp8-{settings.gateway_id or socket.gethostname()}",
             gateway_id=gateway_id,
             on_command_result=commands.on_box_reply,
         )

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ from simulator.trajectory import (
     Sample,
     Vehicle,
 )
-from simulator.transport import BoxFactory, send_raw
+from simulator.transport import BoxFactory, measures_latency, send_raw
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class BoxDriver:
         self.phase_interval_ms: int | None = None
         self.command_interval_ms: int | None = None
         self.next_t = ctx.clock.start_ms
-        self.last_t: int | None = None
+        self.last_t: int | None = None  # the last position, LOCATE ones included
+        self.last_regular_t: int | None = None  # the cadence runs from here
         self.positions = 0  # regular positions produced (locate ones not counted)
         self.phase_index = -1
         self.phase = first
@@ -181,6 +183,12 @@ class BoxDriver:
         self._locate = 0
         self._reboot = False
         self._raw = send_raw(self.box)
+        # Boxes without the ACK hook (see simulator.transport) are counted at each completed
+        # flush instead: everything handed to the box before it is then ACKed or refused.
+        self._hooked = measures_latency(self.box)
+        self._in_box = [0, 0]  # positions, events handed to the box
+        self._counted = [0, 0]
+        self._seen_dropped = 0
 
     # --- hooks (called from the box's reader, synchronously) ----------------------------------
 
@@ -199,8 +207,8 @@ class BoxDriver:
             if not MIN_REPORT_INTERVAL_S <= command.param <= MAX_REPORT_INTERVAL_S:
                 return CommandStatus.FAILED, CommandFailure.INVALID_PARAMETER
             self.command_interval_ms = command.param * 1000
-            if self.last_t is not None:
-                self.next_t = self.last_t + self.command_interval_ms
+            if self.last_regular_t is not None:
+                self.next_t = self.last_regular_t + self.command_interval_ms
         elif kind is CommandType.LOCATE:
             self._locate += 1
         elif kind is CommandType.REBOOT:
@@ -250,6 +258,7 @@ class BoxDriver:
                         break
                 await self._produce(t)
                 self.positions += 1
+                self.last_regular_t = t
                 step = self.interval_ms
                 self.next_t = t + step if step else max(t + 1, ctx.clock.now_ms())
                 if self.online and (
@@ -428,18 +437,37 @@ class BoxDriver:
             report.on_sent(0, 1)
         if not self.online and self.replay is Replay.LATE:
             self.backlog.append(_Buffered(code, record, detail))
-        elif code is None:
+        else:
+            self._to_box(code, record, detail)
+
+    def _to_box(self, code: EventCode | None, record: PositionRecord, detail: int = 0) -> None:
+        if code is None:
             self.box.enqueue((record,))
+            self._in_box[0] += 1
         else:
             self.box.enqueue_event(code, record, detail)
+            self._in_box[1] += 1
+
+    def _flushed(self) -> None:
+        """The outbox is empty: count what the hook-less box delivered since last time."""
+        if self._hooked:
+            return
+        report = self.ctx.report
+        dropped = self.box.dropped - self._seen_dropped
+        self._seen_dropped = self.box.dropped
+        positions = self._in_box[0] - self._counted[0]
+        events = self._in_box[1] - self._counted[1]
+        self._counted = list(self._in_box)
+        refused_positions = min(dropped, positions)
+        report.acked += positions - refused_positions
+        report.events_acked += max(0, events - (dropped - refused_positions))
+        if positions or events:
+            report.last_ack = time.monotonic()
 
     def _release_backlog(self) -> None:
         """The buffered records go out now, after the newer ones already sent: late."""
         for item in self.backlog:
-            if item.code is None:
-                self.box.enqueue((item.record,))
-            else:
-                self.box.enqueue_event(item.code, item.record, item.detail)
+            self._to_box(item.code, item.record, item.detail)
         self.backlog.clear()
         self.release_at = None
 
@@ -548,6 +576,7 @@ class BoxDriver:
                 if self._noisy_records:
                     await self._send_with_garbage()
                 await box.flush(timeout=ctx.flush_timeout_s)
+                self._flushed()
             except (BoxError, OSError, TimeoutError) as exc:
                 log.debug("box %s: %r; reconnecting", box.imei, exc)
                 if box.connected:
@@ -570,6 +599,7 @@ class BoxDriver:
                         continue
                     try:
                         await self.box.flush(timeout=ctx.flush_timeout_s)
+                        self._flushed()
                     except (BoxError, OSError, TimeoutError):
                         if self.box.connected:
                             self.box.cut()

@@ -29,7 +29,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.mqtt.aiomqtt_compat import cut, forget_disconnect_error
+from gateway.mqtt.aiomqtt_compat import PublishTracker, cut, forget_disconnect_error
 from gateway.mqtt.config import BrokerConfig
 from gateway.mqtt.topics import ack_topic, down_topic, imei_of_box_topic, up_topic
 from protocol import (
@@ -63,6 +63,7 @@ from simulator.box import (
     DEFAULT_WINDOW,
     FIRMWARE,
     RETRYABLE_NACKS,
+    AckHook,
     BoxDisconnected,
     BoxError,
     BoxState,
@@ -100,6 +101,7 @@ class _Link:
     """One broker connection; a box has at most one live link."""
 
     client: aiomqtt.Client
+    publisher: PublishTracker
     reader_task: asyncio.Task[None] | None = None
     heartbeat_task: asyncio.Task[None] | None = None
     alive: bool = True
@@ -124,6 +126,7 @@ class MqttBox:
         busy_backoff_s: float = BUSY_BACKOFF_S,
         heartbeat_interval_s: float | None = None,
         on_command: CommandHook | None = None,
+        on_ack: AckHook | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         session_expiry_s: int = SESSION_EXPIRY_S,
         username: str | None = None,
@@ -145,6 +148,7 @@ class MqttBox:
         self.busy_backoff_s = busy_backoff_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.on_command = on_command
+        self.on_ack = on_ack
         self.ack_timeout_s = ack_timeout_s
         self.session_expiry_s = session_expiry_s
         self.username = username if username is not None else imei
@@ -159,6 +163,7 @@ class MqttBox:
         self.frame_errors = 0
         self.logins = 0  # successful broker connections
         self.resent = 0  # records put back in the outbox (link lost, ACK timeout)
+        self.unrouted = 0  # records the broker had no gp8 subscriber for (sent again later)
         self.commands: list[Command] = []
         self._seq = 0
         self._unsent: deque[_Item] = deque()
@@ -225,7 +230,7 @@ class MqttBox:
             raise BoxDisconnected(f"broker refused the connection: {exc}") from exc
         except aiomqtt.MqttError as exc:
             raise BoxDisconnected(f"cannot connect: {exc}") from exc
-        link = _Link(client)
+        link = _Link(client, PublishTracker(client))
         try:
             topics = [(down_topic(self.imei), 1), (ack_topic(self.imei), 1)]
             granted = await client.subscribe(topics, timeout=self.io_timeout_s)
@@ -308,16 +313,33 @@ class MqttBox:
         QoS 1 message, without waiting for their GP8 ACKs; returns how many."""
         link = self._require_link()
         now = asyncio.get_running_loop().time()
+        seqs: list[int] = []
         payloads: list[bytes] = []
         while self._unsent and (max_frames is None or len(payloads) < max_frames):
             items = self._next_frame_items()
             ident = self._ident()
             seq = self._next_seq()
             self._inflight[seq] = (items, now)
+            seqs.append(seq)
             payloads.append(ident + encode(self._frame_for(items, seq)))
         if payloads:
-            await self._publish(link, payloads)
+            codes = await self._publish(link, payloads)
+            unrouted = [s for s, code in zip(seqs, codes, strict=True) if code]
+            if unrouted:
+                self._unrouted(unrouted, max(codes))
         return len(payloads)
+
+    def _unrouted(self, seqs: list[int], code: int) -> None:
+        """The broker took these frames but no gateway will see them: 0x10, no subscriber
+        (gp8 is not subscribed, e.g. right after a broker restart), or a refusal such as 0x87
+        (not authorised). Keep them and try again after the back-off."""
+        log.info("mqtt box %s: %d frames not routed (0x%02x); retrying", self.imei, len(seqs), code)
+        before = self.resent
+        self._requeue([s for s in seqs if s in self._inflight])
+        self.unrouted += self.resent - before
+        self.resent = before
+        self._retry_at = asyncio.get_running_loop().time() + self.busy_backoff_s
+        self._changed.set()
 
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Send the whole outbox and wait until every record is ACKed or dropped.
@@ -382,7 +404,9 @@ class MqttBox:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._heartbeats[seq] = waiter
         try:
-            await self._publish(link, [ident + encode(Heartbeat(seq))])
+            (code,) = await self._publish(link, [ident + encode(Heartbeat(seq))])
+            if code:
+                raise BoxError(f"heartbeat not routed to gp8 (0x{code:02x})")
             async with asyncio.timeout(self.io_timeout_s):
                 await waiter
         finally:
@@ -414,16 +438,18 @@ class MqttBox:
     def _ident(self) -> bytes:
         return encode(Ident(self._next_seq(), self.imei, self.model, FIRMWARE))
 
-    async def _publish(self, link: _Link, payloads: list[bytes]) -> None:
+    async def _publish(self, link: _Link, payloads: list[bytes]) -> list[int]:
+        """Publish on the uplink, QoS 1; the PUBACK reason code of each (0: delivered)."""
         topic = up_topic(self.imei)
-        publications = [
-            link.client.publish(topic, payload, qos=1, timeout=self.io_timeout_s)
-            for payload in payloads
-        ]
+        publications = [link.publisher.publish(topic, payload) for payload in payloads]
         done = asyncio.ensure_future(asyncio.gather(*publications, return_exceptions=True))
         lost = asyncio.ensure_future(link.lost.wait())
         try:
-            await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            async with asyncio.timeout(self.io_timeout_s):
+                waiters: set[asyncio.Future[Any]] = {done, lost}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
         finally:
             lost.cancel()
             confirmed = done.done()
@@ -431,12 +457,17 @@ class MqttBox:
                 done.cancel()
                 await asyncio.gather(done, return_exceptions=True)
         if not confirmed:
-            raise BoxDisconnected("the link dropped before the broker confirmed")
-        failures = [r for r in done.result() if isinstance(r, BaseException)]
-        if failures:
             if link is self._link:
                 self._drop_link()
-            raise BoxDisconnected(f"publish failed: {failures[0]!r}")
+            raise BoxDisconnected("the broker did not confirm the publication")
+        codes: list[int] = []
+        for result in done.result():
+            if isinstance(result, BaseException):
+                if link is self._link:
+                    self._drop_link()
+                raise BoxDisconnected(f"publish failed: {result!r}")
+            codes.append(result)
+        return codes
 
     def _require_link(self) -> _Link:
         link = self._link
@@ -473,8 +504,12 @@ class MqttBox:
         if isinstance(message, Ack):
             entry = self._inflight.pop(message.acked_seq, None)
             if entry is not None:
-                self.acked += len(entry[0])
+                items, sent_at = entry
+                self.acked += len(items)
                 self._changed.set()
+                if self.on_ack is not None:
+                    latency = asyncio.get_running_loop().time() - sent_at
+                    self.on_ack(len(items), items[0].code is not None, latency)
             waiter = self._heartbeats.get(message.acked_seq)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import Admin, AuditDep, StoreDep, Viewer
 from api.params import Cursor, Id, Limit
@@ -30,9 +30,10 @@ SECRET_BYTES = 24
     responses=problem_responses(400, 409, 413, 415),
 )
 async def create_device(
-    body: DeviceCreate, caller: Admin, store: StoreDep, audit: AuditDep
+    body: DeviceCreate, caller: Admin, store: StoreDep, audit: AuditDep, response: Response
 ) -> DeviceCreated:
     """Provision a box (admin); its LOGIN secret is in this response only. 409: IMEI taken."""
+    response.headers["Cache-Control"] = "no-store"  # it holds a secret
     device = await store.devices.create(
         caller.fleet_id,
         imei=body.imei,

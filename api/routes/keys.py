@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import AuditDep, CurrentKey, StoreDep, forbidden
 from api.params import Cursor, Id, Limit
@@ -60,9 +60,10 @@ KeyOfManagedFleet = Annotated[str, Depends(key_of_managed_fleet)]
     responses=problem_responses(400, 413, 415),
 )
 async def create_key(
-    body: KeyCreate, fleet_id: ManagedFleet, store: StoreDep, audit: AuditDep
+    body: KeyCreate, fleet_id: ManagedFleet, store: StoreDep, audit: AuditDep, response: Response
 ) -> KeyCreated:
     """Create a key of the fleet; its secret is in this response only."""
+    response.headers["Cache-Control"] = "no-store"  # it holds a secret
     expires_ms = datetime_to_ms(body.expires_at) if body.expires_at is not None else None
     if expires_ms is not None and expires_ms <= now_ms():
         raise invalid(("body", "expires_at"), "expires_at must be in the future")

@@ -42,6 +42,10 @@ _EXPORT_CONTENT: dict[str, Any] = {
 }
 
 
+# The format depends on Accept: shared caches must key on it.
+_VARY = {"Vary": "Accept"}
+
+
 def _age_s(p: Position, now: int) -> float:
     return round((now - p.time_ms) / 1000, 3)
 
@@ -123,7 +127,7 @@ async def list_positions(
             "data": [formats.position_dict(p) for p in first.items],
             "next_cursor": first.next_cursor,
         }
-        return Response(formats.dumps(body), media_type=formats.MEDIA_TYPES[fmt])
+        return Response(formats.dumps(body), media_type=formats.MEDIA_TYPES[fmt], headers=_VARY)
     pages = position_pages(
         store.telemetry,
         caller.fleet_id,
@@ -150,7 +154,7 @@ async def list_positions(
     media_type = formats.MEDIA_TYPES[fmt]
     if fmt is Format.CSV:
         media_type += "; charset=utf-8; header=present"
-    return StreamingResponse(chunks, media_type=media_type)
+    return StreamingResponse(chunks, media_type=media_type, headers=_VARY)
 
 
 async def _fleet_positions(

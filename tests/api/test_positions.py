@@ -223,6 +223,7 @@ async def test_get_positions_csv_by_accept_header(
         headers={**fleet_a.h(), "Accept": "text/html;q=0.9, text/csv"},
     )
     assert r.headers["content-type"].startswith("text/csv")
+    assert r.headers["vary"] == "Accept"
     assert len(r.text.strip().splitlines()) == N + 1
 
 

@@ -44,7 +44,7 @@ async def test_a_lone_record_is_flushed_after_max_delay() -> None:
 async def test_flushes_never_exceed_batch_size_and_keep_submissions_whole() -> None:
     fake = FakeTelemetry()
     fake.gate = asyncio.Event()
-    async with IngestPipeline(fake, batch_size=25, max_delay_ms=0) as pipeline:
+    async with IngestPipeline(fake, batch_size=10, max_batch_size=25, max_delay_ms=0) as pipeline:
         first = asyncio.create_task(pipeline.submit(positions(1), []))
         await asyncio.wait_for(fake.entered.wait(), 5)  # the writer is busy with `first`
         rest = [asyncio.create_task(pipeline.submit(positions(10), [])) for _ in range(5)]
@@ -52,6 +52,20 @@ async def test_flushes_never_exceed_batch_size_and_keep_submissions_whole() -> N
         fake.gate.set()
         await asyncio.wait_for(asyncio.gather(first, *rest), 5)
     assert fake.calls == [(1, 0), (20, 0), (20, 0), (10, 0)]
+
+
+async def test_a_backlog_is_written_in_bigger_flushes() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=10, max_delay_ms=0) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(1), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)  # storage is slow: a backlog builds
+        rest = [asyncio.create_task(pipeline.submit(positions(5), [])) for _ in range(12)]
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    # Up to 4 x batch_size per flush while there is a backlog.
+    assert fake.calls == [(1, 0), (40, 0), (20, 0)]
 
 
 async def test_submit_resolves_only_once_its_records_are_stored() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -126,3 +128,23 @@ def test_mqtt_password_shape(secret: str) -> None:
 def test_mqtt_passwords_differ_per_secret() -> None:
     passwords = {mqtt_password(f"secret-{i}") for i in range(200)}
     assert len(passwords) == 200
+
+
+# --- the example of docs/protocol.md §7.7 --------------------------------------------------------
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+
+
+def _block(marker: str) -> bytes:
+    match = re.search(rf"<!-- {marker} -->\n```text\n(.*?)```", DOC, re.S)
+    assert match, marker
+    return bytes.fromhex("".join(line.split("#", 1)[0] for line in match.group(1).splitlines()))
+
+
+def test_the_documented_uplink_example() -> None:
+    ident = _block("mqtt uplink: ident")
+    position = _block("example: position")
+    assert decode(ident) == [Ident(7, IMEI, Model.GP8500, (2, 4, 1))]
+    assert encode(Ident(7, IMEI, Model.GP8500, (2, 4, 1))) == ident
+    assert len(position) == 58 and len(ident + position) == 82  # as the text says
+    assert "58 bytes of the POSITION frame\nof A.4, 82 bytes in all" in DOC

@@ -137,6 +137,9 @@ async def test_storm_every_box_reconnects_and_nothing_is_lost(fleet: FleetAccess
         assert driver.box.logins >= 3  # the first login and one after each storm
     health = await fleet.gp8.health()
     assert health["gateway"]["connections"]["total"] >= 3 * devices
+    # The old links were dead (reset) when the boxes came back: not a clone, no alert.
+    alerts = await fleet.get("/v1/alerts")
+    assert not [a for a in alerts["data"] if a["kind"] == "duplicate_box"], alerts
 
 
 async def test_garbage_rejected_frames_counted_all_valid_positions_stored(
