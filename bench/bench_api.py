@@ -114,27 +114,34 @@ async def seed(store: Store, vehicles: int, interval_s: int, end_ms: int) -> tup
     return secret, [vehicle_id for vehicle_id, _ in ids]
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
+def percentiles(samples: list[float]) -> tuple[float, float, float]:
+    """p50 and p99 wall latency and CPU per request (the last sample), in ms."""
+    cpu = samples[-1]
+    ordered = sorted(samples[:-1])
     p50 = statistics.median(ordered)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return p50 * 1000, p99 * 1000
+    return p50 * 1000, p99 * 1000, cpu * 1000
 
 
 async def timed(n: int, call: Callable[[int], Awaitable[httpx.Response]]) -> list[float]:
     samples = []
+    cpu = time.process_time()
     for i in range(n):
         t = time.perf_counter()
         r = await call(i)
         samples.append(time.perf_counter() - t)
         if r.status_code != 200:
             raise SystemExit(f"unexpected {r.status_code}: {r.text[:300]}")
+    # CPU time of the whole process (event loop and SQLite threads) per request: unlike wall
+    # time it does not grow when other processes compete for the cores.
+    samples.append((time.process_time() - cpu) / n)
     return samples
 
 
 async def throughput(
     seconds: float, clients: int, call: Callable[[], Awaitable[httpx.Response]]
-) -> float:
+) -> tuple[float, float]:
+    """Requests per second, and CPU ms per request."""
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -146,9 +153,9 @@ async def throughput(
                 raise SystemExit(f"unexpected {r.status_code}: {r.text[:300]}")
             done += 1
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return done / (time.perf_counter() - t)
+    return done / (time.perf_counter() - t), (time.process_time() - cpu) / done * 1000
 
 
 async def main() -> None:
@@ -168,9 +175,12 @@ async def main() -> None:
     app = create_app(store, rate_limit_per_minute=None)
     headers = {"Authorization": f"Bearer {secret}"}
     rng = random.Random(1)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://bench", headers=headers
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench", headers=headers
+        ) as client,
+    ):
 
         async def last_position(_: int) -> httpx.Response:
             return await client.get(f"/v1/vehicles/{rng.choice(vehicle_ids)}/position")
@@ -178,9 +188,7 @@ async def main() -> None:
         day = {"from": str(end_ms - DAY_MS), "to": str(end_ms + 1), "limit": "10000"}
 
         async def history(_: int) -> httpx.Response:
-            return await client.get(
-                f"/v1/vehicles/{rng.choice(vehicle_ids)}/positions", params=day
-            )
+            return await client.get(f"/v1/vehicles/{rng.choice(vehicle_ids)}/positions", params=day)
 
         async def fleet_map() -> httpx.Response:
             return await client.get("/v1/fleet/positions")
@@ -189,19 +197,22 @@ async def main() -> None:
         rows = len(check.json()["data"])
         fleet_rows = len((await fleet_map()).json()["data"])
         await timed(20, last_position)  # warm-up
-        p50, p99 = percentiles(await timed(args.requests, last_position))
-        print(f"GET /v1/vehicles/{{id}}/position          p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+        p50, p99, cpu = percentiles(await timed(args.requests, last_position))
+        print(
+            f"GET /v1/vehicles/{{id}}/position          p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
+            f"   cpu {cpu:6.2f} ms/req"
+        )
         n = max(20, args.requests // 5)
-        p50, p99 = percentiles(await timed(n, history))
+        p50, p99, cpu = percentiles(await timed(n, history))
         print(
             f"GET /v1/vehicles/{{id}}/positions (24 h)   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
-            f"   ({rows:,} rows, {len(check.content) / 1e6:.1f} MB JSON, n={n})"
+            f"   cpu {cpu:6.2f} ms/req   ({rows:,} rows, {len(check.content) / 1e6:.1f} MB JSON)"
         )
         for clients in (1, 8):
-            rps = await throughput(args.seconds, clients, fleet_map)
+            rps, cpu = await throughput(args.seconds, clients, fleet_map)
             print(
                 f"GET /v1/fleet/positions                 {rps:7.0f} req/s"
-                f"   ({fleet_rows} vehicles, {clients} concurrent client(s))"
+                f"   cpu {cpu:6.2f} ms/req   ({fleet_rows} vehicles, {clients} client(s))"
             )
     await store.close()
     print(f"data: {data_dir}")

@@ -329,12 +329,16 @@ class CommandRepo(Protocol):
         changes: CommandChanges | None = None,
         attempts_delta: int = 0,
         audit: AuditEntry | None = None,
+        vehicle_state: VehicleLockState | None = None,
     ) -> CommandRecord | None:
         """Move the command to ``status`` (updated_ms = at_ms, ``changes`` set, attempts
-        increased) only if its status is in ``expected``, and append ``audit`` with it.
+        increased) only if its status is in ``expected``, and append ``audit`` with it; with
+        ``vehicle_state``, store it too (as `set_vehicle_state`), so a reader who sees the
+        command acknowledged also sees its effect.
 
-        Returns the updated command, or None (nothing written) when it was not in an expected
-        state or does not exist.
+        Returns the updated command, or None when it was not in an expected state or does not
+        exist (then neither audit nor state is written, except that an engine without
+        transactions may have stored the state, which is the box's truth anyway).
         """
         ...
 

@@ -24,9 +24,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from gateway.commands import rules
 from gateway.commands.errors import (
@@ -68,6 +68,7 @@ from storage.repository import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HOUR_MS = 3_600_000
 # How often expired commands are marked, and how long a command queued by another process
@@ -149,6 +150,9 @@ class CommandRequest:
 Listener = Callable[[CommandRecord], None]
 
 
+_NO_LOCK = contextlib.nullcontext()
+
+
 class _KeyedLocks:
     """One asyncio.Lock per key, forgotten when nobody holds or waits for it."""
 
@@ -198,7 +202,7 @@ class CommandService:
         self._kill: tuple[KillSwitch, float] | None = None
         self._last_poll_ms = clock()
         self._last_resend_ms = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.stats: Counter[str] = Counter()
 
@@ -279,10 +283,11 @@ class CommandService:
             await refusal("immobilizations suspended by the platform kill switch")
             raise ImmobilizationSuspended("immobilization commands are suspended platform-wide")
         policy = await self._store.policies.get(fleet_id)
-        async with self._locks.hold(f"fleet:{fleet_id}"):
-            # Under the fleet's lock, so concurrent requests cannot overrun the cap together
-            # (within this process; see docs/commands.md for several API processes).
-            if kind in rules.ENGINE_START_KINDS:
+        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
+        # A capped command is counted and stored under the fleet's lock, so concurrent requests
+        # cannot overrun the cap together (within this process: docs/commands.md).
+        async with self._locks.hold(f"fleet:{fleet_id}") if capped else _NO_LOCK:
+            if capped:
                 await self._check_cap(policy, vehicle.id, now, refusal)
             status = (
                 CommandState.PENDING_APPROVAL
@@ -322,7 +327,7 @@ class CommandService:
             return stored, False
         self._notify(stored)
         if stored.status is CommandState.QUEUED:
-            stored = await self._dispatch(stored)
+            stored = await self._dispatch(stored, device)
         return stored, True
 
     async def cancel(self, requester: Requester, command_id: str) -> CommandRecord:
@@ -590,27 +595,29 @@ class CommandService:
             await self.deliver(imei)
         return len(boxes)
 
-    async def deliver(self, imei: str) -> int:
+    async def deliver(self, imei: str, device: Device | None = None) -> list[CommandRecord]:
         """Write the box's pending commands it has not had on this session, in number order.
 
-        Returns how many COMMAND frames were written. Does nothing when the box is not
-        connected here or is frozen; an immobilization is held while the kill switch is on.
+        Returns the commands written. Does nothing when the box is not connected here or is
+        frozen; an immobilization is held while the kill switch is on. ``device``: the box's
+        record if the caller has just read it.
         """
         async with self._locks.hold(f"box:{imei}"):
             sender = self._sender_for(imei)
             if sender is None:
-                return 0
+                return []
             now = self._clock()
             pending = await self._store.commands.pending_for_box(imei, now)
             if not pending:
-                return 0
-            device = await self._store.devices.get_by_imei(imei)
+                return []
+            if device is None or device.imei != imei:
+                device = await self._store.devices.get_by_imei(imei)
             if await self._freezing_alerts(device):
                 self.stats["held_frozen"] += len(pending)
-                return 0
+                return []
             kill = await self.kill_switch()
             on_session = self._session_sent.setdefault(imei, set())
-            written = 0
+            written: list[CommandRecord] = []
             for command in pending:
                 if command.status is CommandState.SENT and command.seq in on_session:
                     continue
@@ -647,28 +654,40 @@ class CommandService:
                     self.stats["send_failed"] += 1
                     break
                 on_session.add(sent.seq)
-                written += 1
-            self.stats["frames_sent"] += written
+                written.append(sent)
+            self.stats["frames_sent"] += len(written)
             return written
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _dispatch(self, command: CommandRecord) -> CommandRecord:
+    async def _dispatch(
+        self, command: CommandRecord, device: Device | None = None
+    ) -> CommandRecord:
         """Send a command just queued (or approved) if its box is here; fail a "now or never"
-        command whose box is connected nowhere."""
+        command whose box is connected nowhere. Returns the command as it is now."""
         if self._sender_for(command.imei) is not None:
-            task = self._spawn(self._deliver_logged(command.imei))
+            task = self._spawn(self._deliver_logged(command.imei, device))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), self._delivery_wait_s)
+            if task.done() and not task.cancelled():
+                for sent in task.result():
+                    if sent.id == command.id:
+                        return sent
         elif command.ttl_s == 0 and not await self._online_elsewhere(command.device_id):
-            await self._fail(command, "box_offline", "ttl_s 0 and the box is not connected")
+            failed = await self._fail(
+                command, "box_offline", "ttl_s 0 and the box is not connected"
+            )
+            if failed is not None:
+                return failed
         return await self._store.commands.get(command.fleet_id, command.id)
 
     async def _online_elsewhere(self, device_id: str) -> bool:
         connection = await self._store.devices.connection(device_id)
         return connection is not None and connection.online
 
-    async def _fail(self, command: CommandRecord, failure: str, detail: str) -> None:
+    async def _fail(
+        self, command: CommandRecord, failure: str, detail: str
+    ) -> CommandRecord | None:
         now = self._clock()
         failed = await self._store.commands.transition(
             command.id,
@@ -686,6 +705,7 @@ class CommandService:
         )
         if failed is not None:
             self._notify(failed)
+        return failed
 
     async def _on_result(self, imei: str, result: CommandResult) -> None:
         command = await self._store.commands.by_seq(imei, result.command_seq)
@@ -696,18 +716,17 @@ class CommandService:
             )
             return
         now = self._clock()
+        state = None
         if result.status is not CommandStatus.UNSUPPORTED:
-            # First, so that whoever sees the command acknowledged also sees its effect.
-            await self._store.commands.set_vehicle_state(
-                VehicleLockState(
-                    fleet_id=command.fleet_id,
-                    vehicle_id=command.vehicle_id,
-                    device_id=command.device_id,
-                    doors_locked=bool(result.state & RecordFlags.DOORS_LOCKED),
-                    engine_start_inhibited=bool(result.state & RecordFlags.ENGINE_START_INHIBITED),
-                    updated_ms=now,
-                    command_id=command.id,
-                )
+            # `state` is what the box reports after trying, done or not: the vehicle's truth.
+            state = VehicleLockState(
+                fleet_id=command.fleet_id,
+                vehicle_id=command.vehicle_id,
+                device_id=command.device_id,
+                doors_locked=bool(result.state & RecordFlags.DOORS_LOCKED),
+                engine_start_inhibited=bool(result.state & RecordFlags.ENGINE_START_INHIBITED),
+                updated_ms=now,
+                command_id=command.id,
             )
         failure = rules.failure_of(result.status, result.failure)
         status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
@@ -730,21 +749,29 @@ class CommandService:
                 status=status,
                 detail=f"{outcome}; state {_state_text(result.state)}",
             ),
+            vehicle_state=state,  # stored with the status: seen together
         )
         if done is not None:
             self._notify(done)
             if command.kind is CommandKind.REBOOT and failure is None:
                 self._rebooted_at[imei] = time.monotonic()
             return
-        if command.status in (CommandState.EXPIRED, CommandState.CANCELLED):
-            # The box did it after we gave up on it: the log must say so.
+        current = await self._store.commands.by_seq(imei, result.command_seq)
+        if current is not None and current.status in (
+            CommandState.EXPIRED,
+            CommandState.CANCELLED,
+        ):
+            # The box did it after we gave up on it: the log must say so, and the vehicle
+            # shows what the box did.
             self.stats["late_results"] += 1
+            if state is not None:
+                await self._store.commands.set_vehicle_state(state)
             await self._store.audit.append(
                 self._entry(
-                    command,
+                    current,
                     "command.late_result",
                     actor=f"box:{imei}",
-                    detail=f"{outcome} after the command was {command.status.value}; "
+                    detail=f"{outcome} after the command was {current.status.value}; "
                     f"state {_state_text(result.state)}",
                 )
             )
@@ -852,12 +879,14 @@ class CommandService:
         return refuse
 
     async def _freezing_alerts(self, device: Device | None) -> list[str]:
-        """Ids of the open alerts that freeze commands to this box or its vehicle."""
+        """Ids of the open alerts that freeze commands to this box.
+
+        By the box, not the vehicle: the alert is about who holds that IMEI, and a vehicle
+        given another box is not frozen by the old one's clone.
+        """
         if device is None:
             return []
-        alerts = await self._store.alerts.open_alerts(
-            device_id=device.id, vehicle_id=device.vehicle_id
-        )
+        alerts = await self._store.alerts.open_alerts(device_id=device.id)
         frozen = [a.id for a in alerts if a.freezes_commands]
         if not frozen and device.imei in self._frozen:
             # Raised here a moment ago and not stored yet (or storage failed): still frozen.
@@ -929,18 +958,19 @@ class CommandService:
             except Exception:
                 log.exception("command listener failed")
 
-    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _deliver_logged(self, imei: str) -> None:
+    async def _deliver_logged(self, imei: str, device: Device | None = None) -> list[CommandRecord]:
         try:
-            await self.deliver(imei)
+            return await self.deliver(imei, device)
         except (StorageError, TimeoutError, OSError) as exc:
             self.stats["delivery_errors"] += 1
             log.warning("imei=%s: command delivery failed, retried later: %r", imei, exc)
+            return []
 
     async def _sweeper(self) -> None:
         while True:

@@ -29,7 +29,8 @@ from typing import Protocol
 
 from gateway.mqtt.topics import ack_topic, down_topic, up_filter, up_topic
 from protocol import mqtt_password
-from storage.models import Device, DeviceStatus, Page
+from storage.models import Device, DeviceStatus
+from storage.repository import DeviceRepo, FleetRepo
 
 # mosquitto_passwd's own default. The passwords are 256-bit random values (HMAC outputs), so
 # brute force is hopeless whatever the count, while the broker pays this cost at every
@@ -167,28 +168,13 @@ def _atomic_write(path: Path, text: str, *, mode: int) -> None:
         raise
 
 
-class _Fleets(Protocol):
-    async def list(self, *, cursor: str | None = None, limit: int = 100) -> Page[_HasId]: ...
-
-
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-class _Devices(Protocol):
-    async def list(
-        self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
-    ) -> Page[Device]: ...
-
-
 class DeviceSource(Protocol):
     """The part of the store this needs (storage.repository.Store satisfies it)."""
 
     @property
-    def fleets(self) -> _Fleets: ...
+    def fleets(self) -> FleetRepo: ...
     @property
-    def devices(self) -> _Devices: ...
+    def devices(self) -> DeviceRepo: ...
 
 
 async def all_devices(store: DeviceSource) -> list[Device]:

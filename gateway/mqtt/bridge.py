@@ -253,6 +253,10 @@ class MqttBridge:
                 except aiomqtt.MqttError as exc:
                     self.metrics.disconnects += 1
                     log.warning("mqtt: lost the broker %s: %s", self.broker.address, exc)
+                except Exception:
+                    # A bug must cost one connection, not the transport: reconnect.
+                    self.metrics.disconnects += 1
+                    log.exception("mqtt: the session with %s failed", self.broker.address)
                 finally:
                     await self._disconnect(client)
             if self._stopping.is_set():
@@ -315,7 +319,7 @@ class MqttBridge:
                 results = await asyncio.gather(reader, return_exceptions=True)
             if self._stopping.is_set():
                 await self._drain()
-            elif isinstance(results[0], aiomqtt.MqttError):
+            elif isinstance(results[0], BaseException):
                 raise results[0]
             else:
                 raise aiomqtt.MqttError("message stream ended")

@@ -24,6 +24,10 @@ from storage.models import DeviceConnection, Transport, now_ms
 log = logging.getLogger(__name__)
 
 IDLE_S = 300.0
+# State writes running at once. Each is a small transaction of its own; when a few hundred
+# boxes appear at once (a gateway or broker restart) they must queue here rather than in front
+# of the telemetry writes, which share the store's writer (one thread on SQLite).
+WRITE_CONCURRENCY = 2
 
 
 @dataclass(slots=True)
@@ -51,6 +55,7 @@ class Presence:
         # The last write queued per device id: (online, task).
         self._writing: dict[str, tuple[bool, asyncio.Task[None]]] = {}
         self.write_failures = 0
+        self._slots = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     def __len__(self) -> int:
         return len(self._online)
@@ -114,7 +119,7 @@ class Presence:
         if after is not None:
             await asyncio.gather(after, return_exceptions=True)
         try:
-            async with asyncio.timeout(self._write_timeout_s):
+            async with self._slots, asyncio.timeout(self._write_timeout_s):
                 await self._devices.set_connection(state)
         except (StorageError, TimeoutError) as exc:
             self.write_failures += 1

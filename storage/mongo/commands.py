@@ -278,6 +278,7 @@ class MongoCommands:
         changes: CommandChanges | None = None,
         attempts_delta: int = 0,
         audit: AuditEntry | None = None,
+        vehicle_state: VehicleLockState | None = None,
     ) -> CommandRecord | None:
         if not expected:
             return None
@@ -285,6 +286,9 @@ class MongoCommands:
         unknown = set(fields) - _CHANGEABLE
         if unknown:
             raise ValueError(f"not changeable by a transition: {sorted(unknown)}")
+        if vehicle_state is not None:
+            # Before the status: whoever sees the command acknowledged sees its effect.
+            await self.set_vehicle_state(vehicle_state)
         update: Doc = {"$set": {"status": status.value, "updated_ms": at_ms, **fields}}
         if attempts_delta:
             update["$inc"] = {"attempts": attempts_delta}

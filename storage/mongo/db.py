@@ -65,9 +65,15 @@ class MongoDb:
         return doc
 
     async def find(
-        self, collection: str, query: Doc, sort: list[tuple[str, int]], limit: int = 0
+        self,
+        collection: str,
+        query: Doc,
+        sort: list[tuple[str, int]],
+        limit: int = 0,
+        *,
+        projection: Doc | None = None,
     ) -> list[Doc]:
-        cursor = self.collection(collection).find(query).sort(sort)
+        cursor = self.collection(collection).find(query, projection).sort(sort)
         if limit:
             cursor = cursor.limit(limit)
         docs: list[Doc] = await self.call(cursor.to_list())

@@ -137,14 +137,23 @@ class MongoTelemetry:
         )
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
-        # Last positions are kept: they are the vehicles' current state, not history.
+        # A last position is kept however old, in the track too: it is a vehicle's current
+        # state, not history (a van parked for a month is still on the map), and the SQLite
+        # engine keeps it the same way. Only last positions older than the cut-off matter here.
+        old_lasts = await self._db.find(
+            LAST_POSITIONS,
+            {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}},
+            [("_id", ASC)],
+            projection={"device_id": 1, "time_ms": 1},
+        )
+        keep = [docs.position_id(d["device_id"], d["time_ms"]) for d in old_lasts]
         deleted = 0
         for name in (POSITIONS, EVENTS):
+            query: Doc = {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}}
+            if name == POSITIONS and keep:
+                query["_id"] = {"$nin": keep}
             result = await self._db.call(
-                self._db.collection(name).delete_many(
-                    {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}}
-                ),
-                timeout_s=BULK_DELETE_TIMEOUT_S,
+                self._db.collection(name).delete_many(query), timeout_s=BULK_DELETE_TIMEOUT_S
             )
             deleted += result.deleted_count
         return deleted

@@ -204,6 +204,7 @@ class SqliteCommands:
         changes: CommandChanges | None = None,
         attempts_delta: int = 0,
         audit: AuditEntry | None = None,
+        vehicle_state: VehicleLockState | None = None,
     ) -> CommandRecord | None:
         return await self._db.write(
             _transition,
@@ -214,6 +215,7 @@ class SqliteCommands:
             dict(changes or {}),
             attempts_delta,
             audit,
+            vehicle_state,
         )
 
     async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None:
@@ -224,16 +226,7 @@ class SqliteCommands:
         return to_lock_state(found[0]) if found else None
 
     async def set_vehicle_state(self, state: VehicleLockState) -> None:
-        # The WHERE keeps whichever state is newer, whatever order answers are processed in.
-        sql = (
-            f"INSERT INTO vehicle_lock_states ({LOCK_COLUMNS}) VALUES ({_placeholders(7)})"
-            " ON CONFLICT (vehicle_id) DO UPDATE SET fleet_id = excluded.fleet_id,"
-            " device_id = excluded.device_id, doors_locked = excluded.doors_locked,"
-            " engine_start_inhibited = excluded.engine_start_inhibited,"
-            " updated_ms = excluded.updated_ms, command_id = excluded.command_id"
-            " WHERE excluded.updated_ms >= vehicle_lock_states.updated_ms"
-        )
-        await self._db.write(_execute, sql, dataclasses.astuple(state))
+        await self._db.write(_set_vehicle_state, state)
 
 
 class SqliteAudit:
@@ -405,6 +398,21 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     )
 
 
+# The WHERE keeps whichever state is newer, whatever order answers are processed in.
+_UPSERT_LOCK_STATE = (
+    f"INSERT INTO vehicle_lock_states ({LOCK_COLUMNS}) VALUES ({_placeholders(7)})"
+    " ON CONFLICT (vehicle_id) DO UPDATE SET fleet_id = excluded.fleet_id,"
+    " device_id = excluded.device_id, doors_locked = excluded.doors_locked,"
+    " engine_start_inhibited = excluded.engine_start_inhibited,"
+    " updated_ms = excluded.updated_ms, command_id = excluded.command_id"
+    " WHERE excluded.updated_ms >= vehicle_lock_states.updated_ms"
+)
+
+
+def _set_vehicle_state(conn: sqlite3.Connection, state: VehicleLockState) -> None:
+    conn.execute(_UPSERT_LOCK_STATE, dataclasses.astuple(state))
+
+
 def _next_seq(conn: sqlite3.Connection, imei: str, now_ms: int) -> int:
     # One statement, under the transaction's write lock: no two commands get one number.
     row = fetch_one(
@@ -446,6 +454,7 @@ def _transition(
     changes: dict[str, Any],
     attempts_delta: int,
     audit: AuditEntry | None,
+    vehicle_state: VehicleLockState | None,
 ) -> CommandRecord | None:
     if not expected:
         return None
@@ -467,6 +476,8 @@ def _transition(
         return None
     if audit is not None:
         _insert_audit(conn, audit)
+    if vehicle_state is not None:
+        _set_vehicle_state(conn, vehicle_state)
     return to_command(row)
 
 

@@ -165,8 +165,18 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_fleet ON events (fleet_id, time_ms, device_id, code);
 
 -- subject: "v:<vehicle_id>" or "d:<device_id>" (storage.latest.subject_key).
+-- The newest valid fix of each subject, by reference: (time_ms, device_id) is its row in
+-- positions (which retention never deletes), lat/lon are copied for the bbox filter. Narrow on
+-- purpose: it is rewritten once per vehicle per batch, and with a full copy of the row that
+-- rewrite cost as much CPU as inserting the positions (16 ms vs 5 ms per 1,000 vehicles).
 CREATE TABLE IF NOT EXISTS last_positions (
-    subject TEXT PRIMARY KEY,{_POSITION_COLUMNS_DDL}
+    subject TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    vehicle_id TEXT,
+    device_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS last_positions_by_fleet ON last_positions (fleet_id);
 

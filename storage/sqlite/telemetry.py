@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from storage.latest import newest_valid_fixes, vehicle_subject
@@ -26,19 +27,20 @@ _INSERT_EVENT = (
 )
 # The WHERE on the update makes the database keep whichever of (held, offered) is newer, so the
 # last position never moves back in time whatever order batches arrive in. fleet_id and
-# vehicle_id are fixed for a subject, and leaving them out of the SET spares SQLite rewriting
-# the fleet index entry on every update.
-_FIXED_FOR_SUBJECT = frozenset({"fleet_id", "vehicle_id"})
+# vehicle_id are fixed for a subject: left out of the SET, the fleet index is never rewritten.
 _UPSERT_LAST = (
-    f"INSERT INTO last_positions (subject, {rows.POSITION_COLUMNS})"
-    f" VALUES (?, {_POSITION_PLACEHOLDERS})"
-    " ON CONFLICT (subject) DO UPDATE SET "
-    + ", ".join(
-        f"{name} = excluded.{name}" for name in POSITION_FIELDS if name not in _FIXED_FOR_SUBJECT
-    )
-    + " WHERE excluded.time_ms > last_positions.time_ms"
+    "INSERT INTO last_positions (subject, fleet_id, vehicle_id, device_id, time_ms, lat, lon)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (subject) DO UPDATE SET device_id = excluded.device_id,"
+    " time_ms = excluded.time_ms, lat = excluded.lat, lon = excluded.lon"
+    " WHERE excluded.time_ms > last_positions.time_ms"
 )
-_SELECT_LAST = f"SELECT {rows.POSITION_COLUMNS} FROM last_positions"
+_last_values = attrgetter("fleet_id", "vehicle_id", "device_id", "time_ms", "lat", "lon")
+# A last position is a reference to its stored row (see schema.py).
+_SELECT_LAST = (
+    "SELECT " + ", ".join(f"p.{name}" for name in POSITION_FIELDS) + " FROM last_positions AS l"
+    " JOIN positions AS p ON p.time_ms = l.time_ms AND p.device_id = l.device_id"
+)
 
 
 class SqliteTelemetry:
@@ -51,24 +53,24 @@ class SqliteTelemetry:
         return await self._db.write(_store, positions, events)
 
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
-        sql = f"{_SELECT_LAST} WHERE subject = ? AND fleet_id = ?"
+        sql = f"{_SELECT_LAST} WHERE l.subject = ? AND l.fleet_id = ?"
         found = await self._db.read(fetch_all, sql, (vehicle_subject(vehicle_id), fleet_id))
         return rows.to_position(found[0]) if found else None
 
     async def last_positions(self, fleet_id: str, *, bbox: BBox | None = None) -> list[Position]:
         # Boxes without a vehicle have last positions too, but this lists vehicles only.
-        sql = f"{_SELECT_LAST} WHERE fleet_id = ? AND vehicle_id IS NOT NULL"
+        sql = f"{_SELECT_LAST} WHERE l.fleet_id = ? AND l.vehicle_id IS NOT NULL"
         params: list[Any] = [fleet_id]
         if bbox is not None:
             min_lon, min_lat, max_lon, max_lat = bbox
-            sql += " AND lat BETWEEN ? AND ?"
+            sql += " AND l.lat BETWEEN ? AND ?"
             params += [min_lat, max_lat]
             if min_lon <= max_lon:
-                sql += " AND lon BETWEEN ? AND ?"
+                sql += " AND l.lon BETWEEN ? AND ?"
             else:  # a box across the antimeridian (GeoJSON, RFC 7946 §5.2)
-                sql += " AND (lon >= ? OR lon <= ?)"
+                sql += " AND (l.lon >= ? OR l.lon <= ?)"
             params += [min_lon, max_lon]
-        sql += " ORDER BY vehicle_id"
+        sql += " ORDER BY l.vehicle_id"
         return [rows.to_position(r) for r in await self._db.read(fetch_all, sql, params)]
 
     async def positions(
@@ -159,9 +161,7 @@ def _store(
     # its last-position update, the resend repairs it (the upsert is idempotent).
     newest = newest_valid_fixes(positions)
     if newest:
-        conn.executemany(
-            _UPSERT_LAST, [(key, *rows.position_values(p)) for key, p in newest.items()]
-        )
+        conn.executemany(_UPSERT_LAST, [(key, *_last_values(p)) for key, p in newest.items()])
     return StoreResult(
         positions_inserted=positions_inserted,
         positions_duplicate=len(positions) - positions_inserted,
@@ -171,9 +171,12 @@ def _store(
 
 
 def _purge(conn: sqlite3.Connection, fleet_id: str, before_ms: int) -> int:
-    # Last positions are kept: they are the vehicles' current state, not history.
+    # A last position is kept however old: it is a vehicle's current state, not history (a van
+    # parked for a month is still on the map). The NOT IN list is built once per statement.
     deleted = conn.execute(
-        "DELETE FROM positions WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)
+        "DELETE FROM positions WHERE fleet_id = ? AND time_ms < ? AND (time_ms, device_id)"
+        " NOT IN (SELECT time_ms, device_id FROM last_positions WHERE fleet_id = ?)",
+        (fleet_id, before_ms, fleet_id),
     ).rowcount
     deleted += conn.execute(
         "DELETE FROM events WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)

@@ -242,7 +242,7 @@ async def test_duplicate_freezes_at_once_and_delivery_holds(world: World) -> Non
     queued, _ = await service.create(world.admin, lock(world))
     await service.on_duplicate_login(IMEI, old_remote="a:1", new_remote="b:2", idle_s=0.5)
     sender.online.add(IMEI)
-    assert await service.deliver(IMEI) == 0
+    assert await service.deliver(IMEI) == []
     assert sender.sent == [] and await world.status(queued.id) is CommandState.QUEUED
     (alert,) = await world.store.alerts.open_alerts(vehicle_id=world.vehicle_id)
     assert alert.freezes_commands and "b:2" in alert.detail

@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from gateway.mqtt import ack_topic, down_topic, up_topic
-from gateway.mqtt.aiomqtt_compat import cut
+from gateway.mqtt.aiomqtt_compat import PublishTracker, cut
 from gateway.pipeline import IngestPipeline
 from protocol import Command, CommandType, Ident, Model, Position, encode, mqtt_password
 from simulator.box import LoginRefused
@@ -58,9 +58,10 @@ async def test_each_box_is_confined_to_its_own_topics(
     )
     async with aiomqtt.Client(
         "127.0.0.1", broker.port, username=a.imei, password=mqtt_password(a.secret),
-        identifier=unique("a-raw"), timeout=TIMEOUT,
+        identifier=unique("a-raw"), timeout=TIMEOUT, protocol=aiomqtt.ProtocolVersion.V5,
     ) as raw_a:  # fmt: skip
-        await raw_a.publish(up_topic(b.imei), forged, qos=1)
+        refused = await PublishTracker(raw_a).publish(up_topic(b.imei), forged)
+        assert refused == 0x87  # MQTT 5 "Not authorized": the broker's ACL refused it
         # ... and tries to read B's downlink and acknowledgements.
         await raw_a.subscribe([(down_topic(b.imei), 1), (ack_topic(b.imei), 1)])
         await bridge.send(b.imei, Command(99, CommandType.LOCK, 0))

@@ -1,6 +1,8 @@
 """One `store` fixture over every engine: each contract test runs against each of them.
 
-* ``sqlite``: a fresh file in the test's tmp_path;
+* ``sqlite``: a fresh file, on tmpfs when there is one (these tests check semantics, and an
+  fsync per commit on a shared disk would make them several times slower for nothing;
+  tests/storage/test_sqlite.py checks durability settings on a real disk);
 * ``mongo-fake``: `pymongo_async_mock.AsyncMongoMockClient`, in memory (slow per document:
   keep these tests to dozens of documents);
 * ``mongo-real``: a throwaway database on GP8_TEST_MONGO_URL, dropped afterwards; skipped when
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,10 +55,23 @@ def engine(request: pytest.FixtureRequest) -> str:
     return name
 
 
+_TMPFS = Path("/dev/shm")
+
+
 @pytest.fixture
-async def store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
+def db_dir(tmp_path: Path) -> Iterator[Path]:
+    if not _TMPFS.is_dir():
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="gp8-storage-test-", dir=_TMPFS))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
     if engine == "sqlite":
-        sqlite_store = SqliteStore(tmp_path / "gp8.sqlite3")
+        sqlite_store = SqliteStore(db_dir / "gp8.sqlite3")
         await sqlite_store.start()
         yield sqlite_store
         await sqlite_store.close()

@@ -189,11 +189,29 @@ async def test_purge_before(store: Store, fleet: Fleet, other_fleet: Fleet) -> N
     page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10_000)
     assert [p.time_ms for p in page.items] == [3_000]
     assert [e.time_ms for e in (await store.telemetry.events(fleet.id)).items] == [3_000]
-    # Another fleet's data is not touched, and the last position (current state) is kept.
+    # Another fleet's data is not touched.
     other = await store.telemetry.positions(other_fleet.id, "veh_o", from_ms=0, to_ms=10_000)
     assert len(other.items) == 1
-    assert (await store.telemetry.last_position(fleet.id, VEH)) is not None
     assert await store.telemetry.purge_before(fleet.id, 2_500) == 0
+
+
+async def test_purge_keeps_every_last_position(store: Store, fleet: Fleet) -> None:
+    # A vehicle parked long ago: its last fix is older than the cut-off but stays, on the map
+    # and in its track; the fixes before it and the invalid one after it go.
+    parked = [
+        position(fleet.id, DEV, VEH, 1_000),
+        position(fleet.id, DEV, VEH, 2_000),
+        position(fleet.id, DEV, VEH, 3_000, fix_valid=False),
+    ]
+    loose = position(fleet.id, DEV2, None, 1_500)  # an unfitted box's last position too
+    await store.telemetry.store([*parked, loose], [])
+    assert await store.telemetry.purge_before(fleet.id, 5_000) == 2
+    assert await store.telemetry.last_position(fleet.id, VEH) == parked[1]
+    track = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10_000)
+    assert track.items == [parked[1]]
+    # The loose box's fix is kept as well: it is that box's last position.
+    await store.telemetry.store([position(fleet.id, DEV2, None, 9_000)], [])
+    assert await store.telemetry.purge_before(fleet.id, 5_000) == 1
 
 
 async def test_vehicle_delete_drops_its_last_position_not_its_track(
