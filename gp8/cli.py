@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from gp8.settings import Settings
 
@@ -125,15 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse enforces the choices
 
 
-def _run(coro: object) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # uvloop is optional (not on Windows)
-        runner = asyncio.run
+        pass
     try:
-        result = runner(coro)  # type: ignore[arg-type]
+        result = runner(coro)
     except KeyboardInterrupt:
         return 130
     return int(result or 0)

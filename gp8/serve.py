@@ -111,6 +111,7 @@ async def start_services(settings: Settings) -> Running:
             client_id=settings.mqtt.client_id
             or f"gp8-{settings.gateway_id or socket.gethostname()}",
             gateway_id=gateway_id,
+            session_expiry_s=settings.mqtt.session_expiry_s,
             on_command_result=commands.on_box_reply,
         )
         commands.add_sender(bridge)

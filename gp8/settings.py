@@ -41,6 +41,9 @@ class MqttSettings(BaseModel):
     url: str | None = None
     share_group: str = "gp8"
     client_id: str | None = None
+    # How long the broker keeps this gateway's session (and queues its share of the uplink)
+    # while the process is down; a retired gateway's queue is dropped after this.
+    session_expiry_s: int = 7 * 24 * 3600
 
 
 class Settings(BaseSettings):

@@ -40,7 +40,13 @@ async def gp8(data_dir: Path) -> AsyncIterator[Gp8]:
         log_level="warning",
         tcp={"host": "127.0.0.1", "port": 0},
         api={"host": "127.0.0.1", "port": 0, "rate_limit_per_minute": 0},
-        mqtt={"url": BROKER, "share_group": f"sim-{tag}", "client_id": f"gp8-sim-{tag}"},
+        mqtt={
+            "url": BROKER,
+            "share_group": f"sim-{tag}",
+            "client_id": f"gp8-sim-{tag}",
+            # Short: a test must not leave a session queueing the shared broker's uplink.
+            "session_expiry_s": 10,
+        },
     )
     run = await start_services(settings)
     try:
