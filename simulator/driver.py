@@ -156,7 +156,10 @@ class BoxDriver:
         self.base_interval_ms = max(0, round(ctx.interval_s * 1000))
         self.phase_interval_ms: int | None = None
         self.command_interval_ms: int | None = None
-        self.next_t = ctx.clock.start_ms
+        # Boxes do not all report on the same second: each starts at its own offset within
+        # the first interval (a fleet reporting in lockstep would hit the gateway in bursts).
+        offset = self.rng.randrange(self.base_interval_ms) if self.base_interval_ms else 0
+        self.next_t = ctx.clock.start_ms + offset
         self.last_t: int | None = None  # the last position, LOCATE ones included
         self.last_regular_t: int | None = None  # the cadence runs from here
         self.positions = 0  # regular positions produced (locate ones not counted)

@@ -54,7 +54,8 @@ class FleetOptions:
 def span_s(scenario: Scenario, interval_s: float, count: int | None) -> float:
     """Simulated time the run covers: what has to fit between the start and now."""
     if count is not None:
-        return max(0, count - 1) * interval_s
+        # Count intervals, not count - 1: each box's first fix is somewhere in the first one.
+        return count * interval_s
     duration = scenario.duration_s
     return duration if duration is not None else 0.0
 

@@ -196,8 +196,9 @@ class CommandService:
         # Command numbers written to each box on its current session: not written again on
         # that session unless the resend timer says so.
         self._session_sent: dict[str, set[int]] = {}
-        # Boxes frozen by a duplicate login whose alert could not be stored yet (fail-safe).
-        self._frozen: set[str] = set()
+        # Boxes frozen by a duplicate login whose alert is not stored yet (fail-safe), with
+        # the alert's detail; storing it is retried at each freeze check.
+        self._frozen: dict[str, str] = {}
         self._rebooted_at: dict[str, float] = {}
         self._kill: tuple[KillSwitch, float] | None = None
         self._last_poll_ms = clock()
@@ -455,7 +456,7 @@ class CommandService:
         if alert.device_id is not None:
             with contextlib.suppress(StorageError):
                 device = await self._store.devices.get(requester.fleet_id, alert.device_id)
-                self._frozen.discard(device.imei)
+                self._frozen.pop(device.imei, None)
                 self._spawn(self._deliver_logged(device.imei))
         return alert
 
@@ -485,7 +486,11 @@ class CommandService:
             log.info("imei=%s reconnected right after a reboot: not a duplicate", imei)
             return
         self.stats["duplicate_logins"] += 1
-        self._frozen.add(imei)  # at once, before any storage round trip
+        # Frozen at once, before any storage round trip, and until the alert is stored.
+        self._frozen[imei] = (
+            f"IMEI {imei} logged in from {new_remote} while its session from {old_remote} was"
+            f" live ({idle_s:.1f} s since its last frame)"
+        )
         log.warning(
             "imei=%s: second live login from %s while %s was active %.1f s ago; commands frozen",
             imei,
@@ -495,36 +500,41 @@ class CommandService:
         )
         async with asyncio.timeout(HOOK_TIMEOUT_S):
             device = await self._store.devices.get_by_imei(imei)
-            if device is None:
-                return
-            open_ = await self._store.alerts.open_alerts(
-                device_id=device.id, kind=AlertKind.DUPLICATE_BOX
+            if device is not None:
+                await self._store_duplicate_alert(device)
+
+    async def _store_duplicate_alert(self, device: Device) -> str:
+        """Store the duplicate-box alert held in memory for ``device`` (unless one is open);
+        from then on the stored alert is the freeze, and clearing it anywhere lifts it."""
+        open_ = await self._store.alerts.open_alerts(
+            device_id=device.id, kind=AlertKind.DUPLICATE_BOX
+        )
+        if open_:
+            self._frozen.pop(device.imei, None)
+            return open_[0].id
+        alert = Alert(
+            id=new_id("alr"),
+            fleet_id=device.fleet_id,
+            kind=AlertKind.DUPLICATE_BOX,
+            raised_ms=self._clock(),
+            device_id=device.id,
+            vehicle_id=device.vehicle_id,
+            detail=self._frozen.get(device.imei, f"IMEI {device.imei} logged in twice"),
+            freezes_commands=True,
+        )
+        await self._store.alerts.raise_alert(alert)
+        self._frozen.pop(device.imei, None)
+        await self._store.audit.append(
+            self._plain_entry(
+                device.fleet_id,
+                "alert.raised",
+                None,
+                actor=f"gateway:{self.gateway_id}",
+                vehicle_id=device.vehicle_id,
+                detail=alert.detail,
             )
-            if not open_:
-                alert = Alert(
-                    id=new_id("alr"),
-                    fleet_id=device.fleet_id,
-                    kind=AlertKind.DUPLICATE_BOX,
-                    raised_ms=self._clock(),
-                    device_id=device.id,
-                    vehicle_id=device.vehicle_id,
-                    detail=f"IMEI {imei} logged in from {new_remote} while its session from "
-                    f"{old_remote} was live ({idle_s:.1f} s since its last frame)",
-                    freezes_commands=True,
-                )
-                await self._store.alerts.raise_alert(alert)
-                await self._store.audit.append(
-                    self._plain_entry(
-                        device.fleet_id,
-                        "alert.raised",
-                        None,
-                        actor=f"gateway:{self.gateway_id}",
-                        vehicle_id=device.vehicle_id,
-                        detail=alert.detail,
-                    )
-                )
-        # Stored: the alert is the freeze from now on, and clearing it (anywhere) lifts it.
-        self._frozen.discard(imei)
+        )
+        return alert.id
 
     # --- periodic work --------------------------------------------------------------------
 
@@ -889,8 +899,12 @@ class CommandService:
         alerts = await self._store.alerts.open_alerts(device_id=device.id)
         frozen = [a.id for a in alerts if a.freezes_commands]
         if not frozen and device.imei in self._frozen:
-            # Raised here a moment ago and not stored yet (or storage failed): still frozen.
-            frozen = [UNSTORED_ALERT]
+            # Raised here and not stored yet (storage failed): store it now, frozen either way.
+            try:
+                frozen = [await self._store_duplicate_alert(device)]
+            except (StorageError, TimeoutError) as exc:
+                log.warning("imei=%s: duplicate-box alert still not stored: %r", device.imei, exc)
+                frozen = [UNSTORED_ALERT]
         return frozen
 
     def _sender_for(self, imei: str) -> Sender | None:

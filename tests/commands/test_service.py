@@ -21,6 +21,7 @@ from gateway.commands import (
     CommandService,
     InvalidCommand,
     Requester,
+    VehicleFrozen,
     rules,
 )
 from protocol import (
@@ -34,7 +35,8 @@ from protocol import (
     NackReason,
     RecordFlags,
 )
-from storage.models import CommandKind, CommandState, DeviceModel, Role
+from storage.errors import StorageUnavailable
+from storage.models import Alert, CommandKind, CommandState, DeviceModel, Role
 from storage.sqlite import SqliteStore
 
 IMEI = "356938035643809"
@@ -284,3 +286,31 @@ def test_roles_per_kind() -> None:
             kind in {CommandKind.LOCK, CommandKind.UNLOCK, CommandKind.LOCATE}
         )
     assert set(rules.WIRE_TYPE) == set(CommandKind)
+
+
+async def test_duplicate_stays_frozen_when_the_alert_cannot_be_stored(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender = FakeSender(online={IMEI})
+    service = world.service(sender)
+    alerts = world.store.alerts
+    raise_alert = alerts.raise_alert
+    failures = [StorageUnavailable("down")]
+
+    async def flaky(alert: Alert) -> Alert:
+        if failures:
+            raise failures.pop()
+        return await raise_alert(alert)
+
+    monkeypatch.setattr(alerts, "raise_alert", flaky)
+    with pytest.raises(StorageUnavailable):
+        await service.on_duplicate_login(IMEI, old_remote="a:1", new_remote="b:2", idle_s=0.1)
+    with pytest.raises(VehicleFrozen) as refused:
+        await service.create(world.admin, lock(world))
+    # The freeze check stored the alert on its way: from now on storage holds the freeze.
+    (alert,) = await world.store.alerts.open_alerts(vehicle_id=world.vehicle_id)
+    assert refused.value.alert_ids == [alert.id] and "b:2" in alert.detail
+    assert sender.sent == []
+    await service.clear_alert(world.admin, alert.id)
+    command, _ = await service.create(world.admin, lock(world))
+    assert command.status is CommandState.SENT

@@ -99,7 +99,7 @@ async def test_lock_inhibit_interval_locate_through_the_api(fleet: FleetAccess) 
         first = next(i for i, p in enumerate(positions) if p[flag])
         assert all(p[flag] for p in positions[first:])
     # LOCATE: one position off the regular 30 s grid.
-    off_grid = [t for t in times if (t - start) % 30_000]
+    off_grid = [t for t in times if (t - times[0]) % 30_000]
     assert len(off_grid) == 1
     # SET_REPORT_INTERVAL 60: the regular positions are 30 s apart, then a minute apart.
     regular = [t for t in times if t not in off_grid]
