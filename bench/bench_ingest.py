@@ -230,7 +230,10 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
         f"  gateway process CPU (loop + SQLite thread): {cpu:.2f} s, "
         f"{cpu / max(stored, 1) * 1e6:.1f} us per position; box process CPU: {boxes_cpu:.2f} s"
     )
-    print(f"  {args.boxes} boxes connected and logged in in {connect_s:.2f} s")
+    print(
+        f"  storage busy {gateway.metrics.store_seconds:.2f} s of {elapsed:.2f} s; "
+        f"{args.boxes} boxes connected and logged in in {connect_s:.2f} s"
+    )
     return 0 if stored == sent == acked else 1
 
 
@@ -244,8 +247,15 @@ def main() -> int:
     parser.add_argument("--max-delay-ms", type=int, default=20)
     parser.add_argument("--engine", choices=("sqlite", "null"), default="sqlite")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the gateway side")
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        help="sys.setswitchinterval for the gateway process (the GIL hand-off period)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     loop_name = _use_uvloop()
     print(f"event loop: {loop_name}")
     with tempfile.TemporaryDirectory(prefix="gp8-bench-") as tmp:

@@ -6,10 +6,11 @@ the server (`MongoStore.round_trips`); the count is reset once every box is logg
 covers ingestion only (inserts of positions and events, last-position updates).
 
 By default it runs on the in-memory Mongo-compatible fake (no server here): the round-trip
-count is a property of our code, not of the server, so the fake gives the same figure (each flush of the ingest pipeline is one insert of
-positions, one of events if any, and one bulk update of last positions, whatever its size); the
-fake's own speed is not meaningful and is not printed. ``--mongo-url`` (or GP8_TEST_MONGO_URL)
-runs it against a real MongoDB and then prints the rate too.
+count is a property of our code, not of the server, so the fake gives the same figure. Each
+flush of the ingest pipeline is one insert of positions, one of events if any, and one bulk
+update of last positions, whatever its size. The fake's own speed is not meaningful and is not
+printed. ``--mongo-url`` (or GP8_TEST_MONGO_URL) runs it against a real MongoDB and then
+prints the rate too.
 
     .venv/bin/python bench/bench_mongo_round_trips.py [--boxes 20] [--positions 100]
 """

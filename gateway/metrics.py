@@ -25,6 +25,7 @@ class GatewayMetrics:
         self.superseded = 0  # sessions closed because the same box logged in again
         self.storage_errors = 0  # failed flushes
         self.flushes = 0
+        self.store_seconds = 0.0  # time spent in telemetry.store (busy fraction of the writer)
         self.logins: Counter[str] = Counter()  # by LoginStatus name, lower case
         self.frames: Counter[str] = Counter()  # good frames by message type
         self.frame_errors: Counter[str] = Counter()  # by FrameError.reason and session errors
@@ -57,6 +58,7 @@ class GatewayMetrics:
             "superseded": self.superseded,
             "storage_errors": self.storage_errors,
             "flushes": self.flushes,
+            "store_seconds": round(self.store_seconds, 3),
             "ack_latency": {
                 "count": sum(self._latency_counts),
                 "sum_s": round(self._latency_sum, 6),
@@ -92,6 +94,7 @@ class GatewayMetrics:
         )
         scalar("storage_errors_total", "counter", "Failed storage flushes.", self.storage_errors)
         scalar("flushes_total", "counter", "Storage flushes.", self.flushes)
+        scalar("store_seconds_total", "counter", "Time spent storing flushes.", self.store_seconds)
         labelled("logins_total", "status", "LOGIN attempts by result.", self.logins)
         labelled("frames_total", "type", "Well-formed frames by message type.", self.frames)
         labelled("frame_errors_total", "reason", "Rejected frames by reason.", self.frame_errors)

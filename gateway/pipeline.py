@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -262,33 +263,37 @@ class IngestPipeline:
     async def _flush(self, batch: list[_Submission]) -> None:
         positions = [p for s in batch for p in s.positions]
         events = [e for s in batch for e in s.events]
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._store_timeout_s):
                 result = await self._telemetry.store(positions, events)
         except (StorageUnavailable, TimeoutError) as exc:
             if isinstance(exc, StorageUnavailable):
-                error = exc
+                error: Exception = exc
             else:
                 error = StorageUnavailable(f"store did not answer in {self._store_timeout_s} s")
-            self.metrics.storage_errors += 1
             log.warning(
                 "ingest flush of %d records failed: %s", len(positions) + len(events), error
             )
-            for submission in batch:
-                submission.resolve(error)
         except Exception as exc:
-            self.metrics.storage_errors += 1
-            if len(batch) > 1:
-                log.error("ingest flush failed (%r); retrying its submissions one by one", exc)
-                for submission in batch:
-                    await self._flush([submission])
-                return
-            log.exception("ingest flush of one submission failed; it is refused alone")
-            batch[0].resolve(exc)
+            error = exc
+            if len(batch) == 1:
+                log.exception("ingest flush of one submission failed; it is refused alone")
         else:
+            self.metrics.store_seconds += time.perf_counter() - started
             self._count(result)
             for submission in batch:
                 submission.resolve(None)
+            return
+        self.metrics.store_seconds += time.perf_counter() - started
+        self.metrics.storage_errors += 1
+        if len(batch) > 1 and not isinstance(error, StorageUnavailable):
+            log.error("ingest flush failed (%r); retrying its submissions one by one", error)
+            for submission in batch:
+                await self._flush([submission])
+            return
+        for submission in batch:
+            submission.resolve(error)
 
     def _count(self, result: StoreResult) -> None:
         m = self.metrics

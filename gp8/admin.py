@@ -69,7 +69,9 @@ async def _dispatch(store: Store, args: argparse.Namespace) -> int:
         from gateway.mqtt.acl import generate_acl
 
         written = await generate_acl(
-            store, args.out_dir, gateway_user=args.gateway_user,
+            store,
+            args.out_dir,
+            gateway_user=args.gateway_user,
             gateway_password=args.gateway_password,
         )
         _print({"written": [str(p) for p in written]} if written else {"written": []})

@@ -1,7 +1,7 @@
 """CommandService behind a fake transport: scale-out, resends, late answers, refits, NACKs.
 
-The transport is the one Protocol the service sends through (`Sender`); storage is the real
-SQLite engine.
+The transport is the one Protocol the service sends through (`Sender`); storage is each real
+engine (SQLite, and MongoDB's in-memory fake).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pymongo_async_mock import AsyncMongoMockClient
 
 from gateway.commands import (
     CommandRequest,
@@ -37,6 +38,8 @@ from protocol import (
 )
 from storage.errors import StorageUnavailable
 from storage.models import Alert, CommandKind, CommandState, DeviceModel, Role
+from storage.mongo import MongoStore
+from storage.repository import Store
 from storage.sqlite import SqliteStore
 
 IMEI = "356938035643809"
@@ -71,7 +74,7 @@ class Clock:
 
 @dataclass
 class World:
-    store: SqliteStore
+    store: Store
     clock: Clock
     fleet_id: str
     vehicle_id: str
@@ -87,10 +90,14 @@ class World:
         return (await self.store.commands.get(self.fleet_id, command_id)).status
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
+@pytest.fixture(params=["sqlite", "mongo-fake"])
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     path = Path(tempfile.mkdtemp(prefix="gp8-cmd-svc-", dir=TMPFS))
-    store = SqliteStore(path / "gp8.sqlite3")
+    store: Store
+    if request.param == "sqlite":
+        store = SqliteStore(path / "gp8.sqlite3")
+    else:
+        store = MongoStore(AsyncMongoMockClient(), "gp8_test")
     await store.start()
     fleet = await store.fleets.create("f")
     vehicle = await store.vehicles.create(fleet.id, vin="VF1AAAAA000000001", plate="P", label="L")

@@ -390,3 +390,30 @@ async def test_numbers_wrap_to_one_after_u32(
     wrapped = await create(store, command(fleet.id, vehicle.id, device_id))
     after_wrap = await create(store, command(fleet.id, vehicle.id, device_id))
     assert (wrapped.seq, after_wrap.seq) == (1, 2)
+
+
+async def test_transition_stores_the_vehicle_state_with_the_status(
+    store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
+) -> None:
+    c = await create(store, command(fleet.id, vehicle.id, device_id))
+    state = VehicleLockState(fleet.id, vehicle.id, device_id, True, False, T0 + 30, c.id)
+    done = await store.commands.transition(
+        c.id,
+        expected={CommandState.QUEUED},
+        status=CommandState.ACKNOWLEDGED,
+        at_ms=T0 + 30,
+        vehicle_state=state,
+    )
+    assert done is not None
+    assert await store.commands.vehicle_state(fleet.id, vehicle.id) == state
+    # An older report, with a transition that does not apply, never replaces it.
+    older = dataclasses.replace(state, doors_locked=False, updated_ms=T0 + 10)
+    lost = await store.commands.transition(
+        c.id,
+        expected={CommandState.QUEUED},
+        status=CommandState.FAILED,
+        at_ms=T0 + 40,
+        vehicle_state=older,
+    )
+    assert lost is None
+    assert await store.commands.vehicle_state(fleet.id, vehicle.id) == state
