@@ -113,6 +113,7 @@ async def start_services(settings: Settings) -> Running:
             gateway_id=gateway_id,
             session_expiry_s=settings.mqtt.session_expiry_s,
             on_command_result=commands.on_box_reply,
+            on_box_online=commands.on_box_online,
         )
         commands.add_sender(bridge)
         await bridge.start()

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,7 @@ class MqttBridge:
         gateway_id: str,
         share_group: str = "gp8",
         on_command_result: CommandResultHandler = log_command_result,
+        on_box_online: Callable[[str], Awaitable[None]] | None = None,
         session_expiry_s: int = SESSION_EXPIRY_S,
         receive_maximum: int = RECEIVE_MAXIMUM,
         idle_s: float = IDLE_S,
@@ -116,7 +118,9 @@ class MqttBridge:
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self.devices = DeviceCache(store.devices)
-        self.presence = Presence(store.devices, gateway_id=gateway_id, idle_s=idle_s)
+        self.presence = Presence(
+            store.devices, gateway_id=gateway_id, idle_s=idle_s, on_online=on_box_online
+        )
         self.handler = UplinkHandler(
             pipeline,
             self.devices,

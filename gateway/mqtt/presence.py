@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.ports import DeviceDirectory
@@ -46,8 +47,13 @@ class Presence:
         gateway_id: str,
         idle_s: float = IDLE_S,
         write_timeout_s: float = STATE_WRITE_TIMEOUT_S,
+        on_online: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._devices = devices
+        # Called with the IMEI when a box comes online here: over MQTT its first message is the
+        # nearest thing to a TCP login, the moment to deliver the commands queued for it.
+        self._on_online = on_online
+        self._hooks: set[asyncio.Task[None]] = set()
         self._gateway_id = gateway_id
         self.idle_s = idle_s
         self._write_timeout_s = write_timeout_s
@@ -70,9 +76,21 @@ class Presence:
         seen = self._online.get(imei)
         if seen is None or seen.device_id != device_id:
             seen = self._online[imei] = _Seen(device_id, now_ms(), now, float("-inf"))
+            if self._on_online is not None:
+                hook = asyncio.create_task(self._call_on_online(imei))
+                self._hooks.add(hook)
+                hook.add_done_callback(self._hooks.discard)
         seen.last = now
         if now - seen.written >= self.idle_s / 2 and self._write(seen, online=True):
             seen.written = now
+
+    async def _call_on_online(self, imei: str) -> None:
+        assert self._on_online is not None
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await self._on_online(imei)
+        except Exception as exc:  # a hook failure must not touch the uplink
+            log.warning("on_online hook for %s failed: %r", imei, exc)
 
     async def sweep(self) -> int:
         """Record offline the boxes idle for ``idle_s``; returns how many."""
@@ -88,7 +106,11 @@ class Presence:
         for seen in self._online.values():
             self._write(seen, online=False)
         self._online.clear()
-        await asyncio.gather(*(t for _, t in self._writing.values()), return_exceptions=True)
+        for hook in self._hooks:
+            hook.cancel()
+        await asyncio.gather(
+            *self._hooks, *(t for _, t in self._writing.values()), return_exceptions=True
+        )
 
     def _write(self, seen: _Seen, *, online: bool) -> bool:
         """Queue a state write for the box, after the one already queued for it (so the last

@@ -302,3 +302,24 @@ def _connections(env: Env) -> set[str]:
 
     with contextlib.closing(sqlite3.connect(env.store.path)) as conn:
         return {row[0] for row in conn.execute("SELECT device_id FROM connections")}
+
+
+async def test_first_message_of_a_box_calls_on_box_online_once(
+    shared_broker: str, env: Env, make_bridge: BridgeFactory, make_box: BoxFactory
+) -> None:
+    # Over MQTT a box's first message stands for the TCP login: the command service delivers
+    # what was queued for the box from this hook.
+    (device,) = await env.provision()
+    online: list[str] = []
+
+    async def on_box_online(imei: str) -> None:
+        online.append(imei)
+
+    await make_bridge(shared_broker, on_box_online=on_box_online)
+    box = make_box(shared_broker, device)
+    await box.connect()
+    await box.send_positions(track(3), timeout=TIMEOUT)
+    await box.send_positions(track(2, start_ms=now_ms() - 5_000), timeout=TIMEOUT)
+    await wait_for(lambda: online == [device.imei])
+    await asyncio.sleep(0.1)
+    assert online == [device.imei]
