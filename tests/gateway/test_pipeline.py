@@ -181,6 +181,24 @@ async def test_a_poison_submission_fails_alone() -> None:
     assert {d for d, _ in fake.positions} == {"dev_ok0", "dev_ok1", "dev_ok2"}
 
 
+async def test_a_poison_submission_costs_few_extra_store_calls() -> None:
+    fake = FakeTelemetry()
+    fake.poison_device = "dev_bad"
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=1000, max_delay_ms=0) as pipeline:
+        opener = asyncio.create_task(pipeline.submit(positions(1, "dev_first"), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        tasks = [asyncio.create_task(pipeline.submit(positions(1, f"d{i}"), [])) for i in range(31)]
+        tasks.insert(17, asyncio.create_task(pipeline.submit(positions(1, "dev_bad"), [])))
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        results = await asyncio.gather(opener, *tasks, return_exceptions=True)
+    assert sum(isinstance(r, ValueError) for r in results) == 1
+    assert len(fake.positions) == 32
+    # 32 submissions, one poisoned: halving finds it in 5 rounds, not 32 single retries.
+    assert len(fake.calls) - 1 <= 5
+
+
 async def test_stop_stores_everything_submitted_then_refuses_more() -> None:
     fake = FakeTelemetry()
     pipeline = IngestPipeline(fake, batch_size=7, max_delay_ms=60_000)
