@@ -1,8 +1,9 @@
 """Typed models that cross the storage boundary, in and out.
 
 Raw MongoDB documents and SQLite rows never leave `storage/`: the engines map them to and from
-these frozen dataclasses. Times are integer milliseconds since the Unix epoch, UTC, everywhere
-in the storage layer (the wire's unit); the API formats them.
+these immutable value types (frozen dataclasses; NamedTuple for the hot-path Position). Times
+are integer milliseconds since the Unix epoch, UTC, everywhere in the storage layer (the wire's
+unit); the API formats them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypedDict, TypeVar
+from typing import Generic, NamedTuple, TypedDict, TypeVar
 
 T = TypeVar("T")
 
@@ -109,9 +110,14 @@ class Fitting:
     to_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """One stored fix. Idempotency key: (device_id, time_ms)."""
+class Position(NamedTuple):
+    """One stored fix. Idempotency key: (device_id, time_ms).
+
+    A NamedTuple rather than a frozen dataclass, like protocol.PositionRecord: it is built once
+    per ingested record, and a 24-field frozen dataclass costs about ten times as much to
+    construct (each field goes through object.__setattr__), a fifth of a core at 20,000
+    positions/s. It is just as immutable and compares by value.
+    """
 
     fleet_id: str
     device_id: str

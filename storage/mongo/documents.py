@@ -6,7 +6,6 @@ fleet carries ``fleet_id``, which is what tenant filters, erasure and retention 
 
 from __future__ import annotations
 
-from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
@@ -27,7 +26,7 @@ from storage.models import (
 )
 from storage.mongo.db import Doc
 
-POSITION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Position))
+POSITION_FIELDS: tuple[str, ...] = Position._fields
 _position_values = attrgetter(*POSITION_FIELDS)
 
 

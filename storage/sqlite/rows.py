@@ -51,7 +51,7 @@ def event_values(event: Event) -> Row:
         event.received_ms,
         event.code,
         event.detail,
-        orjson.dumps(event.position),  # orjson serialises (slotted) dataclasses natively
+        orjson.dumps(event.position._asdict()),
     )
 
 

@@ -9,7 +9,7 @@ insert throughput, so none is speculative.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import fields
+import typing
 
 from storage.errors import StorageError
 from storage.models import Position
@@ -25,10 +25,10 @@ BUSY_TIMEOUT_MS = 5_000
 # file behind.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
-# Position columns in the order of the dataclass fields, so rows map to Position(*row).
-POSITION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Position))
+# Position columns in the order of the NamedTuple fields, so rows map to Position(*row).
+POSITION_FIELDS: tuple[str, ...] = Position._fields
 POSITION_BOOL_INDEXES: tuple[int, ...] = tuple(
-    i for i, f in enumerate(fields(Position)) if f.type in ("bool", bool)
+    i for i, hint in enumerate(typing.get_type_hints(Position).values()) if hint is bool
 )
 
 # Every table holding records of a fleet, by fleet_id: what a GDPR erasure deletes

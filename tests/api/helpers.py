@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -57,7 +57,7 @@ def make_position(
         gsm_signal=20,
         warnings=0,
     )
-    return replace(base, **overrides)
+    return base._replace(**overrides)
 
 
 def make_event(position: Position, code: str, detail: int = 0) -> Event:
