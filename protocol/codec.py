@@ -343,7 +343,15 @@ class FrameDecoder:
             self._skip(1)
             raise FrameTooLarge(f"frame of {total} bytes exceeds {self.max_frame_size}", seq=seq)
         if end - pos < total:
-            return None
+            hidden = self._complete_frame_inside(pos, end)
+            if hidden is None:
+                return None
+            # A whole, CRC-valid frame starts inside what we were waiting on, so what we were
+            # waiting on was line noise with a "G8" in it: without this, a box that waits for
+            # its ACK before sending more would stall until a timeout.
+            self._skip(hidden - pos)
+            self.garbage_bytes += hidden - pos
+            raise Garbage(f"skipped {hidden - pos} bytes: a false start marker", seq=None)
         crc_at = pos + total - CRC_SIZE
         if crc16(memoryview(buf)[pos + 2 : crc_at]) != (buf[crc_at] << 8 | buf[crc_at + 1]):
             self._skip(1)
@@ -359,6 +367,24 @@ class FrameDecoder:
             return parser(seq, payload)
         except (ValueError, struct.error) as exc:  # IntEnum lookups raise ValueError too
             raise MalformedPayload(f"{MessageType(type_).name}: {exc}", seq=seq) from exc
+
+    def _complete_frame_inside(self, pos: int, end: int) -> int | None:
+        """Where a complete frame with a valid CRC starts in buf[pos+1:end], if one does.
+
+        Only called while a frame is incomplete, over less than max_frame_size bytes; a marker
+        inside a real frame's payload almost never heads a CRC-valid frame (1 in 65,536).
+        """
+        buf = self._buf
+        at = buf.find(MAGIC, pos + 1, end)
+        while at >= 0 and end - at >= HEADER_SIZE:
+            length = buf[at + 2] << 8 | buf[at + 3]
+            total = 4 + length
+            if length >= MIN_LENGTH and total <= self.max_frame_size and at + total <= end:
+                crc_at = at + total - CRC_SIZE
+                if crc16(memoryview(buf)[at + 2 : crc_at]) == (buf[crc_at] << 8 | buf[crc_at + 1]):
+                    return at
+            at = buf.find(MAGIC, at + 1, end)
+        return None
 
     def __iter__(self) -> Iterator[Message | FrameError]:
         """Drain the buffer: messages, and the errors met on the way, in stream order."""
