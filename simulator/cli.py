@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from simulator.driver import ACK_TIMEOUT_S, RECONNECT_DELAY_S, RECONNECT_MAX_S
 from simulator.fleet import DEFAULT_INTERVAL_S, Fleet, FleetOptions, make_clock, span_s
 from simulator.geo import LatLon
 from simulator.pacing import plan_start, wall_ms
@@ -136,6 +137,21 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     link.add_argument("--batch-size", type=_positive_int, default=50, help="records per frame")
     link.add_argument("--window", type=_positive_int, default=4, help="frames awaiting ACK")
+    link.add_argument(
+        "--reconnect-delay",
+        type=_positive,
+        default=RECONNECT_DELAY_S,
+        metavar="S",
+        help=f"first back-off after a lost link, doubling to {RECONNECT_MAX_S:g} s "
+        f"(default {RECONNECT_DELAY_S:g}, as the firmware)",
+    )
+    link.add_argument(
+        "--ack-timeout",
+        type=_positive,
+        default=ACK_TIMEOUT_S,
+        metavar="S",
+        help=f"a frame unacknowledged this long means a dead link (default {ACK_TIMEOUT_S:g})",
+    )
     link.add_argument(
         "--connect-concurrency",
         type=_positive_int,
@@ -311,6 +327,9 @@ async def _run(args: argparse.Namespace) -> int:
         rate=args.rate,
         seed=seed,
         connect_concurrency=args.connect_concurrency,
+        reconnect_delay_s=args.reconnect_delay,
+        reconnect_max_s=max(RECONNECT_MAX_S, args.reconnect_delay),
+        flush_timeout_s=args.ack_timeout,
     )
     network = network_for(center=args.center, radius_km=args.radius_km, track=args.track, seed=seed)
     lon = args.center.lon

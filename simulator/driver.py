@@ -56,10 +56,15 @@ log = logging.getLogger(__name__)
 # SET_REPORT_INTERVAL's accepted range (docs/protocol.md §5.5).
 MIN_REPORT_INTERVAL_S = 5
 MAX_REPORT_INTERVAL_S = 3600
-# Reconnection back-off: faster than the firmware's 5 s..5 min so tests stay quick, and with
-# the same ±25 % jitter so a fleet does not come back in lockstep.
-RECONNECT_MAX_S = 30.0
+# Reconnection back-off as the firmware does it (docs/protocol.md §5.1): about 5 s after a
+# lost link or a refused login, doubling up to 5 minutes, each delay ±25 % so that a fleet
+# does not come back in lockstep. Without it a gateway that is slow to answer gets every box
+# back at once, with everything it holds, again and again.
+RECONNECT_DELAY_S = 5.0
+RECONNECT_MAX_S = 300.0
 RECONNECT_JITTER = 0.25
+# A frame without its ACK after this long means the link is dead (docs/protocol.md §5.2).
+ACK_TIMEOUT_S = 60.0
 # Logins refused for these reasons will not succeed by retrying: the box gives up.
 FATAL_LOGINS = frozenset(
     {
@@ -98,8 +103,9 @@ class DriveContext:
     limiter: RateLimiter | None = None
     seed: str = "0"
     max_unsent: int = 200
-    reconnect_delay_s: float = 0.5
-    flush_timeout_s: float = 30.0
+    reconnect_delay_s: float = RECONNECT_DELAY_S
+    reconnect_max_s: float = RECONNECT_MAX_S
+    flush_timeout_s: float = ACK_TIMEOUT_S
     final_timeout_s: float = 60.0
 
     @property
@@ -192,6 +198,8 @@ class BoxDriver:
         self._in_box = [0, 0]  # positions, events handed to the box
         self._counted = [0, 0]
         self._seen_dropped = 0
+        self._backoff_s = ctx.reconnect_delay_s
+        self._lost = False  # the link was lost: back off before reconnecting
 
     # --- hooks (called from the box's reader, synchronously) ----------------------------------
 
@@ -499,10 +507,22 @@ class BoxDriver:
 
     # --- the link ----------------------------------------------------------------------------
 
-    async def _connect(self, *, gated: bool = True) -> bool:
-        """Log in, retrying with back-off; False when the run is stopping."""
+    async def _back_off(self) -> None:
+        """Wait the current back-off (jittered; cut short when the run stops), then double it."""
         ctx = self.ctx
-        delay = ctx.reconnect_delay_s
+        jitter = 1 + self.rng.uniform(-RECONNECT_JITTER, RECONNECT_JITTER)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._backoff_s * jitter):
+                await ctx.stop.wait()
+        self._backoff_s = min(self._backoff_s * 2, ctx.reconnect_max_s)
+
+    async def _connect(self, *, gated: bool = True) -> bool:
+        """Log in, retrying with back-off; False when the run is stopping. After a lost link
+        the first attempt waits too."""
+        ctx = self.ctx
+        if self._lost:
+            self._lost = False
+            await self._back_off()
         while not ctx.stop.is_set():
             try:
                 if gated:
@@ -510,6 +530,7 @@ class BoxDriver:
                         await self.box.connect()
                 else:
                     await self.box.connect()
+                self._backoff_s = ctx.reconnect_delay_s  # a login resets the back-off
                 return True
             except LoginRefused as exc:
                 ctx.report.login_refusal(exc.status)
@@ -518,12 +539,7 @@ class BoxDriver:
             except (BoxError, OSError, TimeoutError) as exc:
                 ctx.report.connect_errors += 1
                 log.debug("box %s: connect failed: %r", self.box.imei, exc)
-            jitter = 1 + self.rng.uniform(-RECONNECT_JITTER, RECONNECT_JITTER)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay * jitter):
-                    await ctx.stop.wait()
-            delay = min(delay * 2, RECONNECT_MAX_S)
+            await self._back_off()
         return False
 
     async def _storm(self, key: tuple[int, int]) -> None:
@@ -574,6 +590,7 @@ class BoxDriver:
                     self._drops_owed -= 1
                     await box.send_frames(self.rng.randint(1, FRAMES_PER_PUMP))
                     box.cut()
+                    self._lost = True
                     ctx.report.drops += 1
                     continue
                 if self._noisy_records:
@@ -582,6 +599,7 @@ class BoxDriver:
                 self._flushed()
             except (BoxError, OSError, TimeoutError) as exc:
                 log.debug("box %s: %r; reconnecting", box.imei, exc)
+                self._lost = True
                 if box.connected:
                     box.cut()  # no ACK in time: assume the link is dead, resend after login
 
@@ -617,10 +635,10 @@ class BoxDriver:
             self.ctx.report.login_refusal(exc.status)
             if exc.status in FATAL_LOGINS:
                 raise _GiveUp(f"login refused: {exc.status.name.lower()}") from exc
-            await asyncio.sleep(self.ctx.reconnect_delay_s)
+            await asyncio.sleep(self._backoff_s)
         except (BoxError, OSError, TimeoutError):
             self.ctx.report.connect_errors += 1
-            await asyncio.sleep(self.ctx.reconnect_delay_s)
+            await asyncio.sleep(self._backoff_s)
 
 
 DriverFactory = Callable[[int, ProvisionedBox], BoxDriver]

@@ -18,7 +18,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simulator.driver import FRAMES_PER_PUMP, BoxDriver, DriveContext
+from simulator.driver import (
+    ACK_TIMEOUT_S,
+    FRAMES_PER_PUMP,
+    RECONNECT_DELAY_S,
+    RECONNECT_MAX_S,
+    BoxDriver,
+    DriveContext,
+)
 from simulator.pacing import RateLimiter, SimClock, StormBarrier, plan_start, wall_ms
 from simulator.provision import ProvisionedBox
 from simulator.report import Report
@@ -46,8 +53,9 @@ class FleetOptions:
     rate: float | None = None  # positions per second, fleet-wide
     seed: str = "0"
     connect_concurrency: int = CONNECT_CONCURRENCY
-    reconnect_delay_s: float = 0.5
-    flush_timeout_s: float = 30.0
+    reconnect_delay_s: float = RECONNECT_DELAY_S
+    reconnect_max_s: float = RECONNECT_MAX_S
+    flush_timeout_s: float = ACK_TIMEOUT_S
     final_timeout_s: float = 60.0
 
 
@@ -116,6 +124,7 @@ class Fleet:
             seed=options.seed,
             max_unsent=transport.batch_size * FRAMES_PER_PUMP,
             reconnect_delay_s=options.reconnect_delay_s,
+            reconnect_max_s=options.reconnect_max_s,
             flush_timeout_s=options.flush_timeout_s,
             final_timeout_s=options.final_timeout_s,
         )

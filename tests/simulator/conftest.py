@@ -181,6 +181,7 @@ def build_fleet(
         rate=rate,
         seed=seed,
         reconnect_delay_s=0.05,
+        reconnect_max_s=1.0,
         flush_timeout_s=10.0,
         final_timeout_s=20.0,
     )

@@ -62,6 +62,7 @@ async def test_tunnel_scenario_over_mqtt(fleet: FleetAccess) -> None:
         interval_s=30,
         seed="mqtt",
         reconnect_delay_s=0.05,
+        reconnect_max_s=1.0,
         flush_timeout_s=10,
         final_timeout_s=20,
     )
