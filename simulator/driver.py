@@ -106,7 +106,8 @@ class DriveContext:
     reconnect_delay_s: float = RECONNECT_DELAY_S
     reconnect_max_s: float = RECONNECT_MAX_S
     flush_timeout_s: float = ACK_TIMEOUT_S
-    final_timeout_s: float = 60.0
+    final_timeout_s: float = 60.0  # delivering what is left at the end of a run
+    stop_timeout_s: float = 10.0  # the same when the run was stopped (Ctrl-C, --duration)
 
     @property
     def end_ms(self) -> int | None:
@@ -200,6 +201,7 @@ class BoxDriver:
         self._seen_dropped = 0
         self._backoff_s = ctx.reconnect_delay_s
         self._lost = False  # the link was lost: back off before reconnecting
+        self._deadline: asyncio.Timeout | None = None
 
     # --- hooks (called from the box's reader, synchronously) ----------------------------------
 
@@ -229,6 +231,14 @@ class BoxDriver:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def abort_wait(self) -> None:
+        """The run stops: stop waiting for ACKs now (they are awaited again, briefly, at the
+        end) instead of up to the ACK timeout."""
+        self._wake.set()
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.reschedule(asyncio.get_running_loop().time())
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -543,8 +553,12 @@ class BoxDriver:
         return False
 
     async def _storm(self, key: tuple[int, int]) -> None:
-        """Every box drops its link at the same moment and reconnects at once."""
+        """Every box drops its link at the same moment and reconnects at once. What a box
+        holds goes out first, so the storm catches frames in flight: they are resent."""
         ctx = self.ctx
+        if self.online and self.box.connected and self.box.pending:
+            with contextlib.suppress(BoxError, OSError, TimeoutError):
+                await self.box.send_frames(FRAMES_PER_PUMP)
         if await ctx.storms.arrive(key):
             ctx.report.storms += 1
         if self.box.connected:
@@ -595,9 +609,15 @@ class BoxDriver:
                     continue
                 if self._noisy_records:
                     await self._send_with_garbage()
-                await box.flush(timeout=ctx.flush_timeout_s)
+                async with asyncio.timeout(ctx.flush_timeout_s) as deadline:
+                    self._deadline = deadline  # `abort_wait` ends it when the run stops
+                    await box.flush(timeout=ctx.flush_timeout_s)
+                self._deadline = None
                 self._flushed()
             except (BoxError, OSError, TimeoutError) as exc:
+                self._deadline = None
+                if ctx.stop.is_set():
+                    return  # the run is over: what is left goes in `_deliver_rest`
                 log.debug("box %s: %r; reconnecting", box.imei, exc)
                 self._lost = True
                 if box.connected:
@@ -610,7 +630,7 @@ class BoxDriver:
         if self.backlog:
             self._release_backlog()
         self.online = True
-        timeout = 10.0 if ctx.stop.is_set() else ctx.final_timeout_s
+        timeout = ctx.stop_timeout_s if ctx.stop.is_set() else ctx.final_timeout_s
         try:
             async with asyncio.timeout(timeout):
                 while self.box.pending:

@@ -57,6 +57,7 @@ class FleetOptions:
     reconnect_max_s: float = RECONNECT_MAX_S
     flush_timeout_s: float = ACK_TIMEOUT_S
     final_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0
 
 
 def span_s(scenario: Scenario, interval_s: float, count: int | None) -> float:
@@ -127,6 +128,7 @@ class Fleet:
             reconnect_max_s=options.reconnect_max_s,
             flush_timeout_s=options.flush_timeout_s,
             final_timeout_s=options.final_timeout_s,
+            stop_timeout_s=options.stop_timeout_s,
         )
         make_box = box_factory(transport)
         self.drivers = [
@@ -148,7 +150,7 @@ class Fleet:
         if not self._stop.is_set():
             self._stop.set()
             for driver in self.drivers:
-                driver.wake()
+                driver.abort_wait()
 
     async def run(self, stop: asyncio.Event | None = None) -> Report:
         """Run every box to its end; ``stop`` (set by a signal handler, say) ends it early."""

@@ -240,7 +240,9 @@ def progress_line(snap: dict[str, Any], rate: float) -> str:
 
 
 @contextmanager
-def live_progress(report: Report, stream: TextIO, *, enabled: bool) -> Iterator[None]:
+def live_progress(
+    report: Report, stream: TextIO, *, enabled: bool, force_terminal: bool | None = None
+) -> Iterator[None]:
     """A rich Live line on ``stream`` while the block runs (when ``enabled``)."""
     if not enabled:
         yield
@@ -249,7 +251,7 @@ def live_progress(report: Report, stream: TextIO, *, enabled: bool) -> Iterator[
     from rich.live import Live
     from rich.text import Text
 
-    console = Console(file=stream)
+    console = Console(file=stream, force_terminal=force_terminal)
     last = [time.monotonic(), report.acked]
 
     def render() -> Text:

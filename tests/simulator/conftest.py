@@ -3,7 +3,6 @@ run simulated fleets against it and read the result back through the API."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from gp8.serve import Running, start_services, stop_services
-from gp8.settings import Settings
+from gp8.settings import ApiSettings, Settings, TcpSettings
 from simulator.fleet import Fleet, FleetOptions, make_clock
 from simulator.geo import LatLon
 from simulator.provision import ApiClient, ProvisionedBox, provision_fleet
@@ -65,8 +64,8 @@ async def gp8(data_dir: Path) -> AsyncIterator[Gp8]:
         data_dir=data_dir,
         bootstrap_key=OPERATOR_KEY,
         log_level="warning",
-        tcp={"host": "127.0.0.1", "port": 0},
-        api={"host": "127.0.0.1", "port": 0, "rate_limit_per_minute": 0},
+        tcp=TcpSettings(host="127.0.0.1", port=0),
+        api=ApiSettings(host="127.0.0.1", port=0, rate_limit_per_minute=0),
     )
     run = await start_services(settings)
     try:
@@ -150,17 +149,13 @@ class SimRun:
 async def provision_backdated(
     access: FleetAccess, devices: int, fitted_ms: int, *, seed: str = "e2e"
 ) -> list[ProvisionedBox]:
-    """Vehicles and boxes created through the API; fitted through the store from
-    ``fitted_ms``, in the past (the API fits from now, and the scenarios run in the past)."""
+    """Vehicles and boxes created and fitted through the API, the fittings dated
+    ``fitted_ms`` (in the past: the scenarios run in the past and end now)."""
     async with ApiClient(access.gp8.base_url, access.key) as client:
-        boxes = await provision_fleet(client, devices, seed=seed, fit=False)
-    store = access.gp8.run.store
-    fitted = []
-    for box in boxes:
-        assert box.vehicle_id is not None
-        await store.devices.fit(access.fleet_id, box.vehicle_id, box.imei, fitted_ms)
-        fitted.append(dataclasses.replace(box, fitted_ms=fitted_ms))
-    return fitted
+        assert await client.supports_backdated_fitting()
+        boxes = await provision_fleet(client, devices, seed=seed, fitted_at_ms=fitted_ms)
+    assert all(box.fitted_ms == fitted_ms for box in boxes)
+    return boxes
 
 
 def build_fleet(

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from gp8.demo import banner, demo_settings, run_demo
-from gp8.settings import Settings
+from gp8.settings import ApiSettings, Settings, TcpSettings
 
 pytestmark = pytest.mark.slow
 
 
 async def test_the_demo_runs_a_fleet_and_says_where_to_look(data_dir: Path) -> None:
-    settings = Settings(data_dir=data_dir, log_level="warning", tcp={"port": 0}, api={"port": 0})
+    settings = Settings(
+        data_dir=data_dir, log_level="warning", tcp=TcpSettings(port=0), api=ApiSettings(port=0)
+    )
     args = argparse.Namespace(devices=3, interval=0.5, duration=3.0)
     out = io.StringIO()
     assert await run_demo(settings, args, out=out) == 0
@@ -33,8 +35,8 @@ async def test_the_demo_runs_a_fleet_and_says_where_to_look(data_dir: Path) -> N
 
 
 def test_demo_settings_keep_to_the_loopback_with_a_fresh_key() -> None:
-    first, _ = demo_settings(Settings(tcp={"port": 0}, api={"port": 0}))
-    second, _ = demo_settings(Settings(tcp={"port": 0}, api={"port": 0}))
+    first, _ = demo_settings(Settings(tcp=TcpSettings(port=0), api=ApiSettings(port=0)))
+    second, _ = demo_settings(Settings(tcp=TcpSettings(port=0), api=ApiSettings(port=0)))
     assert first.tcp.host == first.api.host == "127.0.0.1"
     assert first.bootstrap_key and first.bootstrap_key != second.bootstrap_key
 
@@ -46,7 +48,9 @@ def test_a_taken_port_is_replaced_by_a_free_one() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings, notes = demo_settings(Settings(tcp={"port": port}, api={"port": 0}))
+        settings, notes = demo_settings(
+            Settings(tcp=TcpSettings(port=port), api=ApiSettings(port=0))
+        )
     assert settings.tcp.port == 0 and notes
 
 

@@ -57,3 +57,48 @@ def test_the_inhibit_relay_decides_whether_the_engine_starts(driver: BoxDriver) 
     assert driver._can_start()
     driver.box.state.engine_start_inhibited = True
     assert not driver._can_start()
+
+
+async def test_stopping_does_not_wait_for_acks_that_never_come() -> None:
+    """A gateway that logs boxes in and never ACKs: a stop ends the run at once (plus the
+    short stop timeout), not after the 60 s ACK timeout."""
+    import asyncio
+    import time
+
+    from protocol import Challenge, FrameDecoder, Login, LoginResult, LoginStatus, encode
+
+    async def mute_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode(Challenge(0, b"n" * 16, 0)))
+        decoder = FrameDecoder()
+        while data := await reader.read(65536):
+            decoder.feed(data)
+            for message in decoder:
+                if isinstance(message, Login):
+                    writer.write(encode(LoginResult(1, LoginStatus.OK, 0)))
+        writer.close()
+
+    server = await asyncio.start_server(mute_gateway, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    scenario = load_scenario("normal")
+    options = FleetOptions(transport=TransportConfig(port=port), interval_s=1, stop_timeout_s=0.3)
+    fleet = Fleet(
+        [ProvisionedBox("356000000000018", "secret")],
+        scenario=scenario,
+        network=StreetGrid(LatLon(0, 0), 2000),
+        clock=make_clock(scenario, options, lon=0),
+        options=options,
+    )
+    running = asyncio.create_task(fleet.run())
+    async with asyncio.timeout(5):
+        while fleet.report.sent < 1 or not fleet.drivers[0].box.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    fleet.stop()
+    async with asyncio.timeout(5):
+        report = await running
+    assert time.monotonic() - started < 2.0
+    assert report.sent >= 1 and report.acked == 0
+    assert report.snapshot()["pending"] == report.sent
+    server.close()
+    await server.wait_closed()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gp8.serve import start_services, stop_services
-from gp8.settings import Settings
+from gp8.settings import ApiSettings, MqttSettings, Settings, TcpSettings
 from simulator.fleet import Fleet, FleetOptions, make_clock
 from simulator.pacing import wall_ms
 from simulator.scenario import load_scenario
@@ -38,15 +38,15 @@ async def gp8(data_dir: Path) -> AsyncIterator[Gp8]:
         data_dir=data_dir,
         bootstrap_key=OPERATOR_KEY,
         log_level="warning",
-        tcp={"host": "127.0.0.1", "port": 0},
-        api={"host": "127.0.0.1", "port": 0, "rate_limit_per_minute": 0},
-        mqtt={
-            "url": BROKER,
-            "share_group": f"sim-{tag}",
-            "client_id": f"gp8-sim-{tag}",
+        tcp=TcpSettings(host="127.0.0.1", port=0),
+        api=ApiSettings(host="127.0.0.1", port=0, rate_limit_per_minute=0),
+        mqtt=MqttSettings(
+            url=BROKER,
+            share_group=f"sim-{tag}",
+            client_id=f"gp8-sim-{tag}",
             # Short: a test must not leave a session queueing the shared broker's uplink.
-            "session_expiry_s": 10,
-        },
+            session_expiry_s=10,
+        ),
     )
     run = await start_services(settings)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -103,11 +104,13 @@ class FakeApi:
         self._imeis: set[str] = set()
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
+        body: dict[str, Any] = json.loads(request.content) if request.content else {}
         self.requests.append((request.method, request.url.path, body))
         assert request.headers["authorization"] == "Bearer k"
         if request.url.path == "/openapi.json":
-            props = {"imei": {}, **({"fitted_at": {}} if self.backdating else {})}
+            props: dict[str, Any] = {"imei": {}}
+            if self.backdating:
+                props["fitted_at"] = {}
             spec = {"components": {"schemas": {"FittingCreate": {"properties": props}}}}
             return httpx.Response(200, json=spec)
         if request.url.path == "/v1/vehicles":

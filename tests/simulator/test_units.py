@@ -239,3 +239,17 @@ def test_valid_frames_survive_any_garbage_between_them(seed: int, layout: list[b
     stream += encode(Heartbeat(999))
     decoded = [m for m in _decode(stream) if not isinstance(m, FrameError)]
     assert decoded == [*expected, Heartbeat(999)]
+
+
+async def test_live_progress_renders_the_figures() -> None:
+    import io
+
+    from simulator.report import live_progress
+
+    report = Report(devices=3, scenario="normal")
+    report.on_sent(10)
+    report.on_ack(10, False, 0.02)
+    stream = io.StringIO()
+    with live_progress(report, stream, enabled=True, force_terminal=True):
+        await asyncio.sleep(0.6)
+    assert "sent 10" in stream.getvalue() and "acked 10" in stream.getvalue()
