@@ -176,6 +176,7 @@ class Connection:
         # silently dead one with it (duplicate-box detection).
         self.last_activity = float("-inf")
         self._login_to_announce = False
+        self._ended = asyncio.Event()
 
     # --- SessionHandle (gateway.registry) ---------------------------------------------------
 
@@ -195,6 +196,15 @@ class Connection:
         if self._close_reason is None:
             self._close_reason = reason
         self._writer.transport.abort()
+
+    async def ended_within(self, timeout_s: float) -> bool:
+        """True if the session ends by itself (its link died) within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._ended.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def stop(self) -> None:
         """Graceful shutdown: read no more; what was read is still stored and ACKed."""
@@ -247,6 +257,7 @@ class Connection:
         finally:
             reason = self._close_reason or reason
             self._session.close()
+            self._ended.set()
             self._metrics.closes[reason] += 1
             self._close_transport(polite=reason not in _IMPOLITE)
             if self._registered:

@@ -28,6 +28,11 @@ STATE_WRITE_TIMEOUT_S = 5.0
 # so its dead session is always older than this; a clone fighting the real box over the
 # session re-logs in within seconds of each supersede and is caught on the next round.
 DUPLICATE_LIVE_WINDOW_S = 30.0
+# How long a superseded session that looked live gets to end by itself before the new login
+# counts as a duplicate box. A box that reconnects (a storm, a modem reset) aborted its old
+# link, but under load we may read its new LOGIN before the old socket's reset: that old
+# session then ends within this grace. A second live box keeps its link open.
+DUPLICATE_GRACE_S = 2.0
 
 
 class DuplicateHandler(Protocol):
@@ -56,6 +61,10 @@ class SessionHandle(Protocol):
         """Ask the session to end now (it closes its socket and unregisters itself)."""
         ...
 
+    async def ended_within(self, timeout_s: float) -> bool:
+        """True if the session ends by itself (its link died) within ``timeout_s``."""
+        ...
+
 
 class SessionRegistry:
     def __init__(
@@ -77,6 +86,7 @@ class SessionRegistry:
         # new session gets its login answer, so the freeze precedes any command.
         self.on_duplicate: DuplicateHandler | None = None
         self.duplicate_live_window_s = DUPLICATE_LIVE_WINDOW_S
+        self.duplicate_grace_s = DUPLICATE_GRACE_S
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -100,8 +110,11 @@ class SessionRegistry:
                 old.remote,
             )
             idle_s = self._idle_s(old)
+            live = idle_s < self.duplicate_live_window_s and not await old.ended_within(
+                self.duplicate_grace_s
+            )
             old.close("superseded")
-            if idle_s < self.duplicate_live_window_s:
+            if live:
                 await self._report_duplicate(session, old, idle_s)
         await self._record(session, online=True)
 

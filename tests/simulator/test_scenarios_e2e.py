@@ -144,14 +144,11 @@ async def test_storm_every_box_reconnects_and_nothing_is_lost(fleet: FleetAccess
     assert health["gateway"]["records"].get("duplicate", 0) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gp8 takes a box that reconnects at once, while its dead session is still "
-    "registered and was active less than 30 s ago, for a clone: a storm raises duplicate_box "
-    "alerts and freezes commands (gateway/registry.py DUPLICATE_LIVE_WINDOW_S)",
-)
 async def test_a_storm_raises_no_duplicate_box_alert(fleet: FleetAccess) -> None:
-    await run_scenario(fleet, "storm", devices=2)
+    # Boxes that reconnect at once, before their old socket's reset is read, are not clones:
+    # the old session ends within the registry's grace (gateway/registry.py).
+    run = await run_scenario(fleet, "storm", devices=2)
+    assert run.snapshot["logins"] >= 3 * 2
     alerts = await fleet.get("/v1/alerts")
     assert not [a for a in alerts["data"] if a["kind"] == "duplicate_box"]
 
