@@ -549,6 +549,11 @@ class VirtualBox:
 
     def _on_command(self, link: _Link, command: Command) -> None:
         self.commands.append(command)
+        # protocol.md §5.5 step 1: ACK on receipt (the server records it delivered), then
+        # execute (once per command number) and answer COMMAND_RESULT. Writes without waiting:
+        # the reader must not block on a slow socket; the transport buffers them, and a dead
+        # link shows up as EOF on the next read.
+        link.writer.write(encode(Ack(self._next_seq(), command.seq)))
         outcome = self._executed.get(command.seq)
         if outcome is None:
             outcome = self._execute(command)
@@ -557,8 +562,6 @@ class VirtualBox:
                 self._executed.popitem(last=False)
         status, failure = outcome
         reply = CommandResult(self._next_seq(), command.seq, status, failure, self.state.flags)
-        # A write without waiting: the reader must not block on a slow socket; the transport
-        # buffers it, and a dead link shows up as EOF on the next read.
         link.writer.write(encode(reply))
 
     def _execute(self, command: Command) -> CommandOutcome:

@@ -32,6 +32,7 @@ async def test_online_box_executes_and_the_api_shows_the_state_then_the_position
     assert box.commands[0].seq == done["seq"]
     assert done["result"] == {"doors_locked": True, "engine_start_inhibited": False}
     assert done["attempts"] == 1 and done["failure"] is None
+    assert done["delivered_at"] is not None  # the box ACKed the COMMAND on receipt
     # The vehicle shows the state at once, from the acknowledgement...
     r = await gp8.http.get(f"/v1/vehicles/{fleet.vehicle_id}", headers=fleet.h("viewer"))
     state = r.json()["lock_state"]
@@ -49,12 +50,13 @@ async def test_online_box_executes_and_the_api_shows_the_state_then_the_position
     assert [e["action"] for e in entries] == [
         "command.requested",
         "command.sent",
+        "command.delivered",
         "command.acknowledged",
     ]
     assert {e["key_id"] for e in entries} == {fleet.api.key_ids["manager"]}
     assert {e["reason"] for e in entries} == {"customer request 12"}
     assert entries[0]["actor"] == f"key:{fleet.api.key_ids['manager']}"
-    assert entries[2]["actor"] == f"box:{fleet.imei}"
+    assert entries[2]["actor"] == entries[3]["actor"] == f"box:{fleet.imei}"
 
 
 async def test_offline_queue_is_delivered_in_order_at_the_next_login(
@@ -218,6 +220,7 @@ async def test_gateway_restart_between_sent_and_answer_loses_nothing(
     assert actions == [
         "command.requested",
         "command.sent",
+        "command.delivered",  # the box's receipt ACK; its answer was lost
         "command.sent",
         "command.acknowledged",
     ]

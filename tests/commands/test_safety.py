@@ -119,6 +119,7 @@ async def test_four_eyes_needs_another_admin(gp8: Gp8, fleet: Fleet) -> None:
         "command.requested",
         "command.approved",
         "command.sent",
+        "command.delivered",
         "command.acknowledged",
     ]
 

@@ -410,6 +410,8 @@ async def test_a_command_reaches_the_box_and_its_state_shows_in_its_records(
     box = new_box(store, gw)
     await box.connect()
     assert await gw.send(box.imei, Command(1000, CommandType.LOCK, 0))
+    receipt = await asyncio.wait_for(results.get(), TIMEOUT)
+    assert isinstance(receipt, Ack) and receipt.acked_seq == 1000  # ACK on receipt first
     result = await asyncio.wait_for(results.get(), TIMEOUT)
     assert isinstance(result, CommandResult) and result.command_seq == 1000
     assert result.status is CommandStatus.DONE and result.state & 0b100
