@@ -18,6 +18,7 @@ BENCHES = [
     "bench_api.py",
     "bench_commands.py",
     "bench_mqtt.py",
+    "bench_sim.py",
 ]
 
 

@@ -57,13 +57,29 @@ class Running:
 
 
 async def start_services(settings: Settings) -> Running:
-    """Start storage, gateway, optional MQTT bridge and API; `stop_services` undoes it."""
+    """Start storage, gateway, optional MQTT bridge and API; `stop_services` undoes it.
+
+    If any part fails to start (a port in use, storage unreachable), what already started is
+    stopped again before the error propagates: nothing is left listening.
+    """
+    run = Running()
+    try:
+        await _start(run, settings)
+    except BaseException:
+        try:
+            await stop_services(run)
+        except Exception:
+            log.exception("while undoing a failed start")
+        raise
+    return run
+
+
+async def _start(run: Running, settings: Settings) -> None:
     from api.app import create_app
     from gateway import TcpGateway
     from gateway.commands import CommandService
     from storage import open_store
 
-    run = Running()
     store = open_store(
         mongo_url=settings.mongo_url, mongo_db=settings.mongo_db, data_dir=settings.data_dir
     )
@@ -155,20 +171,29 @@ async def start_services(settings: Settings) -> Running:
     )
     server = _ApiServer(config)
     run.api_server = server
-    run.api_task = asyncio.create_task(server.serve())
+    run.api_task = asyncio.create_task(_serve_api(server))
     while not server.started:
         if run.api_task.done():
             await run.api_task  # raises the start-up error (port in use, ...)
             raise RuntimeError("API server exited during start-up")
         await asyncio.sleep(0.02)
-    return run
+
+
+async def _serve_api(server: uvicorn.Server) -> None:
+    # uvicorn reports a failed start (port in use, lifespan error) with sys.exit; a SystemExit
+    # escaping a task would stop the whole event loop, so it becomes an ordinary error here.
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise RuntimeError(f"the API server could not start (exit status {exc.code})") from None
 
 
 async def stop_services(run: Running) -> None:
     """Graceful: stop the API, then the gateway (drains, stores and acks), then storage."""
     if run.api_server is not None and run.api_task is not None:
         run.api_server.should_exit = True
-        await run.api_task
+        if not run.api_task.done():
+            await run.api_task
     if run.commands is not None:
         await run.commands.stop()
     if run.mqtt is not None:
