@@ -565,29 +565,7 @@ class VirtualBox:
         link.writer.write(encode(reply))
 
     def _execute(self, command: Command) -> CommandOutcome:
-        if self.on_command is not None:
-            custom = self.on_command(command, self.state)
-            if custom is not None:
-                return custom
-        state = self.state
-        match command.command:
-            case CommandType.LOCK:
-                state.doors_locked = True
-            case CommandType.UNLOCK:
-                state.doors_locked = False
-            case CommandType.DISABLE_ENGINE_START:
-                state.engine_start_inhibited = True
-            case CommandType.ENABLE_ENGINE_START:
-                state.engine_start_inhibited = False
-            case CommandType.SET_REPORT_INTERVAL:
-                if command.param == 0:
-                    return CommandStatus.FAILED, CommandFailure.INVALID_PARAMETER
-                state.report_interval_s = command.param
-            case CommandType.REBOOT:
-                state.reboots += 1
-            case CommandType.LOCATE:
-                pass  # the caller's hook (or the simulator) sends the position
-        return CommandStatus.DONE, CommandFailure.NONE
+        return execute(command, self.state, self.on_command)
 
     async def _heartbeat_loop(self, link: _Link) -> None:
         assert self.heartbeat_interval_s is not None
@@ -603,6 +581,32 @@ class VirtualBox:
                 if link is self._link:
                     self._drop_link(abort=True)
                 return
+
+
+def execute(command: Command, state: BoxState, hook: CommandHook | None) -> CommandOutcome:
+    """Carry out ``command`` on the box's ``state`` (any transport's box uses this)."""
+    if hook is not None:
+        custom = hook(command, state)
+        if custom is not None:
+            return custom
+    match command.command:
+        case CommandType.LOCK:
+            state.doors_locked = True
+        case CommandType.UNLOCK:
+            state.doors_locked = False
+        case CommandType.DISABLE_ENGINE_START:
+            state.engine_start_inhibited = True
+        case CommandType.ENABLE_ENGINE_START:
+            state.engine_start_inhibited = False
+        case CommandType.SET_REPORT_INTERVAL:
+            if command.param == 0:
+                return CommandStatus.FAILED, CommandFailure.INVALID_PARAMETER
+            state.report_interval_s = command.param
+        case CommandType.REBOOT:
+            state.reboots += 1
+        case CommandType.LOCATE:
+            pass  # the caller's hook (or the simulator) sends the position
+    return CommandStatus.DONE, CommandFailure.NONE
 
 
 def _now_ms() -> int:

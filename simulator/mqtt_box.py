@@ -36,10 +36,7 @@ from protocol import (
     MAX_RECORDS_PER_FRAME,
     Ack,
     Command,
-    CommandFailure,
     CommandResult,
-    CommandStatus,
-    CommandType,
     Event,
     EventCode,
     FrameDecoder,
@@ -70,6 +67,7 @@ from simulator.box import (
     CommandHook,
     CommandOutcome,
     LoginRefused,
+    execute,
     make_record,
 )
 
@@ -562,32 +560,6 @@ class MqttBox:
             except (BoxError, TimeoutError) as exc:
                 log.debug("mqtt box %s: heartbeat failed: %r", self.imei, exc)
                 return
-
-
-def execute(command: Command, state: BoxState, hook: CommandHook | None) -> CommandOutcome:
-    """Carry out ``command`` on ``state`` the way VirtualBox does."""
-    if hook is not None:
-        custom = hook(command, state)
-        if custom is not None:
-            return custom
-    match command.command:
-        case CommandType.LOCK:
-            state.doors_locked = True
-        case CommandType.UNLOCK:
-            state.doors_locked = False
-        case CommandType.DISABLE_ENGINE_START:
-            state.engine_start_inhibited = True
-        case CommandType.ENABLE_ENGINE_START:
-            state.engine_start_inhibited = False
-        case CommandType.SET_REPORT_INTERVAL:
-            if command.param == 0:
-                return CommandStatus.FAILED, CommandFailure.INVALID_PARAMETER
-            state.report_interval_s = command.param
-        case CommandType.REBOOT:
-            state.reboots += 1
-        case CommandType.LOCATE:
-            pass
-    return CommandStatus.DONE, CommandFailure.NONE
 
 
 def _code(rc: object) -> int:
