@@ -30,7 +30,7 @@ from storage.models import (
 )
 from storage.pagination import decode_cursor, make_page, page_limit
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, fetch_all, fetch_one
+from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one
 from storage.sqlite.rows import Row
 
 _COMMAND_FIELDS = tuple(f.name for f in dataclasses.fields(CommandRecord))
@@ -130,15 +130,7 @@ class SqliteCommands:
         limit = page_limit(limit)
         where = ["fleet_id = ?", "created_ms >= ?", "created_ms < ?"]
         params: list[Any] = [fleet_id, from_ms, to_ms]
-        if vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(vehicle_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status.value)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind.value)
+        equal_filters(where, params, vehicle_id=vehicle_id, status=status, kind=kind)
         key = None if cursor is None else decode_cursor(cursor, "command", (int, str))
         cond, after_params = after(["created_ms", "id"], key)
         sql = (
@@ -251,12 +243,7 @@ class SqliteAudit:
         # "IS ?" also matches NULL: the platform's entries are read with fleet_id None.
         where = ["fleet_id IS ?", "time_ms >= ?", "time_ms < ?"]
         params: list[Any] = [fleet_id, from_ms, to_ms]
-        if vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(vehicle_id)
-        if command_id is not None:
-            where.append("command_id = ?")
-            params.append(command_id)
+        equal_filters(where, params, vehicle_id=vehicle_id, command_id=command_id)
         key = None if cursor is None else decode_cursor(cursor, "audit", (int, str))
         cond, after_params = after(["time_ms", "id"], key)
         sql = (
@@ -343,9 +330,7 @@ class SqliteAlerts:
         limit = page_limit(limit)
         where = ["fleet_id = ?"]
         params: list[Any] = [fleet_id]
-        if vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(vehicle_id)
+        equal_filters(where, params, vehicle_id=vehicle_id)
         if open_only:
             where.append("cleared_ms IS NULL")
         key = None if cursor is None else decode_cursor(cursor, "alert", (int, str))

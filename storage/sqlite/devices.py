@@ -21,7 +21,14 @@ from storage.models import (
 from storage.pagination import decode_id_cursor, make_page, page_limit
 from storage.sqlite import rows
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, fetch_all, fetch_one, get_one, require_fleet
+from storage.sqlite.query import (
+    after,
+    equal_filters,
+    fetch_all,
+    fetch_one,
+    get_one,
+    require_fleet,
+)
 from storage.sqlite.resources import get_vehicle
 
 
@@ -66,12 +73,7 @@ class SqliteDevices:
         limit = page_limit(limit)
         where = ["fleet_id = ?"]
         params: list[Any] = [fleet_id]
-        if imei is not None:
-            where.append("imei = ?")
-            params.append(imei)
-        if model is not None:
-            where.append("model = ?")
-            params.append(model.value)
+        equal_filters(where, params, imei=imei, model=model)
         if fitted is not None:
             where.append("vehicle_id IS NOT NULL" if fitted else "vehicle_id IS NULL")
         key = None if cursor is None else (decode_id_cursor(cursor, "device"),)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Any, TypeVar
 
 from storage.errors import NotFound
@@ -36,6 +37,17 @@ def get_one(
 def require_fleet(conn: sqlite3.Connection, fleet_id: str) -> None:
     if fetch_one(conn, "SELECT 1 FROM fleets WHERE id = ?", (fleet_id,)) is None:
         raise NotFound(f"fleet {fleet_id}")
+
+
+def equal_filters(where: list[str], params: list[Any], **columns: object) -> None:
+    """Add ``column = ?`` to ``where`` for each column given a value (None: no filter).
+
+    Column names come from the caller's keywords, never from input.
+    """
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value.value if isinstance(value, Enum) else value)
 
 
 def after(columns: Sequence[str], key: CursorKey | None) -> tuple[str, list[Any]]:

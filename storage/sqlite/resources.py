@@ -11,7 +11,7 @@ from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id,
 from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
 from storage.sqlite import rows, schema
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, fetch_all, get_one, require_fleet
+from storage.sqlite.query import after, equal_filters, fetch_all, get_one, require_fleet
 
 
 class SqliteFleets:
@@ -104,12 +104,7 @@ class SqliteVehicles:
         limit = page_limit(limit)
         where = ["fleet_id = ?"]
         params: list[Any] = [fleet_id]
-        if vin is not None:
-            where.append("vin = ?")
-            params.append(vin)
-        if plate is not None:
-            where.append("plate = ?")
-            params.append(plate)
+        equal_filters(where, params, vin=vin, plate=plate)
         if fitted is not None:
             where.append("device_id IS NOT NULL" if fitted else "device_id IS NULL")
         cond, after_params = after(["id"], _id_key(cursor, "vehicle"))
