@@ -182,7 +182,66 @@ class _Link:
     alive: bool = True
 
 
-class VirtualBox:
+class OutboxDelivery:
+    """What every virtual box does with its outbox, whatever the transport: send records and
+    keep reconnecting until the server has acknowledged all of them. Subclasses provide the
+    link (connect, flush, what to do with a broken one)."""
+
+    imei: str
+    _LOG_NAME = "box"
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        raise NotImplementedError
+
+    def enqueue(self, records: Iterable[PositionRecord]) -> None:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        raise NotImplementedError
+
+    async def _abandon_link(self) -> None:
+        """Forget a link that failed, so the next round connects anew."""
+        raise NotImplementedError
+
+    async def send_positions(
+        self,
+        records: Iterable[PositionRecord],
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> None:
+        """Enqueue ``records`` and flush the outbox."""
+        self.enqueue(records)
+        await self.flush(timeout)
+
+    async def deliver(
+        self,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        reconnect_delay_s: float = 0.05,
+    ) -> None:
+        """Flush the outbox, reconnecting as often as needed, until it is empty."""
+        async with asyncio.timeout(timeout):
+            while self.pending:
+                try:
+                    if not self.connected:
+                        await self.connect()
+                    await self.flush(timeout=None)
+                except (BoxDisconnected, OSError, TimeoutError) as exc:
+                    # A TimeoutError here is ours (connect, login, ACKs): the outer deadline
+                    # reaches this code as a cancellation.
+                    log.debug("%s %s: %r; reconnecting", self._LOG_NAME, self.imei, exc)
+                    await self._abandon_link()
+                    await asyncio.sleep(reconnect_delay_s)
+
+
+class VirtualBox(OutboxDelivery):
     def __init__(
         self,
         imei: str,
@@ -409,34 +468,8 @@ class VirtualBox:
                 else:
                     await self._changed.wait()
 
-    async def send_positions(
-        self,
-        records: Iterable[PositionRecord],
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> None:
-        """Enqueue ``records`` and flush the outbox."""
-        self.enqueue(records)
-        await self.flush(timeout)
-
-    async def deliver(
-        self,
-        timeout: float = 60.0,  # noqa: ASYNC109
-        *,
-        reconnect_delay_s: float = 0.05,
-    ) -> None:
-        """Flush the outbox, reconnecting as often as needed, until it is empty."""
-        async with asyncio.timeout(timeout):
-            while self.pending:
-                try:
-                    if not self.connected:
-                        await self.connect()
-                    await self.flush(timeout=None)
-                except (BoxDisconnected, OSError, TimeoutError) as exc:
-                    # A TimeoutError here is ours (connect, login, ACKs): the outer deadline
-                    # reaches this code as a cancellation.
-                    log.debug("box %s: %r; reconnecting", self.imei, exc)
-                    self._drop_link(abort=True)
-                    await asyncio.sleep(reconnect_delay_s)
+    async def _abandon_link(self) -> None:
+        self._drop_link(abort=True)
 
     async def heartbeat(self) -> None:
         """Send a HEARTBEAT and wait for its ACK."""

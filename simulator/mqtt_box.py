@@ -67,6 +67,7 @@ from simulator.box import (
     CommandHook,
     CommandOutcome,
     LoginRefused,
+    OutboxDelivery,
     execute,
     make_record,
 )
@@ -108,7 +109,9 @@ class _Link:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class MqttBox:
+class MqttBox(OutboxDelivery):
+    _LOG_NAME = "mqtt box"
+
     def __init__(
         self,
         imei: str,
@@ -365,34 +368,11 @@ class MqttBox:
                     async with asyncio.timeout(wait):
                         await self._changed.wait()
 
-    async def send_positions(
-        self,
-        records: Iterable[PositionRecord],
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> None:
-        self.enqueue(records)
-        await self.flush(timeout)
-
-    async def deliver(
-        self,
-        timeout: float = 60.0,  # noqa: ASYNC109
-        *,
-        reconnect_delay_s: float = 0.05,
-    ) -> None:
-        """Flush the outbox, reconnecting as often as needed, until it is empty."""
-        async with asyncio.timeout(timeout):
-            while self.pending:
-                try:
-                    if not self.connected:
-                        await self.connect()
-                    await self.flush(timeout=None)
-                except (BoxDisconnected, OSError, TimeoutError) as exc:
-                    log.debug("mqtt box %s: %r; reconnecting", self.imei, exc)
-                    link = self._link
-                    self._drop_link()
-                    if link is not None:
-                        await self._exit(link.client)
-                    await asyncio.sleep(reconnect_delay_s)
+    async def _abandon_link(self) -> None:
+        link = self._link
+        self._drop_link()
+        if link is not None:
+            await self._exit(link.client)
 
     async def heartbeat(self) -> None:
         """Publish a HEARTBEAT and wait for its ACK."""
