@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.security import new_api_key
 from gp8.serve import Running, start_services, stop_services
 from gp8.settings import ApiSettings, Settings, TcpSettings
-from protocol import Model
+from protocol.gp8 import Model
 from simulator.box import VirtualBox
 from storage.models import CommandRecord, CommandState, DeviceModel, Role
 

@@ -18,7 +18,7 @@ from pathlib import Path
 # Runnable as a plain script from a checkout, without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import FrameDecoder, Position, PositionRecord, RecordFlags, encode
+from protocol.gp8 import FrameDecoder, Position, PositionRecord, RecordFlags, encode
 
 # The budget for the gateway's decode path on one core: decoding must stay a small share of the
 # per-record cost, so that storage, not parsing, limits ingestion.

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import TcpGateway
-from protocol import Model
+from protocol.gp8 import Model
 from simulator.box import VirtualBox, make_record
 from storage.models import (
     Device,

@@ -24,7 +24,7 @@ import secrets
 import sys
 import time
 
-from protocol import Model
+from protocol.gp8 import Model
 from simulator.box import VirtualBox, make_record
 from storage.models import DeviceModel, now_ms
 from storage.mongo import MongoStore

@@ -19,7 +19,7 @@ from pathlib import Path
 # Runnable as a plain script from a checkout, without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import Position, PositionRecord, encode
+from protocol.gp8 import Position, PositionRecord, encode
 from simulator.box import make_record
 from simulator.geo import LatLon
 from simulator.trajectory import StreetGrid, Vehicle

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from gateway.metrics import GatewayMetrics
 from gateway.ports import DeviceDirectory
-from protocol import Login, LoginStatus, verify_login_proof
+from protocol.gp8 import Login, LoginStatus, verify_login_proof
 from storage.errors import StorageError
 from storage.models import Device, DeviceStatus
 

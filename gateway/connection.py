@@ -31,7 +31,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestPipeline
 from gateway.ports import DeviceDirectory
 from gateway.registry import SessionRegistry
-from protocol import (
+from protocol.gp8 import (
     NONCE_SIZE,
     Ack,
     Challenge,

@@ -11,8 +11,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from protocol import Event as WireEvent
-from protocol import PositionRecord, RecordFlags
+from protocol.gp8 import Event as WireEvent
+from protocol.gp8 import PositionRecord, RecordFlags
 from storage.models import Event, Fitting, Position
 
 _FIX_VALID = int(RecordFlags.FIX_VALID)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
 from gateway.ports import DeviceDirectory
-from protocol import Message
+from protocol.gp8 import Message
 from storage.errors import StorageError
 from storage.models import DeviceConnection, Transport, now_ms
 

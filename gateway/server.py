@@ -27,7 +27,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
 from gateway.registry import SessionRegistry
-from protocol import Message
+from protocol.gp8 import Message
 
 log = logging.getLogger(__name__)
 

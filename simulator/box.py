@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from protocol import (
+from protocol.gp8 import (
     MAX_RECORDS_PER_FRAME,
     Ack,
     Challenge,

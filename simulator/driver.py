@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import (
+from protocol.gp8 import (
     Command,
     CommandFailure,
     CommandStatus,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import struct
 
-from protocol import MAX_RECORDS_PER_FRAME, Position, PositionRecord, crc16, encode
+from protocol.gp8 import MAX_RECORDS_PER_FRAME, Position, PositionRecord, crc16, encode
 
 KINDS = ("noise", "bad_crc", "unknown_type", "malformed")
 # Sequence numbers of corrupted frames: the top 1/16 of the u32 space. A box starts at 1 and

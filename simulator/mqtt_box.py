@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from gateway.mqtt.aiomqtt_compat import PublishTracker, cut, forget_disconnect_error
 from gateway.mqtt.config import BrokerConfig
 from gateway.mqtt.topics import ack_topic, down_topic, imei_of_box_topic, up_topic
-from protocol import (
+from protocol.gp8 import (
     MAX_RECORDS_PER_FRAME,
     Ack,
     Command,

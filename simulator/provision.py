@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from protocol import Model
+from protocol.gp8 import Model
 
 log = logging.getLogger(__name__)
 

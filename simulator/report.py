@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from protocol import LoginStatus
+from protocol.gp8 import LoginStatus
 from simulator.transport import Box, resent
 
 # Latency histogram: logarithmic buckets 2 % wide from 10 µs, so any percentile is within 2 %

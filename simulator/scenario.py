@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protocol import EventCode, WarningLight
+from protocol.gp8 import EventCode, WarningLight
 from simulator.trajectory import Motion
 
 SCENARIO_PACKAGE = "simulator.scenarios"

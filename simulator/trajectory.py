@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import NamedTuple, Protocol
 
-from protocol import EventCode, WarningLight
+from protocol.gp8 import EventCode, WarningLight
 from simulator.geo import (
     LatLon,
     bearing_deg,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from protocol import Command, EventCode, Model, NackReason, PositionRecord
+from protocol.gp8 import Command, EventCode, Model, NackReason, PositionRecord
 from simulator.box import AckHook, BoxState, CommandHook
 
 TRANSPORTS = ("tcp", "mqtt")

@@ -10,7 +10,7 @@ from api.schemas.common import Timestamp
 from api.times import iso_ms
 from api.validation import text_error
 from gateway.commands import rules
-from protocol import RecordFlags
+from protocol.gp8 import RecordFlags
 from storage.models import (
     Alert,
     AlertKind,

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 import orjson
 
 from api.times import iso_ms
-from protocol.frames import WarningLight
+from protocol.gp8.frames import WarningLight
 from storage.models import Position
 
 _WARNINGS = tuple((int(light), (light.name or "").lower()) for light in WarningLight)

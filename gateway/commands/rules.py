@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.commands.errors import InvalidCommand
-from protocol import Command, CommandFailure, CommandStatus, CommandType
+from protocol.gp8 import Command, CommandFailure, CommandStatus, CommandType
 from storage.models import CommandKind, CommandRecord, Role
 
 WIRE_TYPE: dict[CommandKind, CommandType] = {

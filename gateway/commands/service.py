@@ -39,7 +39,7 @@ from gateway.commands.errors import (
     VehicleFrozen,
     WrongState,
 )
-from protocol import Ack, Command, CommandResult, CommandStatus, Nack, NackReason, RecordFlags
+from protocol.gp8 import Ack, Command, CommandResult, CommandStatus, Nack, NackReason, RecordFlags
 from storage.errors import StorageError
 from storage.models import (
     LIVE_COMMAND_STATES,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.mqtt.topics import ack_topic, down_topic, up_filter, up_topic
-from protocol import mqtt_password
+from protocol.gp8 import mqtt_password
 from storage.models import Device, DeviceStatus
 from storage.repository import DeviceRepo, FleetRepo
 

@@ -43,7 +43,7 @@ from gateway.mqtt.topics import ack_topic, down_topic, shared_up_filter
 from gateway.mqtt.uplink import NotStored, UplinkHandler, UplinkResult
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
-from protocol import Message, encode
+from protocol.gp8 import Message, encode
 from storage.models import now_ms
 
 log = logging.getLogger(__name__)

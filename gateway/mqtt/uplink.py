@@ -32,7 +32,7 @@ from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import Presence
 from gateway.mqtt.topics import imei_of_up_topic
 from gateway.pipeline import IngestPipeline
-from protocol import (
+from protocol.gp8 import (
     Ack,
     CommandResult,
     Event,

@@ -6,7 +6,7 @@ import httpx
 
 from api.schemas.events import EventsPublic, EventType
 from api.times import iso_ms
-from protocol.frames import EventCode
+from protocol.gp8.frames import EventCode
 from storage.repository import Store
 from tests.api.helpers import T0, FleetFixture, make_event, make_position
 

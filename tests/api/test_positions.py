@@ -18,7 +18,7 @@ from api.schemas.positions import (
     TrackFeature,
 )
 from api.times import iso_ms
-from protocol.frames import WarningLight
+from protocol.gp8.frames import WarningLight
 from storage.models import DeviceConnection, Transport
 from storage.repository import Store
 from tests.api.helpers import T0, FleetFixture, make_position

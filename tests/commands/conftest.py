@@ -16,7 +16,7 @@ import pytest
 
 from gp8.serve import Running, start_services, stop_services
 from gp8.settings import ApiSettings, Settings, TcpSettings
-from protocol import Model
+from protocol.gp8 import Model
 from simulator.box import VirtualBox
 from tests.api.helpers import OPERATOR_KEY, VALID_IMEIS, VALID_VINS, FleetFixture, bearer
 from tests.api.helpers import create_fleet as api_create_fleet

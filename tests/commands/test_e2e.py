@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import Command, CommandFailure, CommandStatus, CommandType
+from protocol.gp8 import Command, CommandFailure, CommandStatus, CommandType
 from simulator.box import BoxState, CommandOutcome
 from storage.models import now_ms
 from tests.commands.conftest import TIMEOUT_S, Fleet, Gp8, send, wait_status

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway import TcpGateway
-from protocol import Ack, Command, CommandType, Heartbeat, LoginResult, LoginStatus, encode
+from protocol.gp8 import Ack, Command, CommandType, Heartbeat, LoginResult, LoginStatus, encode
 from tests.gateway.conftest import RawClient, imei_for
 from tests.gateway.fakes import FakeStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol import CommandType
+from protocol.gp8 import CommandType
 from tests.api.helpers import bearer
 from tests.commands.conftest import OPERATOR, Fleet, Gp8, send, wait_status
 

@@ -25,7 +25,7 @@ from gateway.commands import (
     VehicleFrozen,
     rules,
 )
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Command,
     CommandFailure,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway import TcpGateway
-from protocol import (
+from protocol.gp8 import (
     Challenge,
     FrameDecoder,
     FrameError,

@@ -6,7 +6,7 @@ import secrets
 import pytest
 
 from gateway import GatewayMetrics, LoginChecker, TcpGateway
-from protocol import Login, LoginResult, LoginStatus, Model, Position, encode, login_proof
+from protocol.gp8 import Login, LoginResult, LoginStatus, Model, Position, encode, login_proof
 from simulator.box import LoginRefused, VirtualBox
 from storage.models import DeviceStatus
 from tests.gateway.conftest import TIMEOUT, RawClient, imei_for, new_box, track

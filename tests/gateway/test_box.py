@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Challenge,
     Command,

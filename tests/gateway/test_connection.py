@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from gateway import TcpGateway
-from protocol import (
+from protocol.gp8 import (
     Ack,
     CommandFailure,
     CommandResult,
@@ -23,7 +23,7 @@ from protocol import (
     Position,
     encode,
 )
-from protocol.crc import crc16
+from protocol.gp8.crc import crc16
 from simulator.box import make_record
 from storage.models import now_ms
 from tests.gateway.conftest import (
@@ -399,7 +399,7 @@ async def test_command_results_go_to_the_hook_and_are_acked(
 async def test_a_command_reaches_the_box_and_its_state_shows_in_its_records(
     store: FakeStore, make_gateway: GatewayFactory
 ) -> None:
-    from protocol import Command, CommandType
+    from protocol.gp8 import Command, CommandType
 
     results: asyncio.Queue[object] = asyncio.Queue()
 

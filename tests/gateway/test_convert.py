@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.convert import DeviceContext, Fittings, to_event, to_position
-from protocol import Event, EventCode, RecordFlags
+from protocol.gp8 import Event, EventCode, RecordFlags
 from simulator.box import make_record
 from storage.models import Fitting, Position
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import pytest
 
 from gateway import GatewayStore, TcpGateway
-from protocol import Model, PositionRecord
+from protocol.gp8 import Model, PositionRecord
 from simulator.box import BoxDisconnected, VirtualBox
 from storage.models import DeviceModel, now_ms
 from storage.sqlite import SqliteStore

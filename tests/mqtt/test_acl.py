@@ -18,7 +18,7 @@ from gateway.mqtt.acl import (
     verify_password,
     write_files,
 )
-from protocol import mqtt_password
+from protocol.gp8 import mqtt_password
 from storage.models import Device, DeviceModel, DeviceStatus
 from storage.sqlite import SqliteStore
 

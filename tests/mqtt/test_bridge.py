@@ -11,7 +11,7 @@ import pytest
 
 from gateway.connection import BoxReply
 from gateway.mqtt import ack_topic, up_topic
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Command,
     CommandResult,

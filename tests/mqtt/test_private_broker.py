@@ -13,7 +13,7 @@ import pytest
 from gateway.mqtt import ack_topic, down_topic, up_topic
 from gateway.mqtt.aiomqtt_compat import PublishTracker, cut
 from gateway.pipeline import IngestPipeline
-from protocol import Command, CommandType, Ident, Model, Position, encode, mqtt_password
+from protocol.gp8 import Command, CommandType, Ident, Model, Position, encode, mqtt_password
 from simulator.box import LoginRefused
 from storage.models import Event, StoreResult
 from storage.models import Position as StoredPosition

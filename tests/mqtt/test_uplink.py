@@ -17,7 +17,7 @@ from gateway.mqtt.presence import Presence
 from gateway.mqtt.topics import up_topic
 from gateway.mqtt.uplink import NotStored, UplinkHandler, split_uplink
 from gateway.pipeline import IngestPipeline
-from protocol import (
+from protocol.gp8 import (
     Ack,
     CommandFailure,
     CommandResult,
@@ -32,7 +32,7 @@ from protocol import (
     Position,
     encode,
 )
-from protocol import Event as WireEvent
+from protocol.gp8 import Event as WireEvent
 from storage.models import DeviceStatus, now_ms
 from tests.gateway.fakes import FakeStore
 from tests.mqtt.conftest import track

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import Command, CommandFailure, CommandStatus, CommandType
+from protocol.gp8 import Command, CommandFailure, CommandStatus, CommandType
 from simulator.driver import BoxDriver
 from simulator.fleet import Fleet, FleetOptions, make_clock
 from simulator.geo import LatLon
@@ -65,7 +65,7 @@ async def test_stopping_does_not_wait_for_acks_that_never_come() -> None:
     import asyncio
     import time
 
-    from protocol import Challenge, FrameDecoder, Login, LoginResult, LoginStatus, encode
+    from protocol.gp8 import Challenge, FrameDecoder, Login, LoginResult, LoginStatus, encode
 
     async def mute_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(encode(Challenge(0, b"n" * 16, 0)))

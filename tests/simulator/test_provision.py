@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.validation import imei_error, vin_check_digit, vin_error
-from protocol import Model
+from protocol.gp8 import Model
 from simulator.provision import (
     ApiClient,
     ProvisionedBox,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import EventCode, WarningLight
+from protocol.gp8 import EventCode, WarningLight
 from simulator.scenario import (
     Behaviour,
     Replay,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import EventCode
+from protocol.gp8 import EventCode
 from simulator.geo import LatLon, haversine_m, local_hour
 from simulator.trajectory import (
     MAX_SPEED_FACTOR,

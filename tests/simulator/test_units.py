@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import (
+from protocol.gp8 import (
     BadCrc,
     FrameDecoder,
     FrameError,

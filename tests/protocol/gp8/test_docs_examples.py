@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol import (
+from protocol.gp8 import (
     MAX_FRAME_SIZE,
     RECORD_SIZE,
     Ack,
@@ -48,11 +48,11 @@ from protocol import (
     encode,
     login_proof,
 )
-from protocol.codec import HEADER_SIZE, RECORD
-from protocol.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS
-from tests.protocol.cases import CASES
+from protocol.gp8.codec import HEADER_SIZE, RECORD
+from protocol.gp8.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS
+from tests.protocol.gp8.cases import CASES
 
-DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 DOC = DOC_PATH.read_text(encoding="utf-8")
 
 # --- what the examples describe (Appendix A) ---------------------------------------------------

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from protocol import Heartbeat, Login, Model, RecordFlags
-from tests.protocol.cases import PARIS, RIO
+from protocol.gp8 import Heartbeat, Login, Model, RecordFlags
+from tests.protocol.gp8.cases import PARIS, RIO
 
 
 def test_units() -> None:

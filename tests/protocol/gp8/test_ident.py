@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import (
+from protocol.gp8 import (
     DeviceSession,
     EncodeError,
     FrameDecoder,
@@ -25,7 +25,7 @@ from protocol import (
     encode,
     mqtt_password,
 )
-from tests.protocol.reference import frame, hexbytes
+from tests.protocol.gp8.reference import frame, hexbytes
 
 IMEI = "356938035643809"
 IMEI_HEX = "000144a21cd245a1"
@@ -92,7 +92,7 @@ def test_malformed_payloads(name: str, payload: bytes) -> None:
 
 
 def test_ident_and_data_frames_share_one_stream() -> None:
-    from protocol import Heartbeat
+    from protocol.gp8 import Heartbeat
 
     data = encode(Ident(1, IMEI, Model.GP8000, (1, 4, 2))) + encode(Heartbeat(2))
     assert decode(data) == [Ident(1, IMEI, Model.GP8000, (1, 4, 2)), Heartbeat(2)]
@@ -132,7 +132,7 @@ def test_mqtt_passwords_differ_per_secret() -> None:
 
 # --- the example of docs/protocol.md §7.7 --------------------------------------------------------
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text(encoding="utf-8")
 
 
 def _block(marker: str) -> bytes:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import MAX_FRAME_SIZE, FrameDecoder, FrameError, Message, encode
-from tests.protocol import strategies as gp8
+from protocol.gp8 import MAX_FRAME_SIZE, FrameDecoder, FrameError, Message, encode
+from tests.protocol.gp8 import strategies as gp8
 
 # Fake headers in garbage may announce up to MAX_FRAME_SIZE bytes; padding the stream's end with
 # that many zeros lets the decoder reach, and reject, every one of them.

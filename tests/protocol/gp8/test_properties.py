@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Challenge,
     Command,
@@ -25,8 +25,8 @@ from protocol import (
     PositionRecord,
     encode,
 )
-from protocol.codec import MESSAGES
-from tests.protocol import strategies as gp8
+from protocol.gp8.codec import MESSAGES
+from tests.protocol.gp8 import strategies as gp8
 
 
 def decode_one(data: bytes) -> Message | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from protocol.errors import ProtocolError
-from protocol.frames import Ack, CommandResult, Event, Heartbeat, Login, Message, Nack, Position
+from protocol.gp8.errors import ProtocolError
+from protocol.gp8.frames import Ack, CommandResult, Event, Heartbeat, Login, Message, Nack, Position
 
 
 class SessionState(Enum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from protocol.frames import PositionRecord
+from protocol.gp8.frames import PositionRecord
 
 # 2015-01-01T00:00:00Z: older than any GP8 box; earlier times come from a reset clock.
 MIN_TIME_MS = 1_420_070_400_000

@@ -22,8 +22,8 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from protocol.crc import crc16
-from protocol.errors import (
+from protocol.gp8.crc import crc16
+from protocol.gp8.errors import (
     BadCrc,
     BadLength,
     EncodeError,
@@ -34,7 +34,7 @@ from protocol.errors import (
     UnknownMessageType,
     UnsupportedVersion,
 )
-from protocol.frames import (
+from protocol.gp8.frames import (
     Ack,
     Challenge,
     Command,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from protocol import (
+from protocol.gp8 import (
     MAX_FRAME_SIZE,
     Ack,
     BadCrc,
@@ -40,9 +40,9 @@ from protocol import (
     UnsupportedVersion,
     encode,
 )
-from protocol.codec import HEADER_SIZE
-from tests.protocol.cases import CASE_IDS, CASES, CASES_BY_ID, PARIS, PARIS_HEX, RIO_HEX, Case
-from tests.protocol.reference import frame, hexbytes
+from protocol.gp8.codec import HEADER_SIZE
+from tests.protocol.gp8.cases import CASE_IDS, CASES, CASES_BY_ID, PARIS, PARIS_HEX, RIO_HEX, Case
+from tests.protocol.gp8.reference import frame, hexbytes
 
 HEARTBEAT = CASES_BY_ID["heartbeat"]
 ACK = CASES_BY_ID["ack"]

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import crc16
-from protocol.crc import CHECK_VALUE
-from tests.protocol.reference import crc16_bitwise
+from protocol.gp8 import crc16
+from protocol.gp8.crc import CHECK_VALUE
+from tests.protocol.gp8.reference import crc16_bitwise
 
 
 def test_catalogue_check_value() -> None:

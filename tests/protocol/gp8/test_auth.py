@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import NONCE_SIZE, Model, login_proof, mqtt_password, verify_login_proof
+from protocol.gp8 import NONCE_SIZE, Model, login_proof, mqtt_password, verify_login_proof
 
 SECRET = "s3cret-for-box-0042"
 NONCE = bytes(range(16))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Challenge,
     Command,

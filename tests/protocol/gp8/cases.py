@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol import (
+from protocol.gp8 import (
     Ack,
     Challenge,
     Command,
@@ -33,7 +33,7 @@ from protocol import (
     RecordFlags,
     WarningLight,
 )
-from tests.protocol.reference import frame, hexbytes
+from tests.protocol.gp8.reference import frame, hexbytes
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from protocol import FrameDecoder, Garbage, Heartbeat, Position, encode
-from protocol.codec import MAX_FRAME_SIZE
-from tests.protocol.cases import PARIS
+from protocol.gp8 import FrameDecoder, Garbage, Heartbeat, Position, encode
+from protocol.gp8.codec import MAX_FRAME_SIZE
+from tests.protocol.gp8.cases import PARIS
 
 # "G8" then a length that promises ~12 KiB: line noise that looks like a frame header.
 FALSE_START = b"G8" + struct.pack(">H", 12_000) + b"\x01\x02\x00\x00\x00\x07"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import (
+from protocol.gp8 import (
     Ack,
     CommandResult,
     DeviceSession,
@@ -18,8 +18,8 @@ from protocol import (
     SessionError,
     SessionState,
 )
-from protocol.codec import MESSAGES
-from tests.protocol.cases import CASES
+from protocol.gp8.codec import MESSAGES
+from tests.protocol.gp8.cases import CASES
 
 # One message of each class, from the shared table.
 SAMPLES: dict[type, Message] = {}

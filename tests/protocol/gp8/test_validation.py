@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import PositionRecord, RecordRejection, check_record
-from protocol.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS
-from tests.protocol.cases import PARIS
-from tests.protocol.strategies import records
+from protocol.gp8 import PositionRecord, RecordRejection, check_record
+from protocol.gp8.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS
+from tests.protocol.gp8.cases import PARIS
+from tests.protocol.gp8.strategies import records
 
 NOW = PARIS.time_ms + 60_000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import protocol
+import protocol.gp8 as protocol
 
 PUBLIC = {
     "MAX_FRAME_SIZE", "MAX_RECORDS_PER_FRAME", "NONCE_SIZE", "RECORD_SIZE", "VERSION",
@@ -30,7 +30,7 @@ def test_every_public_name_exists() -> None:
 
 def test_star_import_gives_exactly_all() -> None:
     namespace: dict[str, object] = {}
-    exec("from protocol import *", namespace)
+    exec("from protocol.gp8 import *", namespace)
     assert set(namespace) - {"__builtins__"} == PUBLIC
 
 

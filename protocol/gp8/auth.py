@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 
-from protocol.frames import Model
+from protocol.gp8.frames import Model
 
 NONCE_SIZE = 16
 _DOMAIN = b"GP8v1-LOGIN"  # binds the MAC to this use, so it can't be confused with another
