@@ -31,7 +31,6 @@ from paho.mqtt.properties import Properties
 
 from gateway.mqtt.aiomqtt_compat import PublishTracker, cut, forget_disconnect_error
 from gateway.mqtt.config import BrokerConfig
-from gateway.mqtt.topics import ack_topic, down_topic, imei_of_box_topic, up_topic
 from protocol.gp8 import (
     MAX_RECORDS_PER_FRAME,
     Ack,
@@ -53,6 +52,7 @@ from protocol.gp8 import (
     encode,
     mqtt_password,
 )
+from protocol.gp8.topics import ack_topic, down_topic, imei_of_box_topic, up_topic
 from simulator.box import (
     BUSY_BACKOFF_S,
     COMMAND_MEMORY,

@@ -6,7 +6,7 @@ from gateway.mqtt.acl import generate_acl
 from gateway.mqtt.bridge import MqttBridge
 from gateway.mqtt.config import BrokerConfig, InvalidBrokerUrl
 from gateway.mqtt.metrics import MqttMetrics
-from gateway.mqtt.topics import ack_topic, down_topic, shared_up_filter, up_topic
+from protocol.gp8.topics import ack_topic, down_topic, shared_up_filter, up_topic
 
 __all__ = [
     "BrokerConfig",

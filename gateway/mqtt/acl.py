@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gateway.mqtt.topics import ack_topic, down_topic, up_filter, up_topic
 from protocol.gp8 import mqtt_password
+from protocol.gp8.topics import ack_topic, down_topic, up_filter, up_topic
 from storage.models import Device, DeviceStatus
 from storage.repository import DeviceRepo, FleetRepo
 

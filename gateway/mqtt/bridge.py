@@ -39,11 +39,11 @@ from gateway.mqtt.config import BrokerConfig
 from gateway.mqtt.directory import DeviceCache
 from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import IDLE_S, Presence
-from gateway.mqtt.topics import ack_topic, down_topic, shared_up_filter
 from gateway.mqtt.uplink import NotStored, UplinkHandler, UplinkResult
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
 from protocol.gp8 import Message, encode
+from protocol.gp8.topics import ack_topic, down_topic, shared_up_filter
 from storage.models import now_ms
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ from gateway.errors import GatewayError, PipelineClosed
 from gateway.mqtt.directory import DeviceCache, KnownDevice
 from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import Presence
-from gateway.mqtt.topics import imei_of_up_topic
 from gateway.pipeline import IngestPipeline
 from protocol.gp8 import (
     Ack,
@@ -46,6 +45,7 @@ from protocol.gp8 import (
     Position,
     check_record,
 )
+from protocol.gp8.topics import imei_of_up_topic
 from storage.errors import StorageUnavailable
 from storage.models import DeviceStatus
 from storage.models import Event as StoredEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.mqtt.config import BrokerConfig, InvalidBrokerUrl
-from gateway.mqtt.topics import (
+from protocol.gp8.topics import (
     ack_topic,
     down_topic,
     imei_of_box_topic,

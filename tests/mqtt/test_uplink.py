@@ -14,7 +14,6 @@ from gateway.mqtt.aiomqtt_compat import OrderedAcks
 from gateway.mqtt.directory import DeviceCache
 from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import Presence
-from gateway.mqtt.topics import up_topic
 from gateway.mqtt.uplink import NotStored, UplinkHandler, split_uplink
 from gateway.pipeline import IngestPipeline
 from protocol.gp8 import (
@@ -33,6 +32,7 @@ from protocol.gp8 import (
     encode,
 )
 from protocol.gp8 import Event as WireEvent
+from protocol.gp8.topics import up_topic
 from storage.models import DeviceStatus, now_ms
 from tests.gateway.fakes import FakeStore
 from tests.mqtt.conftest import track

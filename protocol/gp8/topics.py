@@ -1,4 +1,5 @@
-"""The MQTT topic layout (docs/protocol.md §7, docs/mqtt.md).
+"""The MQTT topic layout of GP8 (docs/protocol.md §7, docs/mqtt.md): part of the protocol, so a
+box (the simulator) and the gateway share one definition.
 
 One subtree per box, named by its IMEI, so that a broker ACL can give each box exactly its own
 topics: it writes ``gp8/{imei}/up`` and reads ``gp8/{imei}/down`` and ``gp8/{imei}/ack``.
