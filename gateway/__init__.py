@@ -1,10 +1,12 @@
-"""The TCP gateway: box connections in, durably stored positions and events out."""
+"""The gateway: box links (TCP, MQTT) around one device-session core and the ingest pipeline;
+box frames in, durably stored positions and events out (docs/architecture.md)."""
 
 from __future__ import annotations
 
+from gateway.adapters.gp8 import to_event, to_position
 from gateway.auth import LoginChecker, LoginOutcome
 from gateway.connection import CommandResultHandler, Connection, ConnectionConfig
-from gateway.convert import DeviceContext, Fittings, to_event, to_position
+from gateway.context import DeviceContext, Fittings
 from gateway.errors import GatewayError, PipelineClosed
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestPipeline

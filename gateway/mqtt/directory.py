@@ -3,7 +3,7 @@
 Over TCP a box logs in once per connection and its connection keeps its context; over MQTT every
 message names its box, so the bridge keeps the context of recently seen boxes here instead of
 reading the store per message. Entries are re-read after ``max_age_s``, like a TCP connection's
-fitting history (gateway.connection.FITTINGS_MAX_AGE_S), so a box disabled, or fitted to another
+fitting history (gateway.context.FITTINGS_MAX_AGE_S), so a box disabled, or fitted to another
 vehicle, is seen within that delay. Unknown IMEIs are cached too: a misconfigured box publishing
 in a loop must not cost one store read per message.
 """
@@ -15,8 +15,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from gateway.connection import FITTINGS_MAX_AGE_S, LOOKUP_TIMEOUT_S
-from gateway.convert import DeviceContext, Fittings
+from gateway.context import FITTINGS_MAX_AGE_S, LOOKUP_TIMEOUT_S, DeviceContext, Fittings
 from gateway.ports import DeviceDirectory
 from storage.errors import StorageError
 from storage.models import Device

@@ -1,18 +1,17 @@
-"""One uplink MQTT message in, the GP8 replies out: the MQTT twin of a TCP connection's read.
+"""One uplink MQTT message in, the GP8 replies out: the MQTT link of the device-session core.
 
 An uplink message (topic ``gp8/{imei}/up``) carries an IDENT frame followed by GP8 data frames
 (docs/protocol.md §7). The broker authenticated the publisher and its ACL only lets a box write
 its own uplink, so the topic names the box; the IDENT must name the same box, and a message
 without one, naming another box, or naming a box gp8 does not know (or has disabled) is dropped
-whole and counted. The frames are then treated exactly as on a TCP connection
-(gateway/connection.py): records are validated (protocol.check_record) and converted with the
-box's fitting history (gateway/convert.py), submitted to the shared ingest pipeline, and ACKed
-only once durably stored.
+whole and counted. What follows the IDENT goes through the same device-session core as a TCP
+read (gateway/core.py), with a session that starts authenticated (the broker did it) and the
+box's context from the device cache.
 
-Storage unavailable is not answered with NACK SERVER_BUSY as on TCP: the message itself is the
-box's resend buffer, held unacknowledged at the broker, so the handler retries with back-off
-until the records are stored (or the bridge stops, and the broker resends the message to
-whichever gateway picks it up next).
+The store policy differs from TCP's, and only it: storage unavailable is not answered with NACK
+SERVER_BUSY, since the message itself is the box's resend buffer, held unacknowledged at the
+broker; the handler retries with back-off until the records are stored (or the bridge stops,
+and the broker resends the message to whichever gateway picks it up next).
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from gateway.connection import NACK_FOR_ERROR, STORE_WAIT_S, BoxReply, CommandResultHandler
-from gateway.convert import to_event, to_position
+from gateway.adapters.gp8 import Gp8Session, Numbering
+from gateway.connection import STORE_WAIT_S, CommandResultHandler
+from gateway.core import DeviceSession, Refusal
 from gateway.errors import GatewayError, PipelineClosed
 from gateway.mqtt.directory import DeviceCache, KnownDevice
 from gateway.mqtt.metrics import MqttMetrics
@@ -33,17 +33,11 @@ from gateway.mqtt.presence import Presence
 from gateway.pipeline import IngestPipeline
 from protocol.gp8 import (
     Ack,
-    CommandResult,
-    Event,
     FrameDecoder,
     FrameError,
-    Heartbeat,
     Ident,
     Message,
     Nack,
-    NackReason,
-    Position,
-    check_record,
 )
 from protocol.gp8.topics import imei_of_up_topic
 from storage.errors import StorageUnavailable
@@ -61,15 +55,6 @@ MAX_MESSAGE_SIZE = 64 * 1024
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 
-_MAX_SEQ = 0xFFFF_FFFF
-_FRAME_NAMES: dict[type[Message], str] = {
-    Position: "position",
-    Event: "event",
-    Heartbeat: "heartbeat",
-    CommandResult: "command_result",
-    Ack: "ack",
-    Nack: "nack",
-}
 T = TypeVar("T")
 
 
@@ -110,13 +95,6 @@ class UplinkResult:
     records: int = 0  # records submitted for storage
 
 
-@dataclass(slots=True)
-class _DataFrame:
-    """Placeholder in the reply list for a POSITION/EVENT frame awaiting storage."""
-
-    seq: int
-
-
 class UplinkHandler:
     def __init__(
         self,
@@ -140,12 +118,12 @@ class UplinkHandler:
         self._store_wait_s = store_wait_s
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
-        self._seq = -1
+        # One numbering for every frame this gateway publishes (ACKs, NACKs, commands).
+        self._numbering = Numbering()
 
     def next_seq(self) -> int:
         """Sequence number of the next frame gp8 publishes (ACKs, NACKs, commands)."""
-        self._seq = (self._seq + 1) & _MAX_SEQ
-        return self._seq
+        return self._numbering.next()
 
     async def handle(self, topic: str, payload: bytes, received_ms: int) -> UplinkResult:
         """Process one uplink message. Raises NotStored when the bridge stops first."""
@@ -165,10 +143,12 @@ class UplinkHandler:
             # of this message was stored.
             result = self._drop("imei_mismatch", topic, claimed=ident.imei)
             result.reply_to = imei
+            protocol = Gp8Session(numbering=self._numbering)
             for item in uplink.items:
                 seq = item.seq if isinstance(item, FrameError) else _data_seq(item)
                 if seq is not None:
-                    result.replies.append(self._nack(seq, NackReason.IMEI_MISMATCH))
+                    m.nacks[Refusal.IMEI_MISMATCH.value] += 1
+                    result.replies.append(protocol.refuse(seq, Refusal.IMEI_MISMATCH))
             return result
         known = await self._retry(lambda: self._devices.get(imei), "device lookup")
         if known is None:
@@ -190,62 +170,23 @@ class UplinkHandler:
     async def _frames(
         self, known: KnownDevice, uplink: Uplink, received_ms: int, result: UplinkResult
     ) -> None:
-        m = self._metrics
-        ctx = known.context
-        imei = ctx.imei
-        pending: list[Message | _DataFrame] = []
-        positions: list[StoredPosition] = []
-        events: list[StoredEvent] = []
-        for item in uplink.items:
-            if isinstance(item, FrameError):
-                m.frame_errors[item.reason] += 1
-                reason = NACK_FOR_ERROR.get(item.reason)
-                if reason is not None and item.seq is not None:
-                    pending.append(self._nack(item.seq, reason))
-                continue
-            name = _FRAME_NAMES.get(type(item))
-            if name is None:  # LOGIN, a second IDENT, or a server → box type
-                m.frame_errors["unexpected_message"] += 1
-                pending.append(self._nack(item.seq, NackReason.UNKNOWN_TYPE))
-                continue
-            m.frames[name] += 1
-            if isinstance(item, Position):
-                for record in item.records:
-                    rejection = check_record(record, received_ms)
-                    if rejection is None:
-                        positions.append(to_position(record, ctx, received_ms))
-                    else:
-                        m.records_rejected[rejection.value] += 1
-                pending.append(_DataFrame(item.seq))
-            elif isinstance(item, Event):
-                rejection = check_record(item.record, received_ms)
-                if rejection is None:
-                    events.append(to_event(item, ctx, received_ms))
-                else:
-                    m.records_rejected[rejection.value] += 1
-                pending.append(_DataFrame(item.seq))
-            elif isinstance(item, Heartbeat):
-                pending.append(Ack(self.next_seq(), item.seq))
-            elif isinstance(item, (CommandResult, Ack, Nack)):  # answers to a COMMAND
-                await self._command_reply(imei, item)
-                if isinstance(item, CommandResult):
-                    pending.append(Ack(self.next_seq(), item.seq))
+        protocol = Gp8Session(numbering=self._numbering)
+        core: DeviceSession[Message, Message] = DeviceSession(
+            protocol,
+            lambda positions, events: self._store(positions, events, known.context.imei),
+            self._metrics,
+            self._on_command_result,
+            peer=f"mqtt:{known.context.imei}",
+        )
+        core.start_authenticated(known.context)
+        step = await core.handle_frames(protocol.frames(uplink.items), received_ms)
         if uplink.truncated:
-            m.frame_errors["truncated"] += 1
-        stored = True
-        if positions or events:
-            result.records = len(positions) + len(events)
-            stored = await self._store(positions, events, imei)
-        for reply in pending:
-            if not isinstance(reply, _DataFrame):
-                result.replies.append(reply)
-            elif stored:
-                result.replies.append(Ack(self.next_seq(), reply.seq))
-            else:
-                result.replies.append(self._nack(reply.seq, NackReason.SERVER_BUSY))
+            self._metrics.frame_errors["truncated"] += 1
+        result.records = step.records
+        result.replies = step.replies
 
     async def _store(
-        self, positions: list[StoredPosition], events: list[StoredEvent], imei: str
+        self, positions: Sequence[StoredPosition], events: Sequence[StoredEvent], imei: str
     ) -> bool:
         """True once stored. False only for an unexpected store error (a bug or a poison
         record): the box is told SERVER_BUSY and keeps its records, as over TCP."""
@@ -283,16 +224,6 @@ class UplinkHandler:
             except TimeoutError:
                 pass
             delay = min(delay * 2, self._retry_max_s)
-
-    async def _command_reply(self, imei: str, message: BoxReply) -> None:
-        try:
-            await self._on_command_result(imei, message)
-        except Exception:
-            log.exception("imei=%s: command result hook failed", imei)
-
-    def _nack(self, seq: int, reason: NackReason) -> Nack:
-        self._metrics.nacks[reason.name.lower()] += 1
-        return Nack(self.next_seq(), seq, reason)
 
 
 def _data_seq(message: Message) -> int | None:

@@ -5,8 +5,10 @@ import socket
 import struct
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway import TcpGateway
+from gateway.metrics import MetricsCollector
 from protocol.gp8 import (
     Ack,
     CommandFailure,
@@ -455,7 +457,9 @@ async def test_metrics_render(store: FakeStore, gateway: TcpGateway) -> None:
     await box.connect()
     await box.send_positions(track(4))
     await box.close()
-    text = gateway.metrics.render_prometheus()
+    registry = CollectorRegistry()
+    registry.register(MetricsCollector(gateway.metrics, "gp8_gateway_"))
+    text = generate_latest(registry).decode()
     assert 'gp8_gateway_records_total{result="stored"} 4' in text
     assert 'gp8_gateway_logins_total{status="ok"} 1' in text
     assert 'gp8_gateway_ack_latency_seconds_bucket{le="+Inf"} 1' in text

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from gateway import IngestPipeline, PipelineClosed
-from gateway.convert import DeviceContext, to_position
+from gateway.adapters.gp8 import to_position
+from gateway.context import DeviceContext
 from storage.errors import StorageUnavailable
 from storage.models import Position
 from tests.gateway.conftest import eventually, track

@@ -3,7 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.convert import DeviceContext, Fittings, to_event, to_position
+from gateway.adapters.gp8 import to_event, to_position
+from gateway.context import DeviceContext, Fittings
 from protocol.gp8 import Event, EventCode, RecordFlags
 from simulator.box import make_record
 from storage.models import Fitting, Position
