@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
 
 from api.problems import (
     BodyLimitMiddleware,
@@ -37,6 +38,7 @@ from api.routes import (
     vehicles,
 )
 from api.routes import health as health_routes
+from api.routes import metrics as metrics_routes
 from api.schemas.positions import PositionsFeatureCollection, TrackFeature
 from api.security import ensure_operator_key
 from storage.repository import Store
@@ -64,11 +66,13 @@ def create_app(
     bootstrap_key: str | None = None,
     rate_limit_per_minute: int | None = 600,
     health: HealthCheck | None = None,
+    metrics: CollectorRegistry | None = None,
     extra_routers: Iterable[APIRouter] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over ``store`` (already started). ``rate_limit_per_minute`` None disables the
-    limit; ``health`` adds components (gateway, ...) to GET /health."""
+    limit; ``health`` adds components (gateway, ...) to GET /health; ``metrics`` is what
+    GET /metrics renders."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +92,7 @@ def create_app(
     )
     app.state.store = store
     app.state.health = health
+    app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute else None
     install_handlers(app)
     # Added last = outermost: the body limit applies before anything reads the body.
@@ -95,6 +100,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     for router in (
         health_routes.router,
+        metrics_routes.router,
         fleets.router,
         keys.router,
         vehicles.router,

@@ -13,6 +13,9 @@ Backpressure: at most ``queue_limit`` records are submitted and not yet resolved
 waits (first come, first served) for room, and a waiting connection stops reading its socket,
 which pushes back on the box through TCP.
 
+After a flush is durable and its submitters are told, its records are offered to the processing
+stage (gateway/processing.py), which never blocks: processing cannot hold up an ACK.
+
 Failures: when the store is unavailable (or a flush times out) every submission of the flush
 fails with StorageUnavailable and the boxes resend later. Any other exception is a bug or a
 poison record; the flush is then split in halves and each half retried (down to single
@@ -33,6 +36,7 @@ from types import TracebackType
 from gateway.errors import PipelineClosed
 from gateway.metrics import GatewayMetrics
 from gateway.ports import TelemetrySink
+from gateway.processing import ProcessingStage
 from storage.errors import StorageUnavailable
 from storage.models import Event, Position, StoreResult
 
@@ -54,6 +58,7 @@ class _Submission:
     size: int
     enqueued: float
     future: asyncio.Future[None] = field(repr=False)
+    process: bool = True  # offered to the processing stage once stored
 
     def resolve(self, error: BaseException | None) -> None:
         # The submitter may be gone (connection closed, task cancelled): its future is done.
@@ -76,6 +81,7 @@ class IngestPipeline:
         queue_limit: int = 50_000,
         store_timeout_s: float = STORE_TIMEOUT_S,
         metrics: GatewayMetrics | None = None,
+        processing: ProcessingStage | None = None,
     ) -> None:
         if batch_size < 1 or queue_limit < 1 or max_delay_ms < 0:
             raise ValueError("batch_size and queue_limit must be >= 1, max_delay_ms >= 0")
@@ -86,6 +92,7 @@ class IngestPipeline:
         self._queue_limit = queue_limit
         self._store_timeout_s = store_timeout_s
         self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.processing = processing
         self._queue: deque[_Submission] = deque()
         self._queued = 0  # records in _queue
         self._reserved = 0  # records admitted and not yet resolved (queued or being written)
@@ -142,8 +149,12 @@ class IngestPipeline:
 
     # --- submitters --------------------------------------------------------------------------
 
-    async def submit(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
+    async def submit(
+        self, positions: Sequence[Position], events: Sequence[Event], *, process: bool = True
+    ) -> None:
         """Queue records for the next flush; returns once they are durably stored.
+
+        ``process=False``: not offered to the processing stage (what it derived itself).
 
         Raises StorageUnavailable (nothing of it was stored, resend later), PipelineClosed, or
         whatever unexpected error the store raised for this submission. Waits while the queue
@@ -160,7 +171,9 @@ class IngestPipeline:
             self._release(size)
             raise PipelineClosed("pipeline stopped")
         loop = asyncio.get_running_loop()
-        submission = _Submission(positions, events, size, loop.time(), loop.create_future())
+        submission = _Submission(
+            positions, events, size, loop.time(), loop.create_future(), process
+        )
         self._queue.append(submission)
         self._queued += size
         self._wakeup.set()
@@ -281,12 +294,13 @@ class IngestPipeline:
             if len(batch) == 1:
                 log.exception("ingest flush of one submission failed; it is refused alone")
         else:
-            self.metrics.store_seconds += time.perf_counter() - started
-            self._count(result)
+            self._timed(started)
+            self._count(result, len(positions) + len(events))
             for submission in batch:
                 submission.resolve(None)
+            self._offer(batch, positions, events)
             return
-        self.metrics.store_seconds += time.perf_counter() - started
+        self._timed(started)
         self.metrics.storage_errors += 1
         if len(batch) > 1 and not isinstance(error, StorageUnavailable):
             log.error("ingest flush failed (%r); retrying it in halves", error)
@@ -297,8 +311,26 @@ class IngestPipeline:
         for submission in batch:
             submission.resolve(error)
 
-    def _count(self, result: StoreResult) -> None:
+    def _offer(
+        self, batch: list[_Submission], positions: list[Position], events: list[Event]
+    ) -> None:
+        stage = self.processing
+        if stage is None or not stage.handlers:
+            return
+        if all(s.process for s in batch):
+            stage.offer(positions, events)
+            return
+        kept = [s for s in batch if s.process]
+        stage.offer([p for s in kept for p in s.positions], [e for s in kept for e in s.events])
+
+    def _timed(self, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.store_seconds += seconds
+        self.metrics.store_latency.observe(seconds)
+
+    def _count(self, result: StoreResult, size: int) -> None:
         m = self.metrics
         m.flushes += 1
+        m.flush_size.observe(size)
         m.records["stored"] += result.positions_inserted + result.events_inserted
         m.records["duplicate"] += result.positions_duplicate + result.events_duplicate

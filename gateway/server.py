@@ -1,4 +1,5 @@
-"""The TCP gateway: accepts box connections and runs one `Connection` per socket.
+"""The TCP gateway: accepts box connections and runs one `Connection` per socket, and owns
+the process's ingest pipeline and processing stage (which the MQTT bridge shares).
 
 Takes plain values (the entry point reads Settings). Isolation between boxes comes from
 per-connection timeouts on every read and write, and from the shared ingest pipeline, which
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from types import TracebackType
 
 from gateway.auth import LoginChecker
@@ -23,11 +25,13 @@ from gateway.connection import (
     Services,
     log_command_result,
 )
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, MetricsCollector
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
+from gateway.processing import Handler, ProcessingStage
 from gateway.registry import SessionRegistry
 from protocol.gp8 import Message
+from storage.models import Event, Position
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class TcpGateway:
         gateway_id: str | None = None,
         on_command_result: CommandResultHandler = log_command_result,
         on_login: LoginHandler | None = None,
+        handlers: Sequence[Handler] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -64,6 +69,11 @@ class TcpGateway:
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
         self._max_connections = max_connections
         self.metrics = GatewayMetrics()
+        # The processing stage runs after the durable store, on what every transport of this
+        # process stored (the MQTT bridge shares this pipeline); what it derives goes back in.
+        self.processing = ProcessingStage(
+            handlers, submit=self._submit_derived, counters=self.metrics.processing
+        )
         self.pipeline = IngestPipeline(
             store.telemetry,
             batch_size=batch_size,
@@ -71,6 +81,7 @@ class TcpGateway:
             max_delay_ms=max_delay_ms,
             queue_limit=queue_limit,
             metrics=self.metrics,
+            processing=self.processing,
         )
         self.registry = SessionRegistry(
             store.devices, gateway_id=self.gateway_id, metrics=self.metrics
@@ -96,6 +107,7 @@ class TcpGateway:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("gateway already started")
+        await self.processing.start()
         await self.pipeline.start()
         try:
             self._server = await asyncio.start_server(
@@ -103,6 +115,7 @@ class TcpGateway:
             )
         except BaseException:
             await self.pipeline.stop()
+            await self.processing.stop()
             raise
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("gateway %s listening on %s:%d", self.gateway_id, self.host, self.port)
@@ -129,6 +142,9 @@ class TcpGateway:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.pipeline.stop(grace_s=max(deadline - loop.time(), 1.0))
+        # Derived events of the last flushes cannot be stored once the pipeline is closed;
+        # they are counted (processing{result="derived_failed"}).
+        await self.processing.stop(grace_s=max(deadline - loop.time(), 1.0))
         if self._server is not None:
             await self._server.wait_closed()
         log.info("gateway %s stopped", self.gateway_id)
@@ -160,8 +176,16 @@ class TcpGateway:
             "port": self.port,
             "sessions": len(self.registry),
             "ingest_pending": self.pipeline.pending,
+            "processing_pending": self.processing.pending,
             **self.metrics.snapshot(),
         }
+
+    def collector(self) -> MetricsCollector:
+        """The gateway's counters for a prometheus-client registry (GET /metrics)."""
+        return MetricsCollector(self.metrics, "gp8_gateway_")
+
+    async def _submit_derived(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
+        await self.pipeline.submit(positions, events, process=False)
 
     # --- connections -------------------------------------------------------------------------
 

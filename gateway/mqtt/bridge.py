@@ -29,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.connection import CommandResultHandler, log_command_result
+from gateway.metrics import MetricsCollector
 from gateway.mqtt.aiomqtt_compat import (
     Delivery,
     OrderedAcks,
@@ -198,6 +199,10 @@ class MqttBridge:
         log.info("mqtt bridge %s stopped", self.client_id)
 
     # --- for /health and commands --------------------------------------------------------------
+
+    def collector(self) -> MetricsCollector:
+        """The bridge's counters for a prometheus-client registry (GET /metrics)."""
+        return MetricsCollector(self.metrics, "gp8_mqtt_")
 
     @property
     def connected(self) -> bool:

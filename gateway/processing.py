@@ -1,0 +1,219 @@
+"""The processing stage: small handlers that run on what was just durably stored.
+
+The ingest pipeline hands every successful flush to `ProcessingStage.offer` *after* resolving
+the flush's submissions, so no ACK ever waits for processing. The stage groups the records by
+device, orders each device's records by device time and gives every handler a `DeviceBatch`:
+
+- ``positions`` and ``events`` in device time order, and
+- ``live``: the batch's newest valid fix if it is newer than every fix processed before for
+  that device, else None. Rules about a vehicle's *current* state (geofence membership, the
+  parked guard) look at ``live`` only, so a record buffered offline and replayed hours later is
+  kept in history but never flips live state.
+
+One worker task runs the handlers batch after batch, in the order the batches were stored, so a
+device's batches are seen in order. Each handler call is bounded by ``handler_timeout_s``; a
+handler that fails or times out is counted and logged, and the other handlers still run on the
+batch. Derived events a handler returns are submitted to the pipeline like any record (durable,
+idempotent on (device, time, code)) and are not processed again, so a handler cannot loop on its
+own output.
+
+Bounded memory: at most ``queue_limit`` records wait. A flush arriving beyond that is dropped
+from processing and counted (``processing{result="dropped"}``): its records are stored and
+acknowledged; only what handlers would have derived from them is lost. Like Traccar's handler
+chain, but a handler here can delay no ACK and lose no record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Protocol
+
+from storage.models import Event, Position
+
+log = logging.getLogger(__name__)
+
+# Records waiting for the handlers, at most: a few seconds of a busy gateway's ingest.
+QUEUE_LIMIT = 200_000
+# One handler call on one device's batch; a handler needing longer is broken or blocked.
+HANDLER_TIMEOUT_S = 5.0
+# stop() waits this long for the batches already queued.
+STOP_GRACE_S = 5.0
+
+_TIME = attrgetter("time_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBatch:
+    """What one flush stored for one device, as a handler sees it."""
+
+    fleet_id: str
+    device_id: str
+    positions: tuple[Position, ...]  # device time order
+    events: tuple[Event, ...]  # device time order
+    live: Position | None  # the newest valid fix, if newer than all processed before
+
+    @property
+    def vehicle_id(self) -> str | None:
+        """The vehicle of the newest record (a batch rarely spans a refitting)."""
+        newest_p = self.positions[-1] if self.positions else None
+        newest_e = self.events[-1] if self.events else None
+        if newest_p is None or (newest_e is not None and newest_e.time_ms > newest_p.time_ms):
+            return newest_e.vehicle_id if newest_e is not None else None
+        return newest_p.vehicle_id
+
+
+class Handler(Protocol):
+    """One step of the chain: looks at a device's batch, returns derived events (often none).
+
+    Handlers keep no locks and do no I/O on the hot path: whatever they need (rules, fences)
+    they hold in memory. They must tolerate seeing a record twice (a box resending a frame
+    whose ACK it missed is stored once, but may reach processing again).
+    """
+
+    name: str
+
+    async def handle(self, batch: DeviceBatch) -> Sequence[Event]: ...
+
+
+Submit = Callable[[Sequence[Position], Sequence[Event]], Awaitable[None]]
+
+
+class ProcessingStage:
+    def __init__(
+        self,
+        handlers: Sequence[Handler] = (),
+        *,
+        submit: Submit | None = None,
+        counters: Counter[str] | None = None,
+        queue_limit: int = QUEUE_LIMIT,
+        handler_timeout_s: float = HANDLER_TIMEOUT_S,
+    ) -> None:
+        self.handlers = list(handlers)
+        self._submit = submit
+        # results: batches "handled", handler "failed"/"timeout", flushes "dropped", and
+        # "derived" events submitted
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self._queue_limit = queue_limit
+        self._handler_timeout_s = handler_timeout_s
+        self._queue: deque[tuple[Sequence[Position], Sequence[Event]]] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._newest: dict[str, int] = {}  # device id → time of the newest fix processed
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._busy = False
+
+    def add(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+
+    @property
+    def pending(self) -> int:
+        """Records offered and not yet processed."""
+        return self._queued
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="gp8-processing")
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Process what is queued (for up to ``grace_s``), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        task = self._task
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(grace_s):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("processing: stop timed out with %d records queued", self._queued)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def offer(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
+        """Called by the pipeline once these records are durable. Never blocks."""
+        if not self.handlers or self._closing or not (positions or events):
+            return
+        size = len(positions) + len(events)
+        if self._queued and self._queued + size > self._queue_limit:
+            self.counters["dropped"] += 1
+            log.warning("processing: queue full, %d stored records not processed", size)
+            return
+        self._queue.append((positions, events))
+        self._queued += size
+        self._wakeup.set()
+
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait until everything offered so far has been processed (tests, shutdown)."""
+        async with asyncio.timeout(timeout_s):
+            while self._queued or self._busy:  # noqa: ASYNC110 - polling our own queue
+                await asyncio.sleep(0.005)
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            positions, events = self._queue.popleft()
+            self._busy = True
+            try:
+                await self._process(positions, events)
+            except Exception:  # a bug here must not end processing for good
+                log.exception("processing: a batch failed")
+            finally:
+                self._queued -= len(positions) + len(events)
+                self._busy = False
+
+    async def _process(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
+        derived: list[Event] = []
+        for batch in self.batches(positions, events):
+            for handler in self.handlers:
+                derived.extend(await self._call(handler, batch))
+            self.counters["handled"] += 1
+        if derived and self._submit is not None:
+            try:
+                await self._submit((), derived)
+            except Exception as exc:
+                self.counters["derived_failed"] += len(derived)
+                log.warning("processing: %d derived events not stored: %r", len(derived), exc)
+            else:
+                self.counters["derived"] += len(derived)
+
+    def batches(self, positions: Sequence[Position], events: Sequence[Event]) -> list[DeviceBatch]:
+        """Group a flush by device, in device time order; decide each batch's ``live`` fix."""
+        by_device: dict[str, tuple[list[Position], list[Event]]] = {}
+        for p in positions:
+            by_device.setdefault(p.device_id, ([], []))[0].append(p)
+        for e in events:
+            by_device.setdefault(e.device_id, ([], []))[1].append(e)
+        out = []
+        for device_id, (ps, es) in by_device.items():
+            ps.sort(key=_TIME)
+            es.sort(key=_TIME)
+            live = None
+            newest = next((p for p in reversed(ps) if p.fix_valid), None)
+            if newest is not None and newest.time_ms > self._newest.get(device_id, -1):
+                self._newest[device_id] = newest.time_ms
+                live = newest
+            fleet_id = ps[0].fleet_id if ps else es[0].fleet_id
+            out.append(DeviceBatch(fleet_id, device_id, tuple(ps), tuple(es), live))
+        return out
+
+    async def _call(self, handler: Handler, batch: DeviceBatch) -> Sequence[Event]:
+        try:
+            async with asyncio.timeout(self._handler_timeout_s):
+                return await handler.handle(batch)
+        except TimeoutError:
+            self.counters["timeout"] += 1
+            log.warning("processing: handler %s timed out on %s", handler.name, batch.device_id)
+        except Exception:
+            self.counters["failed"] += 1
+            log.exception("processing: handler %s failed on %s", handler.name, batch.device_id)
+        return ()
