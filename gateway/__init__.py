@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from gateway.adapters.gp8 import to_event, to_position
 from gateway.auth import LoginChecker, LoginOutcome
-from gateway.connection import CommandResultHandler, Connection, ConnectionConfig
+from gateway.connection import Connection, ConnectionConfig
 from gateway.context import DeviceContext, Fittings
+from gateway.core import AnswerHook, DeviceSession, LoginHook
 from gateway.errors import GatewayError, PipelineClosed
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestPipeline
@@ -15,17 +16,19 @@ from gateway.registry import SessionHandle, SessionRegistry
 from gateway.server import TcpGateway
 
 __all__ = [
-    "CommandResultHandler",
+    "AnswerHook",
     "Connection",
     "ConnectionConfig",
     "DeviceContext",
     "DeviceDirectory",
+    "DeviceSession",
     "Fittings",
     "GatewayError",
     "GatewayMetrics",
     "GatewayStore",
     "IngestPipeline",
     "LoginChecker",
+    "LoginHook",
     "LoginOutcome",
     "PipelineClosed",
     "SessionHandle",

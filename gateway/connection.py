@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.adapters.gp8 import Gp8Session, load_fittings
-from gateway.auth import LoginChecker
-from gateway.context import FITTINGS_MAX_AGE_S, LOOKUP_TIMEOUT_S, DeviceContext
-from gateway.core import Closed, DeviceSession
+from gateway.context import FITTINGS_MAX_AGE_S, LOOKUP_TIMEOUT_S, DeviceContext, load_fittings
+from gateway.core import (
+    STORE_WAIT_S,
+    AnswerHook,
+    Closed,
+    DeviceSession,
+    LoginHook,
+    ProtocolSession,
+    log_answer,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import IngestPipeline
 from gateway.ports import DeviceDirectory
 from gateway.registry import SessionRegistry
-from protocol.gp8 import Ack, CommandResult, Message, Nack
 from storage.errors import StorageError
 from storage.models import Event as StoredEvent
 from storage.models import Position as StoredPosition
@@ -34,9 +40,6 @@ log = logging.getLogger(__name__)
 # Bytes asked of the socket per read: a few full frames (a 255-record batch is 11,488 bytes),
 # so a busy box's backlog is drained and stored in one go.
 READ_SIZE = 64 * 1024
-# How long a read's records may wait for storage before the box is told SERVER_BUSY; the
-# pipeline's own store timeout is shorter, this bounds the wait for room in its queue.
-STORE_WAIT_S = 60.0
 # The login hook runs once LOGIN_RESULT is out; one that hangs must not stall the box.
 HOOK_TIMEOUT_S = 10.0
 # Closing politely waits this long for the kernel to take our last bytes, then aborts.
@@ -44,16 +47,6 @@ CLOSE_TIMEOUT_S = 2.0
 
 # Closes after which nothing more can be written: abort instead of flushing.
 _IMPOLITE = frozenset({"write_timeout", "connection_lost", "superseded"})
-
-BoxReply = CommandResult | Ack | Nack
-CommandResultHandler = Callable[[str, BoxReply], Awaitable[None]]
-# Called with the IMEI once a login is answered OK (the box may be sent COMMANDs from then on).
-LoginHandler = Callable[[str], Awaitable[None]]
-
-
-async def log_command_result(imei: str, message: BoxReply) -> None:
-    """Default hook for the box's answers to commands, when no command service is wired."""
-    log.info("imei=%s answered a command: %r", imei, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +57,22 @@ class ConnectionConfig:
     store_wait_s: float = STORE_WAIT_S
 
 
+# Opens one link's protocol session: the listener's protocol (GP8 today; one per port).
+SessionFactory = Callable[[], ProtocolSession[Any, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What every connection of a gateway shares."""
+    """What every connection of a listener shares."""
 
     config: ConnectionConfig
     pipeline: IngestPipeline
-    checker: LoginChecker
+    open_session: SessionFactory
     registry: SessionRegistry
     devices: DeviceDirectory
     metrics: GatewayMetrics
-    on_command_result: CommandResultHandler = log_command_result
-    on_login: LoginHandler | None = None
+    on_command_result: AnswerHook = log_answer
+    on_login: LoginHook | None = None
 
 
 class Connection:
@@ -88,8 +85,8 @@ class Connection:
         self._metrics = services.metrics
         peer = writer.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._protocol = Gp8Session(services.checker, services.devices)
-        self._core: DeviceSession[Message, Message] = DeviceSession(
+        self._protocol = services.open_session()
+        self._core: DeviceSession[Any, Any] = DeviceSession(
             self._protocol,
             self._store,
             services.metrics,
@@ -118,12 +115,9 @@ class Connection:
         ctx = self._core.context
         return ctx.device_id if ctx is not None else ""
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Any) -> None:
+        """Write one frame of the link's protocol (a COMMAND) to the box."""
         await self._write(self._protocol.encode([message]))
-
-    def next_seq(self) -> int:
-        """Sequence number for a frame gp8 sends on this link (a COMMAND)."""
-        return self._protocol.numbering.next()
 
     def close(self, reason: str) -> None:
         """End the connection now (from another task): the socket is aborted."""
@@ -190,7 +184,7 @@ class Connection:
             log.debug("peer=%s: %r", self.remote, exc)
         finally:
             reason = self._close_reason or reason
-            self._protocol.state.close()
+            self._protocol.close()
             self._ended.set()
             self._metrics.closes[reason] += 1
             self._close_transport(polite=reason not in _IMPOLITE)

@@ -8,10 +8,12 @@ protocol adapter resolves each record's vehicle in memory with it.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gateway.ports import DeviceDirectory
 from storage.models import Fitting
 
 # A box keeps its session for days (TCP) or is cached per IMEI (MQTT); its fitting history is
@@ -61,3 +63,9 @@ class DeviceContext:
     device_id: str
     imei: str
     fittings: Fittings = Fittings()
+
+
+async def load_fittings(devices: DeviceDirectory, device_id: str, timeout_s: float) -> Fittings:
+    """A box's fitting history from the store, bounded in time."""
+    async with asyncio.timeout(timeout_s):
+        return Fittings.of(await devices.fittings(device_id))

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 MAX_ERRORS_IN_A_ROW = 50
 # Hooks (command answers, login) run inside a box's read loop; one that hangs must not stall it.
 HOOK_TIMEOUT_S = 10.0
+# How long a chunk's records may wait for storage (TCP: then SERVER_BUSY; MQTT: per attempt);
+# the pipeline's own store timeout is shorter, this bounds the wait for room in its queue.
+STORE_WAIT_S = 60.0
 
 F = TypeVar("F")  # a protocol's frame type
 R = TypeVar("R")  # a protocol's reply type
@@ -146,12 +149,22 @@ class ProtocolSession(Protocol[F, R]):
     def ack(self, seq: int) -> R: ...
     def refuse(self, seq: int, refusal: Refusal) -> R: ...
     def encode(self, replies: Sequence[R]) -> bytes: ...
+    def close(self) -> None:
+        """The link is gone: nothing more is accepted."""
+        ...
 
 
 StorePolicy = Callable[[Sequence[Position], Sequence[Event]], Awaitable[bool]]
 """Submit records to the pipeline; True once durable, False when the box must be told BUSY."""
 AnswerHook = Callable[[str, Any], Awaitable[None]]
 """(imei, the box's answer frame): the command service's reply handler."""
+LoginHook = Callable[[str], Awaitable[None]]
+"""Called with the IMEI once the box may be sent commands (after its login is answered)."""
+
+
+async def log_answer(imei: str, message: Any) -> None:
+    """Default answer hook, when no command service is wired."""
+    log.info("imei=%s answered a command: %r", imei, message)
 
 
 @dataclass(slots=True)

@@ -31,9 +31,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from gateway.errors import PipelineClosed
+from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics
 from gateway.ports import TelemetrySink
 from gateway.processing import ProcessingStage
@@ -70,7 +70,7 @@ class _Submission:
             self.future.set_exception(error)
 
 
-class IngestPipeline:
+class IngestPipeline(Service):
     def __init__(
         self,
         telemetry: TelemetrySink,
@@ -129,18 +129,6 @@ class IngestPipeline:
             await asyncio.gather(writer, return_exceptions=True)
         finally:
             self._fail_all(PipelineClosed("pipeline stopped"))
-
-    async def __aenter__(self) -> IngestPipeline:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def pending(self) -> int:

@@ -14,17 +14,12 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from types import TracebackType
 
+from gateway.adapters import gp8
 from gateway.auth import LoginChecker
-from gateway.connection import (
-    CommandResultHandler,
-    Connection,
-    ConnectionConfig,
-    LoginHandler,
-    Services,
-    log_command_result,
-)
+from gateway.connection import Connection, ConnectionConfig, Services
+from gateway.core import AnswerHook, LoginHook, log_answer
+from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics, MetricsCollector
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
@@ -43,7 +38,7 @@ LISTEN_BACKLOG = 4096
 DEFAULT_GRACE_S = 10.0
 
 
-class TcpGateway:
+class TcpGateway(Service):
     def __init__(
         self,
         store: GatewayStore,
@@ -59,8 +54,8 @@ class TcpGateway:
         max_delay_ms: int = 20,
         queue_limit: int = 50_000,
         gateway_id: str | None = None,
-        on_command_result: CommandResultHandler = log_command_result,
-        on_login: LoginHandler | None = None,
+        on_command_result: AnswerHook = log_answer,
+        on_login: LoginHook | None = None,
         handlers: Sequence[Handler] = (),
     ) -> None:
         self.host = host
@@ -93,7 +88,9 @@ class TcpGateway:
                 write_timeout_s=write_timeout_s,
             ),
             pipeline=self.pipeline,
-            checker=LoginChecker(store.devices, metrics=self.metrics),
+            open_session=gp8.sessions(
+                LoginChecker(store.devices, metrics=self.metrics), store.devices
+            ),
             registry=self.registry,
             devices=store.devices,
             metrics=self.metrics,
@@ -148,18 +145,6 @@ class TcpGateway:
         if self._server is not None:
             await self._server.wait_closed()
         log.info("gateway %s stopped", self.gateway_id)
-
-    async def __aenter__(self) -> TcpGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- for /health and the command issue ---------------------------------------------------
 

@@ -8,13 +8,12 @@ turn wire records into storage models with the vehicle fitted at each record's t
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.auth import LoginChecker
-from gateway.context import LOOKUP_TIMEOUT_S, DeviceContext, Fittings
+from gateway.context import LOOKUP_TIMEOUT_S, DeviceContext, load_fittings
 from gateway.core import LoginDecision, Problem, Refusal, Role, Rule
 from gateway.metrics import SessionMetrics
 from gateway.ports import DeviceDirectory
@@ -67,6 +66,9 @@ REFUSAL_FOR_ERROR: dict[str, Refusal] = {
     "unsupported_version": Refusal.UNSUPPORTED_VERSION,
 }
 NACK_FOR_REFUSAL: dict[Refusal, NackReason] = {r: NackReason[r.name] for r in Refusal}
+
+# What a GP8 box answers to a COMMAND: a receipt (ACK), a refusal (NACK), the result.
+BoxReply = CommandResult | Ack | Nack
 
 _MAX_SEQ = 0xFFFF_FFFF
 
@@ -180,6 +182,9 @@ class Gp8Session:
     def encode(self, replies: Sequence[Message]) -> bytes:
         return b"".join(map(encode, replies))
 
+    def close(self) -> None:
+        self.state.close()
+
 
 def _problem(error: FrameError) -> Problem:
     return Problem(
@@ -191,9 +196,9 @@ def _problem(error: FrameError) -> Problem:
     )
 
 
-async def load_fittings(devices: DeviceDirectory, device_id: str, timeout_s: float) -> Fittings:
-    async with asyncio.timeout(timeout_s):
-        return Fittings.of(await devices.fittings(device_id))
+def sessions(checker: LoginChecker, devices: DeviceDirectory) -> Callable[[], Gp8Session]:
+    """GP8 for a TCP listener: CHALLENGE, LOGIN with an HMAC proof, then GP8 frames."""
+    return lambda: Gp8Session(checker, devices)
 
 
 _FIX_VALID = int(RecordFlags.FIX_VALID)

@@ -28,7 +28,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.connection import CommandResultHandler, log_command_result
+from gateway.core import AnswerHook, log_answer
 from gateway.metrics import MetricsCollector
 from gateway.mqtt.aiomqtt_compat import (
     Delivery,
@@ -93,7 +93,7 @@ class MqttBridge:
         client_id: str,
         gateway_id: str,
         share_group: str = "gp8",
-        on_command_result: CommandResultHandler = log_command_result,
+        on_command_result: AnswerHook = log_answer,
         on_box_online: Callable[[str], Awaitable[None]] | None = None,
         session_expiry_s: int = SESSION_EXPIRY_S,
         receive_maximum: int = RECEIVE_MAXIMUM,

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gateway.adapters.gp8 import Gp8Session, Numbering
-from gateway.connection import STORE_WAIT_S, CommandResultHandler
-from gateway.core import DeviceSession, Refusal
+from gateway.core import STORE_WAIT_S, AnswerHook, DeviceSession, Refusal
 from gateway.errors import GatewayError, PipelineClosed
 from gateway.mqtt.directory import DeviceCache, KnownDevice
 from gateway.mqtt.metrics import MqttMetrics
@@ -103,7 +102,7 @@ class UplinkHandler:
         presence: Presence,
         metrics: MqttMetrics,
         *,
-        on_command_result: CommandResultHandler,
+        on_command_result: AnswerHook,
         stopping: asyncio.Event,
         store_wait_s: float = STORE_WAIT_S,
         retry_min_s: float = RETRY_MIN_S,

@@ -9,7 +9,7 @@ import asyncio
 import aiomqtt
 import pytest
 
-from gateway.connection import BoxReply
+from gateway.adapters.gp8 import BoxReply
 from gateway.mqtt import ack_topic, up_topic
 from protocol.gp8 import (
     Ack,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.connection import BoxReply
+from gateway.adapters.gp8 import BoxReply
 from gateway.mqtt.aiomqtt_compat import OrderedAcks
 from gateway.mqtt.directory import DeviceCache
 from gateway.mqtt.metrics import MqttMetrics
