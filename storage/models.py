@@ -117,6 +117,10 @@ class Position(NamedTuple):
     per ingested record, and a 24-field frozen dataclass costs about ten times as much to
     construct (each field goes through object.__setattr__), a fifth of a core at 20,000
     positions/s. It is just as immutable and compares by value.
+
+    The fields, their order, types and defaults are storage.fields.POSITION_FIELDS, where each
+    also has its unit, meaning, API name and stored names; tests/storage/test_fields.py checks
+    this class against it (a class built from the table would be invisible to mypy).
     """
 
     fleet_id: str
@@ -137,7 +141,7 @@ class Position(NamedTuple):
     engine_start_inhibited: bool
     external_power: bool
     odometer_m: int
-    ext_power_mv: int
+    ext_power_mv: int  # served as external_power_mv (storage.fields)
     battery_mv: int
     gsm_signal: int
     warnings: int  # protocol.WarningLight bitmask
@@ -156,7 +160,7 @@ class Event:
     received_ms: int
     code: str  # protocol.EventCode name, lower case: "sos", "power_cut", ...
     detail: int
-    position: Position
+    position: Position  # stored with the same field list as positions (storage.fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,40 +1,49 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.schemas.commands import LockStatePublic
 from api.schemas.common import Timestamp
+from storage.fields import PUBLIC_POSITION_FIELDS, Kind, PositionField
+
+# The JSON type of each kind of field but PLAIN (served as stored: its own type).
+_SERVED_TYPES: dict[Kind, Any] = {
+    Kind.EPOCH_MS: Timestamp,
+    Kind.WARNING_MASK: list[str],
+    Kind.BADGE: str,
+}
 
 
-class PositionPublic(BaseModel):
-    """One fix with the vehicle's state at that moment (rendered by api.services.formats)."""
+def public_type(field: PositionField) -> Any:
+    """The field's type in the API's JSON."""
+    served = field.py_type if field.kind is Kind.PLAIN else _SERVED_TYPES[field.kind]
+    return served | None if field.nullable else served
 
-    time: Timestamp
-    lat: float
-    lon: float
-    altitude_m: int
-    speed_kmh: float
-    heading_deg: float
-    satellites: int
-    hdop: float
-    fix_valid: bool
-    ignition: bool
-    doors_locked: bool
-    engine_start_inhibited: bool
-    external_power: bool
-    odometer_m: int
-    external_power_mv: int
-    battery_mv: int
-    gsm_signal: int = Field(description="3GPP CSQ 0..31, 99 unknown")
-    warnings: list[str] = Field(
-        description="Dashboard warning lights on, lower case: engine, oil_pressure, brake, ..."
+
+def public_description(field: PositionField) -> str:
+    """The field's OpenAPI description (docs/api.md shows the same text)."""
+    return f"{field.description} ({field.unit})" if field.unit else field.description
+
+
+# The served fields of storage.fields, in the API's order, each required and described. Built
+# at import; mypy sees a plain BaseModel (nothing in api/ reads these attributes: the routes
+# render positions with api.services.formats.position_dict).
+if TYPE_CHECKING:
+    _PositionFields = BaseModel
+else:
+    _PositionFields = create_model(
+        "_PositionFields",
+        **{
+            f.public_name: (public_type(f), Field(description=public_description(f)))
+            for f in PUBLIC_POSITION_FIELDS
+        },
     )
-    driver_badge: str | None
-    received_at: Timestamp
-    device_id: str
-    buffered: bool = Field(description="The box kept this fix while offline and sent it late")
+
+
+class PositionPublic(_PositionFields):
+    """One fix with the vehicle's state at that moment (rendered by api.services.formats)."""
 
 
 class PositionsPublic(BaseModel):

@@ -1,7 +1,9 @@
 """MongoDB documents to models and back. Documents never leave storage/mongo/.
 
-Field names are the model's, so a document reads like the API's JSON. Every document of a
-fleet carries ``fleet_id``, which is what tenant filters, erasure and retention key on.
+Field names are the model's, so a document reads like the API's JSON; a position's keys are
+its fields' stored names in storage.fields (``mongo``), kept when an attribute is renamed, so
+existing documents still read. Every document of a fleet carries ``fleet_id``, which is what
+tenant filters, erasure and retention key on.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any
 
+from storage.fields import POSITION_ATTRS, POSITION_FIELDS
 from storage.models import (
     AccessLogEntry,
     ApiKey,
@@ -26,8 +29,9 @@ from storage.models import (
 )
 from storage.mongo.db import Doc
 
-POSITION_FIELDS: tuple[str, ...] = Position._fields
-_position_values = attrgetter(*POSITION_FIELDS)
+# In the model's order, so a document maps back to Position(*values).
+POSITION_KEYS: tuple[str, ...] = tuple(f.mongo_key for f in POSITION_FIELDS)
+_position_values = attrgetter(*POSITION_ATTRS)
 
 
 def position_id(device_id: str, time_ms: int) -> str:
@@ -40,7 +44,7 @@ def event_id(device_id: str, time_ms: int, code: str) -> str:
 
 
 def position_fields(position: Position) -> Doc:
-    return dict(zip(POSITION_FIELDS, _position_values(position), strict=True))
+    return dict(zip(POSITION_KEYS, _position_values(position), strict=True))
 
 
 def position_doc(position: Position) -> Doc:
@@ -50,7 +54,7 @@ def position_doc(position: Position) -> Doc:
 
 
 def to_position(doc: Doc) -> Position:
-    return Position(*(doc[name] for name in POSITION_FIELDS))
+    return Position(*(doc[key] for key in POSITION_KEYS))
 
 
 def event_doc(event: Event) -> Doc:

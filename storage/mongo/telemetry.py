@@ -1,7 +1,8 @@
 """Positions, events and last positions on MongoDB: the ingest hot path.
 
 `store()` of a batch is at most three round trips whatever its size: one unordered insert_many
-of positions, one of events, one ordered bulk_write of last positions.
+of positions, one of events, one ordered bulk_write of last positions. Queries name position
+keys literally: those are storage.fields.QUERIED_ATTRS, whose stored names are their own.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from storage.fields import POSITION_ATTRS
 from storage.models import (
     AccessLogEntry,
     ApiKey,
@@ -23,7 +24,7 @@ from storage.models import (
     Transport,
     Vehicle,
 )
-from storage.sqlite.schema import POSITION_BOOL_INDEXES, POSITION_FIELDS
+from storage.sqlite.schema import POSITION_BOOL_INDEXES, POSITION_COLUMN_NAMES
 
 Row = tuple[Any, ...]
 
@@ -33,13 +34,24 @@ VEHICLE_COLUMNS = "id, fleet_id, vin, plate, label, created_ms, device_id"
 DEVICE_COLUMNS = "id, fleet_id, imei, model, secret, created_ms, status, vehicle_id"
 FITTING_COLUMNS = "fleet_id, device_id, vehicle_id, from_ms, to_ms"
 CONNECTION_COLUMNS = "device_id, online, transport, gateway_id, since_ms, remote"
-POSITION_COLUMNS = ", ".join(POSITION_FIELDS)
+POSITION_COLUMNS = ", ".join(POSITION_COLUMN_NAMES)
 EVENT_COLUMNS = "fleet_id, device_id, vehicle_id, time_ms, received_ms, code, detail, position"
 ACCESS_COLUMNS = "id, time_ms, key_id, fleet_id, action, resource, resource_id, detail"
 
 # attrgetter with several names returns the tuple in C: the cheapest way to turn a Position into
-# query parameters, which matters at tens of thousands of rows per second.
-position_values: Callable[[Position], Row] = attrgetter(*POSITION_FIELDS)
+# query parameters, which matters at tens of thousands of rows per second. Model order, which is
+# the order of POSITION_COLUMNS.
+position_values: Callable[[Position], Row] = attrgetter(*POSITION_ATTRS)
+
+
+def position_json(position: Position) -> bytes:
+    """An event's copy of its position: keyed by column name, as a positions row would be."""
+    return orjson.dumps(dict(zip(POSITION_COLUMN_NAMES, position_values(position), strict=True)))
+
+
+def from_position_json(blob: bytes) -> Position:
+    stored = orjson.loads(blob)
+    return Position(*(stored[name] for name in POSITION_COLUMN_NAMES))
 
 
 def event_values(event: Event) -> Row:
@@ -51,7 +63,7 @@ def event_values(event: Event) -> Row:
         event.received_ms,
         event.code,
         event.detail,
-        orjson.dumps(event.position._asdict()),
+        position_json(event.position),
     )
 
 
@@ -72,7 +84,7 @@ def to_event(row: Row) -> Event:
         received_ms=received_ms,
         code=code,
         detail=detail,
-        position=Position(**orjson.loads(position)),
+        position=from_position_json(position),
     )
 
 

@@ -9,10 +9,9 @@ insert throughput, so none is speculative.
 from __future__ import annotations
 
 import sqlite3
-import typing
 
 from storage.errors import StorageError
-from storage.models import Position
+from storage.fields import POSITION_FIELDS
 from storage.sqlite.command_schema import COMMAND_DDL, COMMAND_FLEET_TABLES
 
 # PRAGMA user_version; bumped by every schema change.
@@ -25,11 +24,14 @@ BUSY_TIMEOUT_MS = 5_000
 # file behind.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
-# Position columns in the order of the NamedTuple fields, so rows map to Position(*row).
-POSITION_FIELDS: tuple[str, ...] = Position._fields
+# Position columns, from storage.fields: their names are those of existing files (a field's
+# `sqlite`), their order is the model's, so a row maps to Position(*row).
+POSITION_COLUMN_NAMES: tuple[str, ...] = tuple(f.sqlite_column for f in POSITION_FIELDS)
+# SQLite has no boolean type: these are stored as 0/1 and turned back into bools when read.
 POSITION_BOOL_INDEXES: tuple[int, ...] = tuple(
-    i for i, hint in enumerate(typing.get_type_hints(Position).values()) if hint is bool
+    i for i, f in enumerate(POSITION_FIELDS) if f.py_type is bool
 )
+_SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
 
 # Every table holding records of a fleet, by fleet_id: what a GDPR erasure deletes
 # (tests check that nothing of an erased fleet is left in any of them).
@@ -46,31 +48,10 @@ FLEET_TABLES = (
     *COMMAND_FLEET_TABLES,
 )
 
-_POSITION_COLUMNS_DDL = """
-    fleet_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    vehicle_id TEXT,
-    time_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    lat REAL NOT NULL,
-    lon REAL NOT NULL,
-    altitude_m INTEGER NOT NULL,
-    speed_kmh REAL NOT NULL,
-    heading_deg REAL NOT NULL,
-    satellites INTEGER NOT NULL,
-    hdop REAL NOT NULL,
-    fix_valid INTEGER NOT NULL,
-    ignition INTEGER NOT NULL,
-    doors_locked INTEGER NOT NULL,
-    engine_start_inhibited INTEGER NOT NULL,
-    external_power INTEGER NOT NULL,
-    odometer_m INTEGER NOT NULL,
-    ext_power_mv INTEGER NOT NULL,
-    battery_mv INTEGER NOT NULL,
-    gsm_signal INTEGER NOT NULL,
-    warnings INTEGER NOT NULL,
-    driver_badge INTEGER,
-    buffered INTEGER NOT NULL"""
+_POSITION_COLUMNS_DDL = ",".join(
+    f"\n    {f.sqlite_column} {_SQL_TYPES[f.py_type]}{'' if f.nullable else ' NOT NULL'}"
+    for f in POSITION_FIELDS
+)
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS fleets (

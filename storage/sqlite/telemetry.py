@@ -14,9 +14,9 @@ from storage.repository import BBox
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, fetch_all
-from storage.sqlite.schema import POSITION_FIELDS
+from storage.sqlite.schema import POSITION_COLUMN_NAMES
 
-_POSITION_PLACEHOLDERS = ", ".join("?" * len(POSITION_FIELDS))
+_POSITION_PLACEHOLDERS = ", ".join("?" * len(POSITION_COLUMN_NAMES))
 
 # OR IGNORE: a resend hits the primary key and is skipped; rowcount then counts only new rows.
 _INSERT_POSITION = (
@@ -38,7 +38,7 @@ _UPSERT_LAST = (
 _last_values = attrgetter("fleet_id", "vehicle_id", "device_id", "time_ms", "lat", "lon")
 # A last position is a reference to its stored row (see schema.py).
 _SELECT_LAST = (
-    "SELECT " + ", ".join(f"p.{name}" for name in POSITION_FIELDS) + " FROM last_positions AS l"
+    f"SELECT {', '.join(f'p.{name}' for name in POSITION_COLUMN_NAMES)} FROM last_positions AS l"
     " JOIN positions AS p ON p.time_ms = l.time_ms AND p.device_id = l.device_id"
 )
 

@@ -27,6 +27,34 @@ N = 12
 STEP_MS = 30_000
 RANGE = {"from": iso_ms(T0 - 60_000), "to": iso_ms(T0 + 3_600_000)}
 
+# The names and order of a position's fields as served: a contract with every client, spelled
+# out here by hand on purpose, independently of the field table they are derived from
+# (storage/fields.py), so a change there cannot rename or reorder what clients parse.
+PUBLIC_FIELDS = [
+    "time",
+    "lat",
+    "lon",
+    "altitude_m",
+    "speed_kmh",
+    "heading_deg",
+    "satellites",
+    "hdop",
+    "fix_valid",
+    "ignition",
+    "doors_locked",
+    "engine_start_inhibited",
+    "external_power",
+    "odometer_m",
+    "external_power_mv",
+    "battery_mv",
+    "gsm_signal",
+    "warnings",
+    "driver_badge",
+    "received_at",
+    "device_id",
+    "buffered",
+]
+
 
 async def seed_track(store: Store, fleet: FleetFixture, n: int = N) -> list[int]:
     """``n`` positions 30 s apart going north-east, stored in shuffled batches."""
@@ -108,6 +136,25 @@ async def test_get_positions_json_in_time_order(
     assert r.json()["data"][4]["driver_badge"] == "4242"
     assert fix["device_id"] == fleet_a.device_id
     assert fix["odometer_m"] == 1000 + 3 * 400
+
+
+async def test_get_positions_field_names_in_every_format(
+    client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
+) -> None:
+    await seed_track(store, fleet_a, n=2)
+    url = positions_url(fleet_a)
+    r = await client.get(url, params=RANGE, headers=fleet_a.h())
+    assert [list(fix) for fix in r.json()["data"]] == [PUBLIC_FIELDS] * 2
+    r = await client.get(f"/v1/vehicles/{fleet_a.vehicle_id}/position", headers=fleet_a.h())
+    assert list(r.json()["position"]) == PUBLIC_FIELDS
+    r = await client.get(url, params={**RANGE, "format": "csv"}, headers=fleet_a.h())
+    assert r.text.splitlines()[0].split(",") == PUBLIC_FIELDS
+    r = await client.get(url, params={**RANGE, "format": "geojson"}, headers=fleet_a.h())
+    properties = [list(f["properties"]) for f in orjson.loads(r.content)["features"]]
+    assert properties == [[n for n in PUBLIC_FIELDS if n not in ("lat", "lon")]] * 2
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["PositionPublic"]
+    assert list(schema["properties"]) == PUBLIC_FIELDS
+    assert schema["required"] == PUBLIC_FIELDS
 
 
 async def test_get_positions_json_cursor_pages(
