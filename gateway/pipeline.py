@@ -286,7 +286,7 @@ class IngestPipeline(Service):
             self._count(result, len(positions) + len(events))
             for submission in batch:
                 submission.resolve(None)
-            self._offer(batch, positions, events)
+            self._offer(batch, positions, events, result)
             return
         self._timed(started)
         self.metrics.storage_errors += 1
@@ -300,16 +300,22 @@ class IngestPipeline(Service):
             submission.resolve(error)
 
     def _offer(
-        self, batch: list[_Submission], positions: list[Position], events: list[Event]
+        self,
+        batch: list[_Submission],
+        positions: list[Position],
+        events: list[Event],
+        result: StoreResult,
     ) -> None:
         stage = self.processing
         if stage is None or not stage.handlers:
             return
         if all(s.process for s in batch):
-            stage.offer(positions, events)
+            stage.offer(positions, events, result)
             return
         kept = [s for s in batch if s.process]
-        stage.offer([p for s in kept for p in s.positions], [e for s in kept for e in s.events])
+        stage.offer(
+            [p for s in kept for p in s.positions], [e for s in kept for e in s.events], result
+        )
 
     def _timed(self, started: float) -> None:
         seconds = time.perf_counter() - started

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Protocol
 
-from storage.models import Event, Position
+from storage.models import Event, Position, StoreResult
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ class Handler(Protocol):
     """One step of the chain: looks at a device's batch, returns derived events (often none).
 
     Handlers keep no locks and do no I/O on the hot path: whatever they need (rules, fences)
-    they hold in memory. They must tolerate seeing a record twice (a box resending a frame
-    whose ACK it missed is stored once, but may reach processing again).
+    they hold in memory. A resent record (a box resending a frame whose ACK it missed) is
+    stored once and reaches the handlers once; after a gp8 restart, the flush that was being
+    processed may be seen again, so handlers still keep their effects idempotent.
     """
 
     name: str
@@ -135,9 +136,23 @@ class ProcessingStage:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def offer(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
-        """Called by the pipeline once these records are durable. Never blocks."""
-        if not self.handlers or self._closing or not (positions or events):
+    def offer(
+        self,
+        positions: Sequence[Position],
+        events: Sequence[Event],
+        result: StoreResult | None = None,
+    ) -> None:
+        """Called by the pipeline once these records are durable. Never blocks. Records the
+        store reports as resends (``result``) were processed when first stored: left out."""
+        if not self.handlers or self._closing:
+            return
+        if result is not None and result.duplicate_positions:
+            resent = result.duplicate_positions
+            positions = [p for p in positions if (p.device_id, p.time_ms) not in resent]
+        if result is not None and result.duplicate_events:
+            resent_events = result.duplicate_events
+            events = [e for e in events if (e.device_id, e.time_ms, e.code) not in resent_events]
+        if not (positions or events):
             return
         size = len(positions) + len(events)
         if self._queued and self._queued + size > self._queue_limit:

@@ -29,15 +29,16 @@ class MongoTelemetry:
         self._db = db
 
     async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
-        positions_inserted = events_inserted = 0
+        dup_positions: list[int] = []
+        dup_events: list[int] = []
         if positions:
-            positions_inserted = await self._db.call(
+            dup_positions = await self._db.call(
                 _insert_new(
                     self._db.collection(POSITIONS), [docs.position_doc(p) for p in positions]
                 )
             )
         if events:
-            events_inserted = await self._db.call(
+            dup_events = await self._db.call(
                 _insert_new(self._db.collection(EVENTS), [docs.event_doc(e) for e in events])
             )
         # Every valid fix is offered, resends included: if a failure ever separated a position
@@ -51,10 +52,16 @@ class MongoTelemetry:
                 )
             )
         return StoreResult(
-            positions_inserted=positions_inserted,
-            positions_duplicate=len(positions) - positions_inserted,
-            events_inserted=events_inserted,
-            events_duplicate=len(events) - events_inserted,
+            positions_inserted=len(positions) - len(dup_positions),
+            positions_duplicate=len(dup_positions),
+            events_inserted=len(events) - len(dup_events),
+            events_duplicate=len(dup_events),
+            duplicate_positions=frozenset(
+                (positions[i].device_id, positions[i].time_ms) for i in dup_positions
+            ),
+            duplicate_events=frozenset(
+                (events[i].device_id, events[i].time_ms, events[i].code) for i in dup_events
+            ),
         )
 
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
@@ -160,8 +167,8 @@ class MongoTelemetry:
         return deleted
 
 
-async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) -> int:
-    """Insert what is not stored yet; return how many were new.
+async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) -> list[int]:
+    """Insert what is not stored yet; return the indexes of those that were already stored.
 
     Unordered, so one duplicate does not stop the rest of the batch; the server reports each
     duplicate _id as a write error with code 11000, which here just means "resent". Any other
@@ -176,8 +183,8 @@ async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) ->
             e.get("code") != DUPLICATE_KEY for e in write_errors
         ):
             raise
-        return len(documents) - len(write_errors)
-    return len(documents)
+        return sorted(e["index"] for e in write_errors)
+    return []
 
 
 def _last_position_ops(newest: dict[str, Position]) -> list[UpdateOne]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -14,6 +14,7 @@ from storage.repository import BBox
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, fetch_all
+from storage.sqlite.rows import Row
 from storage.sqlite.schema import POSITION_COLUMN_NAMES
 
 _POSITION_PLACEHOLDERS = ", ".join("?" * len(POSITION_COLUMN_NAMES))
@@ -151,12 +152,24 @@ def _store(
     per subject rather than once per position.
     """
     positions_inserted = events_inserted = 0
+    dup_positions: frozenset[Any] = frozenset()
+    dup_events: frozenset[Any] = frozenset()
     if positions:
-        positions_inserted = conn.executemany(
-            _INSERT_POSITION, map(rows.position_values, positions)
-        ).rowcount
+        positions_inserted, dup_positions = _insert_new(
+            conn,
+            _INSERT_POSITION,
+            list(map(rows.position_values, positions)),
+            positions,
+            _POSITION_KEY,
+        )
     if events:
-        events_inserted = conn.executemany(_INSERT_EVENT, map(rows.event_values, events)).rowcount
+        events_inserted, dup_events = _insert_new(
+            conn,
+            _INSERT_EVENT,
+            list(map(rows.event_values, events)),
+            events,
+            _EVENT_KEY,
+        )
     # Every valid fix is offered, resends included: if a crash ever separated a position from
     # its last-position update, the resend repairs it (the upsert is idempotent).
     newest = newest_valid_fixes(positions)
@@ -167,7 +180,41 @@ def _store(
         positions_duplicate=len(positions) - positions_inserted,
         events_inserted=events_inserted,
         events_duplicate=len(events) - events_inserted,
+        duplicate_positions=dup_positions,
+        duplicate_events=dup_events,
     )
+
+
+_POSITION_KEY = attrgetter("device_id", "time_ms")
+_EVENT_KEY = attrgetter("device_id", "time_ms", "code")
+
+
+def _insert_new(
+    conn: sqlite3.Connection,
+    sql: str,
+    values: list[Row],
+    records: Sequence[Any],
+    key: Callable[[Any], tuple[Any, ...]],
+) -> tuple[int, frozenset[Any]]:
+    """INSERT OR IGNORE a batch; (how many were new, the keys of those already stored).
+
+    The whole batch goes in one executemany (C-level per row); only when it hit a duplicate
+    is it rolled back to a savepoint and inserted row by row, to learn which ones were
+    resends: a batch with resends pays that, the common batch does not.
+    """
+    conn.execute("SAVEPOINT batch")
+    inserted = conn.executemany(sql, values).rowcount
+    resent: set[Any] = set()
+    if inserted < len(values):
+        conn.execute("ROLLBACK TO batch")
+        inserted = 0
+        for row, record in zip(values, records, strict=True):
+            if conn.execute(sql, row).rowcount:
+                inserted += 1
+            else:
+                resent.add(key(record))
+    conn.execute("RELEASE batch")
+    return inserted, frozenset(resent)
 
 
 def _purge(conn: sqlite3.Connection, fleet_id: str, before_ms: int) -> int:

@@ -100,10 +100,13 @@ class FakeTelemetry:
             raise ValueError("poison record")
         await asyncio.sleep(0)  # a real store yields to the loop while it commits
         inserted = duplicate = 0
+        resent: set[tuple[str, int]] = set()
+        resent_events: set[tuple[str, int, str]] = set()
         for p in positions:
             key = (p.device_id, p.time_ms)
             if key in self.positions:
                 duplicate += 1
+                resent.add(key)
                 continue
             self.positions[key] = p
             inserted += 1
@@ -117,11 +120,19 @@ class FakeTelemetry:
             ekey = (e.device_id, e.time_ms, e.code)
             if ekey in self.events:
                 ev_duplicate += 1
+                resent_events.add(ekey)
             else:
                 self.events[ekey] = e
                 ev_inserted += 1
         self.calls.append((len(positions), len(events)))
-        return StoreResult(inserted, duplicate, ev_inserted, ev_duplicate)
+        return StoreResult(
+            inserted,
+            duplicate,
+            ev_inserted,
+            ev_duplicate,
+            frozenset(resent),
+            frozenset(resent_events),
+        )
 
 
 @dataclass

@@ -133,6 +133,25 @@ async def test_a_handler_sees_each_stored_batch_once_after_durability() -> None:
     assert seen == [1000, 2000, 3000, 4000]  # each once, in device time order
 
 
+async def test_a_resend_is_stored_once_and_processed_once() -> None:
+    store = FakeStore()
+    recorder = Recorder(store)
+    stage = ProcessingStage([recorder])
+    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
+    await stage.start()
+    await pipeline.start()
+    try:
+        await pipeline.submit(positions(CTX, [1000, 2000]), [])
+        # The box missed the ACK and resends the frame, with one new record behind it.
+        await pipeline.submit(positions(CTX, [1000, 2000, 3000]), [])
+        await stage.settle(TIMEOUT)
+    finally:
+        await pipeline.stop()
+        await stage.stop()
+    seen = [p.time_ms for batch in recorder.seen for p in batch.positions]
+    assert seen == [1000, 2000, 3000]
+
+
 async def test_a_failed_flush_reaches_no_handler() -> None:
     store = FakeStore()
     recorder = Recorder(store)

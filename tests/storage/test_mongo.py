@@ -168,7 +168,7 @@ def _bulk(
 
 async def test_insert_counts_only_duplicate_key_errors_as_resends() -> None:
     duplicates = _bulk([{"index": 0, "code": 11000, "errmsg": "dup"}])
-    assert await _insert_new(_Raising(duplicates), [{"_id": 1}, {"_id": 2}]) == 1  # type: ignore[arg-type]
+    assert await _insert_new(_Raising(duplicates), [{"_id": 1}, {"_id": 2}]) == [0]  # type: ignore[arg-type]
     for error in (
         _bulk([{"index": 0, "code": 11000}, {"index": 1, "code": 121, "errmsg": "validation"}]),
         _bulk([{"index": 0, "code": 11000}], [{"code": 64, "errmsg": "waiting for replication"}]),

@@ -35,7 +35,15 @@ async def test_same_batch_twice_is_stored_once(store: Store, fleet: Fleet) -> No
         event(fleet.id, DEV, VEH, 1_000, "power_cut"),
     ]
     assert await store.telemetry.store(positions, events) == StoreResult(2, 0, 2, 0)
-    assert await store.telemetry.store(positions, events) == StoreResult(0, 2, 0, 2)
+    assert await store.telemetry.store(positions, events) == StoreResult(
+        0,
+        2,
+        0,
+        2,
+        # Named, so that processing after the store can leave resends out.
+        frozenset({(DEV, 1_000), (DEV, 2_000)}),
+        frozenset({(DEV, 1_000, "sos"), (DEV, 1_000, "power_cut")}),
+    )
     assert len((await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=10**6)).items) == 2
     assert len((await store.telemetry.events(fleet.id)).items) == 2
 
@@ -45,7 +53,7 @@ async def test_resend_keeps_the_first_copy(store: Store, fleet: Fleet) -> None:
     resend = position(fleet.id, DEV, VEH, 1_000, speed_kmh=99.0, buffered=True)
     await store.telemetry.store([first], [])
     assert await store.telemetry.store([resend, position(fleet.id, DEV, VEH, 2_000)], []) == (
-        StoreResult(1, 1, 0, 0)
+        StoreResult(1, 1, 0, 0, frozenset({(DEV, 1_000)}))
     )
     page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=1_001)
     assert page.items == [first]
@@ -53,7 +61,9 @@ async def test_resend_keeps_the_first_copy(store: Store, fleet: Fleet) -> None:
 
 async def test_duplicates_inside_one_batch(store: Store, fleet: Fleet) -> None:
     p = position(fleet.id, DEV, VEH, 1_000)
-    assert await store.telemetry.store([p, p, p], []) == StoreResult(1, 2, 0, 0)
+    assert await store.telemetry.store([p, p, p], []) == StoreResult(
+        1, 2, 0, 0, frozenset({(DEV, 1_000)})
+    )
 
 
 async def test_same_time_other_box_is_not_a_duplicate(store: Store, fleet: Fleet) -> None:
