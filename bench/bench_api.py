@@ -96,7 +96,7 @@ async def seed(store: Store, vehicles: int, interval_s: int, end_ms: int) -> tup
                     engine_start_inhibited=False,
                     external_power=True,
                     odometer_m=odometer,
-                    ext_power_mv=13_800 if moving else 12_500,
+                    external_power_mv=13_800 if moving else 12_500,
                     battery_mv=4_100,
                     gsm_signal=21,
                     warnings=0,

@@ -18,9 +18,9 @@ Three spellings per field, on purpose: ``attr`` is the model's attribute, ``publ
 name (a contract: clients parse it), and ``sqlite``/``mongo`` the names in existing databases
 (a compatibility matter: changing one needs a migration, so they are pinned by a test, and
 renaming an attribute leaves them alone). Today they only differ where the API serves a value
-in another form (``time_ms`` is served as ``time``, an ISO-8601 string) and for the supply
-voltage, still ``ext_power_mv`` inside storage (the wire protocol's name) but
-``external_power_mv`` in the API.
+in another form (``time_ms`` is served as ``time``, an ISO-8601 string), and for the supply
+voltage, ``external_power_mv`` everywhere but in the databases, which keep the column and key
+``ext_power_mv`` of the first release.
 
 storage/ is the lowest layer the API and the gateway share, so both may import this module;
 it imports nothing of the project (protocol/ has its own, wire-level, record layout).
@@ -131,11 +131,14 @@ POSITION_FIELDS: tuple[PositionField, ...] = (
     ),
     _served("odometer_m", int, "The box's odometer", "m"),
     PositionField(
-        "ext_power_mv",
+        "external_power_mv",
         int,
         "External (vehicle) supply voltage",
         "mV",
         public="external_power_mv",
+        # Stored under the wire protocol's name since the first release; kept (no migration).
+        sqlite="ext_power_mv",
+        mongo="ext_power_mv",
     ),
     _served("battery_mv", int, "The box's backup battery voltage", "mV"),
     _served("gsm_signal", int, "Cellular signal, 3GPP CSQ 0..31, 99 unknown"),

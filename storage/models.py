@@ -141,7 +141,7 @@ class Position(NamedTuple):
     engine_start_inhibited: bool
     external_power: bool
     odometer_m: int
-    ext_power_mv: int  # served as external_power_mv (storage.fields)
+    external_power_mv: int  # stored as ext_power_mv (storage.fields)
     battery_mv: int
     gsm_signal: int
     warnings: int  # protocol.WarningLight bitmask

@@ -107,7 +107,7 @@ def position_dict(p: Position) -> dict[str, Any]:
         "engine_start_inhibited": p.engine_start_inhibited,
         "external_power": p.external_power,
         "odometer_m": p.odometer_m,
-        "external_power_mv": p.ext_power_mv,
+        "external_power_mv": p.external_power_mv,
         "battery_mv": p.battery_mv,
         "gsm_signal": p.gsm_signal,
         "warnings": warning_names(p.warnings),

@@ -52,7 +52,7 @@ def make_position(
         engine_start_inhibited=False,
         external_power=True,
         odometer_m=100_000,
-        ext_power_mv=12_600,
+        external_power_mv=12_600,
         battery_mv=4_100,
         gsm_signal=20,
         warnings=0,

@@ -35,7 +35,7 @@ def position(
         "engine_start_inhibited": False,
         "external_power": True,
         "odometer_m": 123_456,
-        "ext_power_mv": 12_600,
+        "external_power_mv": 12_600,
         "battery_mv": 4_100,
         "gsm_signal": 21,
         "warnings": 0,

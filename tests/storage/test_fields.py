@@ -103,7 +103,7 @@ def samples() -> list[Position]:
         engine_start_inhibited=True,
         external_power=False,
         odometer_m=987_654,
-        ext_power_mv=13_800,
+        external_power_mv=13_800,
         battery_mv=3_700,
         gsm_signal=99,
         warnings=int(WarningLight.ENGINE | WarningLight.ESP),

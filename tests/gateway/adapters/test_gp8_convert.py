@@ -68,7 +68,7 @@ def test_positional_construction_matches_the_model_fields() -> None:
         engine_start_inhibited=False,
         external_power=True,
         odometer_m=record.odometer_m,
-        ext_power_mv=record.ext_power_mv,
+        external_power_mv=record.ext_power_mv,
         battery_mv=record.battery_mv,
         gsm_signal=record.gsm_signal,
         warnings=record.warnings,
