@@ -17,6 +17,9 @@ MIN_TIME_MS = 1_420_070_400_000
 MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
 _MAX_LAT = 900_000_000
 _MAX_LON = 1_800_000_000
+# Badge ids are u64 on the wire; real ones (iButton 48 bits, RFID 56) fit a signed 64-bit
+# integer, which is what SQLite and MongoDB hold: a larger one would fail its whole batch.
+MAX_BADGE = 2**63 - 1
 
 
 class RecordRejection(StrEnum):
@@ -25,6 +28,7 @@ class RecordRejection(StrEnum):
     TIME_TOO_OLD = "time_too_old"
     TIME_IN_FUTURE = "time_in_future"
     HEADING = "heading_out_of_range"
+    BADGE = "badge_out_of_range"
 
 
 def check_record(record: PositionRecord, now_ms: int) -> RecordRejection | None:
@@ -39,4 +43,6 @@ def check_record(record: PositionRecord, now_ms: int) -> RecordRejection | None:
         return RecordRejection.TIME_IN_FUTURE
     if record.heading_ddeg > 3599:
         return RecordRejection.HEADING
+    if record.badge > MAX_BADGE:
+        return RecordRejection.BADGE
     return None

@@ -103,6 +103,12 @@ CASES = [
         2,
     ),
     Case(
+        "a badge no database can hold is dropped alone, not its batch",
+        lambda r: _position(10, [r[0], r[1]._replace(badge=2**64 - 1), r[2]]),
+        [("ack", 10, None)],
+        2,
+    ),
+    Case(
         "a frame whose records are all impossible is ACKed",
         lambda r: _position(10, [_impossible(r[0])]),
         [("ack", 10, None)],

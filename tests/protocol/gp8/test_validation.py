@@ -44,6 +44,10 @@ def test_documented_constants() -> None:
         ({"heading_ddeg": 3599}, None),
         ({"heading_ddeg": 3600}, RecordRejection.HEADING),
         ({"heading_ddeg": 0xFFFF}, RecordRejection.HEADING),
+        ({"badge": 2**63 - 1}, None),
+        # A u64 the databases cannot hold: rejected alone instead of failing its whole batch.
+        ({"badge": 2**63}, RecordRejection.BADGE),
+        ({"badge": 2**64 - 1}, RecordRejection.BADGE),
         # No fix yet: the box reports 0/0 with FIX_VALID clear. Odd, but possible: kept.
         ({"lat_e7": 0, "lon_e7": 0, "flags": 0, "satellites": 0}, None),
         # Fields without a rule are stored as sent, whatever their value.
@@ -61,11 +65,14 @@ def test_rules(changes: dict[str, int], rejection: RecordRejection | None) -> No
     st.integers(-1_800_000_000, 1_800_000_000),
     st.integers(MIN_TIME_MS, NOW + MAX_CLOCK_SKEW_MS),
     st.integers(0, 3599),
+    st.integers(0, 2**63 - 1),
 )
 def test_any_record_inside_the_rules_is_plausible(
-    record: PositionRecord, lat: int, lon: int, time_ms: int, heading: int
+    record: PositionRecord, lat: int, lon: int, time_ms: int, heading: int, badge: int
 ) -> None:
-    plausible = record._replace(lat_e7=lat, lon_e7=lon, time_ms=time_ms, heading_ddeg=heading)
+    plausible = record._replace(
+        lat_e7=lat, lon_e7=lon, time_ms=time_ms, heading_ddeg=heading, badge=badge
+    )
     assert check_record(plausible, NOW) is None
 
 
@@ -78,6 +85,7 @@ def test_a_rejection_names_a_rule_the_record_breaks(record: PositionRecord) -> N
         RecordRejection.TIME_TOO_OLD: record.time_ms < MIN_TIME_MS,
         RecordRejection.TIME_IN_FUTURE: record.time_ms > NOW + MAX_CLOCK_SKEW_MS,
         RecordRejection.HEADING: record.heading_ddeg > 3599,
+        RecordRejection.BADGE: record.badge > 2**63 - 1,
     }
     rejection = check_record(record, NOW)
     if rejection is None:
@@ -93,4 +101,5 @@ def test_rejections_are_stable_metric_labels() -> None:
         "time_too_old",
         "time_in_future",
         "heading_out_of_range",
+        "badge_out_of_range",
     }
