@@ -1,13 +1,14 @@
 """RFC 9457 problem details: the one shape of every error the API returns.
 
-Handlers here are the boundary where HTTP, validation and storage exceptions become responses;
-nothing else in `api/` builds an error body.
+Handlers here are the boundary where HTTP, validation, storage and command-service exceptions
+become responses; nothing else in `api/` builds an error body.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from commands.errors import (
+    CommandError,
+    EngineStartCapReached,
+    IdempotencyMismatch,
+    ImmobilizationSuspended,
+    InvalidCommand,
+    NoBoxFitted,
+    NotAllowed,
+    VehicleFrozen,
+    WrongState,
+)
 from storage.errors import Conflict, InvalidCursor, NotFound, StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -189,6 +201,51 @@ async def _storage_error(request: Request, exc: Exception) -> ProblemResponse:
     return problem_response(request, 500, "internal storage error")
 
 
+@dataclass(frozen=True, slots=True)
+class _CommandProblem:
+    status: int
+    type_: str
+    # Members and headers some refusals add to the problem.
+    extra: Callable[[Any], dict[str, Any]] = lambda exc: {}
+    headers: Callable[[Any], dict[str, str]] = lambda exc: {}
+
+
+_PROBLEM = "urn:gp8:problem:"
+# The command service's refusals (commands/errors.py), looked up along the exception's class
+# hierarchy like Starlette's own handlers: a new refusal under a kind answers as its kind.
+_COMMAND_PROBLEMS: dict[type[CommandError], _CommandProblem] = {
+    NotAllowed: _CommandProblem(403, _PROBLEM + "forbidden"),
+    InvalidCommand: _CommandProblem(422, _PROBLEM + "validation"),
+    IdempotencyMismatch: _CommandProblem(422, _PROBLEM + "idempotency-key-reused"),
+    VehicleFrozen: _CommandProblem(
+        409, _PROBLEM + "duplicate-box", extra=lambda exc: {"alert_ids": exc.alert_ids}
+    ),
+    ImmobilizationSuspended: _CommandProblem(409, _PROBLEM + "immobilization-suspended"),
+    NoBoxFitted: _CommandProblem(409, _PROBLEM + "no-box-fitted"),
+    WrongState: _CommandProblem(409, _PROBLEM + "command-state"),
+    # The client may ask again once the oldest counted command leaves the hour.
+    EngineStartCapReached: _CommandProblem(
+        429,
+        _PROBLEM + "engine-start-cap",
+        headers=lambda exc: {"Retry-After": str(exc.retry_after_s)},
+    ),
+    CommandError: _CommandProblem(409, _PROBLEM + "command-refused"),  # any other refusal
+}
+
+
+async def _command_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, CommandError)
+    problem = next(_COMMAND_PROBLEMS[cls] for cls in type(exc).__mro__ if cls in _COMMAND_PROBLEMS)
+    return problem_response(
+        request,
+        problem.status,
+        str(exc),
+        type_=problem.type_,
+        headers=problem.headers(exc) or None,
+        **problem.extra(exc),
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -197,6 +254,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(StorageUnavailable, _unavailable)
     app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(CommandError, _command_error)
 
 
 class InternalErrorMiddleware:

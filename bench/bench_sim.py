@@ -3,8 +3,10 @@
 Run: ``.venv/bin/python bench/bench_sim.py [--vehicles 1000] [--fixes 50] [--interval 10]``
 
 Per position: move the vehicle along its streets to the next fix (closed-form speed profiles),
-sample it, build the wire record with the box's state, and encode it in a POSITION frame (50
-records per frame, as a box catching up sends them). The best of several runs is reported.
+sample it, build the wire record with the box's state, put it in the box's outbox, which frames
+it in a POSITION (50 records per frame, as a box catching up sends them), and read the frame's
+ACK back, so the outbox's accounting is in the figure (simulator.outbox is sans-IO: no network
+needed). The best of several runs is reported.
 The simulator must not be what limits a load test: one core has to make far more positions per
 second than a gateway takes.
 """
@@ -19,49 +21,59 @@ from pathlib import Path
 # Runnable as a plain script from a checkout, without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol.gp8 import Position, PositionRecord, encode
-from simulator.box import make_record
+from protocol.gp8 import Ack, encode
 from simulator.geo import LatLon
+from simulator.outbox import Framing, Outbox
+from simulator.records import make_record
 from simulator.trajectory import StreetGrid, Vehicle
 
 # 10,000 boxes reporting every second, on one core, with room to spare for the sockets.
 TARGET_POSITIONS_PER_S = 10_000
 START_MS = 1_772_438_400_000  # a Monday morning in Paris: traffic
+BATCH = 50
+
+
+def _send_and_ack(outbox: Outbox, now: float) -> None:
+    """The outbox's frames out, their ACKs in, as a gateway answering at once would."""
+    acks = b"".join(encode(Ack(0, unit.seq or 0)) for unit in outbox.take(now))
+    outbox.receive_data(acks, now)
 
 
 def run(vehicles: int, fixes: int, interval_ms: int) -> float:
     grid = StreetGrid(LatLon(48.8566, 2.3522), 10_000, seed=1)
     fleet = [Vehicle(grid, seed=i, start_ms=START_MS) for i in range(vehicles)]
     started = time.perf_counter()
-    for vehicle in fleet:
-        batch: list[PositionRecord] = []
+    acked = 0
+    for i, vehicle in enumerate(fleet):
+        outbox = Outbox(f"{356_000_000_000_000 + i:015d}", "secret", batch_size=BATCH)
+        outbox.link_up(Framing.MESSAGES)  # online at once: no login to script
         for k in range(1, fixes + 1):
             vehicle.advance(START_MS + k * interval_ms)
             s = vehicle.sample()
-            batch.append(
-                make_record(
-                    s.time_ms,
-                    s.lat,
-                    s.lon,
-                    speed_kmh=s.speed_kmh,
-                    heading_deg=s.heading_deg,
-                    altitude_m=s.altitude_m,
-                    satellites=s.satellites,
-                    hdop=s.hdop,
-                    ignition=s.ignition,
-                    odometer_m=s.odometer_m,
-                    ext_power_mv=s.ext_power_mv,
-                    battery_mv=s.battery_mv,
-                    warnings=s.warnings,
-                    badge=s.badge,
-                )
+            record = make_record(
+                s.time_ms,
+                s.lat,
+                s.lon,
+                speed_kmh=s.speed_kmh,
+                heading_deg=s.heading_deg,
+                altitude_m=s.altitude_m,
+                satellites=s.satellites,
+                hdop=s.hdop,
+                ignition=s.ignition,
+                flags=outbox.state.flags,
+                odometer_m=s.odometer_m,
+                ext_power_mv=s.ext_power_mv,
+                battery_mv=s.battery_mv,
+                warnings=s.warnings,
+                badge=s.badge,
             )
-            if len(batch) == 50:
-                encode(Position(k, tuple(batch)))
-                batch = []
-        if batch:
-            encode(Position(fixes + 1, tuple(batch)))
+            outbox.enqueue((record,))
+            if outbox.waiting == BATCH:
+                _send_and_ack(outbox, float(k))
+        _send_and_ack(outbox, float(fixes + 1))
+        acked += outbox.acked
     elapsed = time.perf_counter() - started
+    assert acked == vehicles * fixes, acked
     return vehicles * fixes / elapsed
 
 

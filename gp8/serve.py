@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from gp8.settings import Settings
 
@@ -76,8 +77,8 @@ async def start_services(settings: Settings) -> Running:
 
 async def _start(run: Running, settings: Settings) -> None:
     from api.app import create_app
+    from commands import CommandService
     from gateway import TcpGateway
-    from gateway.commands import CommandService
     from storage import open_store
 
     store = open_store(
@@ -107,6 +108,9 @@ async def _start(run: Running, settings: Settings) -> None:
     await gateway.start()
     run.gateway = gateway
 
+    metrics = CollectorRegistry()
+    metrics.register(gateway.collector())
+    metrics.register(commands.metrics)
     health_parts: list[Callable[[], Awaitable[dict[str, Any]]]] = []
 
     async def gateway_health() -> dict[str, Any]:
@@ -132,6 +136,7 @@ async def _start(run: Running, settings: Settings) -> None:
             on_box_online=commands.on_box_online,
         )
         commands.add_sender(bridge)
+        metrics.register(bridge.collector())
         await bridge.start()
         run.mqtt = bridge
 
@@ -159,6 +164,7 @@ async def _start(run: Running, settings: Settings) -> None:
         bootstrap_key=settings.bootstrap_key,
         rate_limit_per_minute=settings.api.rate_limit_per_minute,
         health=health,
+        metrics=metrics,
     )
     app.state.commands = commands
     config = uvicorn.Config(

@@ -1,16 +1,17 @@
-"""A virtual GP8 box: an asyncio client that speaks the protocol the way the firmware does.
+"""A virtual GP8 box: an asyncio shell that drives a sans-IO `Outbox` (simulator.outbox) over
+one link at a time (simulator.links: TCP; simulator.mqtt_link: MQTT).
 
-It keeps every record in an outbox until the frame that carried it is ACKed, so nothing is lost
-across NACKs, cut connections and reconnects: in-flight records go back to the outbox (in
-order) when the link drops, and are resent, possibly in differently sized batches, after the
-next login. NACK SERVER_BUSY and BAD_CRC mean "send it again later"; the other NACK reasons mean
-the server will never take those bytes, so the records are dropped (and counted).
+The outbox decides what the box says and what becomes of each record; this shell moves bytes
+between it and the link and keeps the time. It connects (and, over TCP, logs in), sends the
+outbox's frames within its window, hands every answer to the outbox, and executes COMMANDs in
+one order on every link: the ACK goes out on receipt, then the command runs, then its
+COMMAND_RESULT goes out (docs/protocol.md §5.5). A link whose heartbeat or data frame goes
+unanswered too long is dead, on either transport: the box drops it, everything it had in
+flight goes back to the outbox, and the next `connect` (from `deliver`, or the simulator's
+driver) starts a new one.
 
-It also executes COMMANDs (lock, unlock, engine-start inhibit, ...) against a small box state
-that its next records report, and answers COMMAND_RESULT; a command the box already executed
-(same command sequence number) is answered again without being executed twice.
-
-Used by the simulator CLI and by end-to-end tests; every network await has a timeout.
+`VirtualBox` is the TCP box; simulator.mqtt_box.MqttBox is the MQTT one. Used by the simulator
+and by end-to-end tests; every network await has a timeout.
 """
 
 from __future__ import annotations
@@ -19,197 +20,344 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from protocol.gp8 import (
-    MAX_RECORDS_PER_FRAME,
-    Ack,
-    Challenge,
     Command,
-    CommandFailure,
-    CommandResult,
-    CommandStatus,
-    CommandType,
-    Event,
     EventCode,
-    FrameDecoder,
-    FrameError,
-    Heartbeat,
-    Login,
-    LoginResult,
     LoginStatus,
-    Message,
     Model,
     Nack,
     NackReason,
-    Position,
     PositionRecord,
-    RecordFlags,
-    encode,
-    login_proof,
 )
+from simulator.errors import BoxDisconnected, BoxError, LoginRefused
+from simulator.links import Link, TcpLink
+from simulator.outbox import (
+    ACK_TIMEOUT_S,
+    BUSY_BACKOFF_S,
+    COMMAND_MEMORY,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_WINDOW,
+    FIRMWARE,
+    RETRYABLE_NACKS,
+    Answer,
+    BoxState,
+    CommandHook,
+    CommandOutcome,
+    Fate,
+    Outbox,
+    OutboxOptions,
+    Reaction,
+    Unit,
+    execute,
+)
+from simulator.records import make_record
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "BUSY_BACKOFF_S",
+    "COMMAND_MEMORY",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_WINDOW",
+    "FIRMWARE",
+    "RETRYABLE_NACKS",
+    "AckHook",
+    "AnswerHook",
+    "Box",
+    "BoxDisconnected",
+    "BoxError",
+    "BoxOptions",
+    "BoxState",
+    "CommandHook",
+    "CommandOutcome",
+    "LoginRefused",
+    "VirtualBox",
+    "execute",
+    "make_record",
+]
 
 log = logging.getLogger(__name__)
 
-FIRMWARE = (1, 4, 2)
-READ_SIZE = 64 * 1024
-_MAX_SEQ = 0xFFFF_FFFF
-# Records per POSITION frame unless told otherwise: what the GP8 firmware sends after a short
-# offline period (its buffer flushes in batches of 50).
-DEFAULT_BATCH_SIZE = 50
-# Frames sent and not yet ACKed at any time (the firmware's window).
-DEFAULT_WINDOW = 4
-# After NACK SERVER_BUSY the firmware waits this long before resending.
-BUSY_BACKOFF_S = 1.0
-# Command sequence numbers remembered for de-duplication: a command resent by the server
-# (its ACK got lost) is answered, not executed twice.
-COMMAND_MEMORY = 64
-# NACK reasons after which resending the same bytes can succeed.
-RETRYABLE_NACKS = frozenset({NackReason.SERVER_BUSY, NackReason.BAD_CRC})
-
-
-class BoxError(Exception):
-    """Base class of the virtual box's errors."""
-
-
-class BoxDisconnected(BoxError):
-    """The connection is gone (or was never made); unacknowledged records stay in the outbox."""
-
-
-class LoginRefused(BoxError):
-    def __init__(self, status: LoginStatus) -> None:
-        super().__init__(f"login refused: {status.name}")
-        self.status = status
-
-
-def make_record(
-    time_ms: int,
-    lat: float,
-    lon: float,
-    *,
-    speed_kmh: float = 0.0,
-    heading_deg: float = 0.0,
-    altitude_m: int = 0,
-    satellites: int = 9,
-    hdop: float = 0.9,
-    fix_valid: bool = True,
-    ignition: bool = False,
-    flags: int = 0,
-    odometer_m: int = 0,
-    ext_power_mv: int = 12_600,
-    battery_mv: int = 4_100,
-    gsm_signal: int = 20,
-    warnings: int = 0,
-    badge: int = 0,
-    buffered: bool = False,
-) -> PositionRecord:
-    """A position record in wire units from physical values."""
-    if fix_valid:
-        flags |= RecordFlags.FIX_VALID
-    if ignition:
-        flags |= RecordFlags.IGNITION
-    if ext_power_mv:
-        flags |= RecordFlags.EXTERNAL_POWER
-    if buffered:
-        flags |= RecordFlags.BUFFERED
-    return PositionRecord(
-        time_ms=time_ms,
-        lat_e7=round(lat * 1e7),
-        lon_e7=round(lon * 1e7),
-        altitude_m=altitude_m,
-        speed_dkmh=round(speed_kmh * 10),
-        heading_ddeg=round(heading_deg * 10) % 3600,
-        satellites=satellites,
-        hdop_d=round(hdop * 10),
-        flags=int(flags),
-        odometer_m=odometer_m,
-        ext_power_mv=ext_power_mv,
-        battery_mv=battery_mv,
-        gsm_signal=gsm_signal,
-        warnings=warnings,
-        badge=badge,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One outbox entry: a position record, or an event when ``code`` is set."""
-
-    record: PositionRecord
-    code: EventCode | None = None
-    detail: int = 0
-
-
-@dataclass(slots=True)
-class BoxState:
-    """What the box's relays and settings are; its records and COMMAND_RESULTs report it."""
-
-    doors_locked: bool = False
-    engine_start_inhibited: bool = False
-    report_interval_s: int = 30
-    reboots: int = 0
-
-    @property
-    def flags(self) -> int:
-        flags = 0
-        if self.doors_locked:
-            flags |= RecordFlags.DOORS_LOCKED
-        if self.engine_start_inhibited:
-            flags |= RecordFlags.ENGINE_START_INHIBITED
-        return int(flags)
-
-
-M = TypeVar("M", bound=Message)
-CommandOutcome = tuple[CommandStatus, CommandFailure]
-CommandHook = Callable[[Command, BoxState], CommandOutcome | None]
 # Called on each ACK of a data frame: (records in it, whether it was an EVENT, seconds since it
-# was written). For the simulator's report; must not block.
+# was written). Must not block.
 AckHook = Callable[[int, bool, float], None]
+# Called on each answer that settles a data frame's records for good (ACKED or REFUSED), with
+# the entries and their fate. Must not block.
+AnswerHook = Callable[[Answer], None]
+
+
+class BoxOptions(OutboxOptions, total=False):
+    """What every box takes, whatever its link."""
+
+    host: str
+    port: int
+    connect_timeout_s: float
+    io_timeout_s: float
+    heartbeat_interval_s: float | None
+    on_ack: AckHook | None
+    on_answer: AnswerHook | None
 
 
 @dataclass(eq=False)
-class _Link:
-    """One TCP connection; a box has at most one live link."""
+class _Session:
+    """One link and the tasks that serve it; a box has at most one current session."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    decoder: FrameDecoder = field(default_factory=FrameDecoder)
-    reader_task: asyncio.Task[None] | None = None
-    heartbeat_task: asyncio.Task[None] | None = None
-    alive: bool = True
+    link: Link
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-class OutboxDelivery:
-    """What every virtual box does with its outbox, whatever the transport: send records and
-    keep reconnecting until the server has acknowledged all of them. Subclasses provide the
-    link (connect, flush, what to do with a broken one)."""
+class Box:
+    """A box over some link; subclasses say which (`_open_link`) and its default port."""
 
-    imei: str
-    _LOG_NAME = "box"
+    DEFAULT_PORT = 0
+
+    def __init__(
+        self,
+        imei: str,
+        secret: str,
+        model: Model = Model.GP8000,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        connect_timeout_s: float = 10.0,
+        io_timeout_s: float = 30.0,
+        heartbeat_interval_s: float | None = None,
+        on_ack: AckHook | None = None,
+        on_answer: AnswerHook | None = None,
+        **outbox: Unpack[OutboxOptions],
+    ) -> None:
+        self.outbox = Outbox(imei, secret, model, **outbox)
+        self.host = host
+        self.port = self.DEFAULT_PORT if port is None else port  # read at each connect
+        self.connect_timeout_s = connect_timeout_s
+        self.io_timeout_s = io_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.on_ack = on_ack
+        self.on_answer = on_answer
+        self.logins = 0  # links opened (and, over TCP, logged in)
+        self.server_time_offset_ms = 0  # server clock minus ours, from the last CHALLENGE
+        self._session: _Session | None = None
+        self._dropped_sessions: list[_Session] = []  # lost links, released at the next call
+        self._heartbeat_waiters: dict[int, asyncio.Future[None]] = {}
+        self._changed = asyncio.Event()
+
+    # --- what the outbox knows ---------------------------------------------------------------
 
     @property
-    def connected(self) -> bool:
-        raise NotImplementedError
+    def imei(self) -> str:
+        return self.outbox.imei
+
+    @property
+    def model(self) -> Model:
+        return self.outbox.model
+
+    @property
+    def secret(self) -> str:
+        return self.outbox.secret
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.outbox.secret = value
+
+    @property
+    def state(self) -> BoxState:
+        return self.outbox.state
+
+    @property
+    def on_command(self) -> CommandHook | None:
+        return self.outbox.on_command
+
+    @on_command.setter
+    def on_command(self, hook: CommandHook | None) -> None:
+        self.outbox.on_command = hook
+
+    @property
+    def commands(self) -> list[Command]:
+        return self.outbox.commands
+
+    @property
+    def nacks(self) -> Counter[NackReason]:
+        return self.outbox.nacks
+
+    @property
+    def frame_errors(self) -> int:
+        return self.outbox.frame_errors
 
     @property
     def pending(self) -> int:
-        raise NotImplementedError
+        """Records not yet ACKed or refused (unsent or in flight)."""
+        return self.outbox.pending
+
+    @property
+    def acked(self) -> int:
+        """Records (positions and events) the server ACKed."""
+        return self.outbox.acked
+
+    @property
+    def dropped(self) -> int:
+        """Records the server refused for good."""
+        return self.outbox.refused
+
+    @property
+    def resent(self) -> int:
+        """Records put back in the outbox to be sent again (retryable NACK, lost link, ACK
+        timeout)."""
+        return self.outbox.resent
+
+    requeued = resent  # its first name, kept for the tests and benchmarks that use it
+
+    @property
+    def unrouted(self) -> int:
+        """Records the link could not get to any server (MQTT: no gateway subscribed)."""
+        return self.outbox.unrouted
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self.outbox.online
+
+    def record(
+        self, time_ms: int, lat: float, lon: float, *, flags: int = 0, **kwargs: Any
+    ) -> PositionRecord:
+        """`make_record` with the box's current relay state in the flags."""
+        return make_record(time_ms, lat, lon, flags=flags | self.state.flags, **kwargs)
 
     def enqueue(self, records: Iterable[PositionRecord]) -> None:
+        """Put position records in the outbox (sent by the next `send_frames`/`flush`)."""
+        self.outbox.enqueue(records)
+
+    def enqueue_event(self, code: EventCode, record: PositionRecord, detail: int = 0) -> None:
+        self.outbox.enqueue_event(code, record, detail)
+
+    # --- the link ----------------------------------------------------------------------------
+
+    async def _open_link(self) -> Link:
         raise NotImplementedError
 
     async def connect(self) -> None:
-        raise NotImplementedError
+        """Open a link and log in. Raises LoginRefused, BoxDisconnected, TimeoutError,
+        OSError."""
+        await self.close()
+        async with asyncio.timeout(self.connect_timeout_s):
+            link = await self._open_link()
+        session = _Session(link)
+        self._session = session
+        self.outbox.link_up(link.framing)
+        try:
+            # Over TCP: CHALLENGE → LOGIN → LOGIN_RESULT (§5.1); over MQTT the broker has
+            # already checked the box's credentials, and the box is online at once.
+            async with asyncio.timeout(self.io_timeout_s):
+                while not self.outbox.online:
+                    reaction = self.outbox.receive_data(await link.receive(), self._now())
+                    await self._react(session, reaction)
+                    _check_login(reaction)
+        except BaseException:
+            self._lose_link()
+            raise
+        challenge = self.outbox.challenge
+        if challenge is not None:
+            self.server_time_offset_ms = challenge.server_time_ms - _now_ms()
+        self.logins += 1
+        session.tasks.append(asyncio.create_task(self._read_loop(session), name=f"box-{self.imei}"))
+        if self.heartbeat_interval_s:
+            session.tasks.append(asyncio.create_task(self._heartbeat_loop(session)))
+        self._changed.set()
 
-    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        raise NotImplementedError
+    async def close(self) -> None:
+        """Close the link politely; unacknowledged records stay in the outbox."""
+        session = self._session
+        if session is not None:
+            self._forget(session)
+            await session.link.close()
+        await self._release()
+
+    def cut(self) -> None:
+        """Lose the link abruptly, as a box losing coverage does: over TCP mid-frame (the first
+        half of the next frame, or of a heartbeat, gets out)."""
+        session = self._session
+        if session is not None:
+            session.link.abort(self.outbox.peek_frame())
+            self._lose_link()
 
     async def _abandon_link(self) -> None:
         """Forget a link that failed, so the next round connects anew."""
-        raise NotImplementedError
+        self._lose_link()
+        await self._release()
+
+    def _lose_link(self) -> None:
+        """The current link is dead: abort it; everything it had in flight goes back to the
+        outbox."""
+        session = self._session
+        if session is not None:
+            session.link.abort()
+            self._forget(session)
+
+    def _forget(self, session: _Session) -> None:
+        self._session = None
+        for task in session.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._dropped_sessions.append(session)
+        self.outbox.link_lost()
+        for waiter in self._heartbeat_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(BoxDisconnected("connection lost"))
+        self._heartbeat_waiters.clear()
+        self._changed.set()
+
+    async def _release(self) -> None:
+        """Close what is left of dropped links and wait for their tasks."""
+        sessions, self._dropped_sessions = self._dropped_sessions, []
+        for session in sessions:
+            await session.link.close()
+            await asyncio.gather(*session.tasks, return_exceptions=True)
+
+    def _require_session(self) -> _Session:
+        session = self._session
+        if session is None or not self.outbox.online:
+            raise BoxDisconnected("not connected")
+        return session
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send_frames(self, max_frames: int | None = None) -> int:
+        """Send up to ``max_frames`` frames from the outbox without waiting for their ACKs
+        (the window is not applied); returns how many were sent."""
+        session = self._require_session()
+        units = self.outbox.take(self._now(), max_frames)
+        if units:
+            await self._send(session, units)
+        return len(units)
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send the whole outbox and wait until every record is ACKed or refused.
+
+        Raises BoxDisconnected if the link drops or a frame goes unanswered for ack_timeout_s
+        (the rest stays in the outbox), and TimeoutError after ``timeout`` seconds (default:
+        io_timeout_s).
+        """
+        outbox = self.outbox
+        async with asyncio.timeout(self.io_timeout_s if timeout is None else timeout):
+            while outbox.pending:
+                self._require_session()
+                self._changed.clear()
+                now = self._now()
+                if outbox.expire(now):
+                    self._lose_link()
+                    raise BoxDisconnected("a frame went unanswered: the link is dead")
+                if outbox.may_send(now):
+                    await self.send_frames(outbox.room)
+                    continue
+                deadline = outbox.next_deadline(now)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._changed.wait()
 
     async def send_positions(
         self,
@@ -236,410 +384,131 @@ class OutboxDelivery:
                 except (BoxDisconnected, OSError, TimeoutError) as exc:
                     # A TimeoutError here is ours (connect, login, ACKs): the outer deadline
                     # reaches this code as a cancellation.
-                    log.debug("%s %s: %r; reconnecting", self._LOG_NAME, self.imei, exc)
+                    log.debug("box %s: %r; reconnecting", self.imei, exc)
                     await self._abandon_link()
                     await asyncio.sleep(reconnect_delay_s)
 
-
-class VirtualBox(OutboxDelivery):
-    def __init__(
-        self,
-        imei: str,
-        secret: str,
-        model: Model = Model.GP8000,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 5027,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        window: int = DEFAULT_WINDOW,
-        connect_timeout_s: float = 10.0,
-        io_timeout_s: float = 30.0,
-        busy_backoff_s: float = BUSY_BACKOFF_S,
-        heartbeat_interval_s: float | None = None,
-        on_command: CommandHook | None = None,
-        on_ack: AckHook | None = None,
-    ) -> None:
-        if not 1 <= batch_size <= MAX_RECORDS_PER_FRAME:
-            raise ValueError(f"batch_size must be 1..{MAX_RECORDS_PER_FRAME}")
-        self.imei = imei
-        self.secret = secret
-        self.model = model
-        self.host = host
-        self.port = port
-        self.batch_size = batch_size
-        self.window = max(1, window)
-        self.connect_timeout_s = connect_timeout_s
-        self.io_timeout_s = io_timeout_s
-        self.busy_backoff_s = busy_backoff_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.on_command = on_command
-        self.on_ack = on_ack
-        self.state = BoxState()
-        # Counters, for tests and the CLI.
-        self.acked = 0  # records (positions + events) the server ACKed
-        self.dropped = 0  # records the server refused for good
-        self.requeued = 0  # records put back in the outbox to be sent again (drop, NACK)
-        self.nacks: Counter[NackReason] = Counter()
-        self.frame_errors = 0
-        self.logins = 0
-        self.commands: list[Command] = []
-        self.server_time_offset_ms = 0  # server clock minus ours, from the last CHALLENGE
-        self._seq = 0
-        self._unsent: deque[_Item] = deque()
-        self._inflight: OrderedDict[int, list[_Item]] = OrderedDict()
-        self._sent_at: dict[int, float] = {}  # loop time each in-flight frame was written
-        self._heartbeats: dict[int, asyncio.Future[None]] = {}
-        self._executed: OrderedDict[int, CommandOutcome] = OrderedDict()
-        self._retry_at = 0.0
-        self._changed = asyncio.Event()
-        self._link: _Link | None = None
-
-    # --- state -------------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._link is not None and self._link.alive
-
-    @property
-    def pending(self) -> int:
-        """Records not yet ACKed (unsent or in flight)."""
-        return len(self._unsent) + sum(map(len, self._inflight.values()))
-
-    def record(
-        self, time_ms: int, lat: float, lon: float, *, flags: int = 0, **kwargs: Any
-    ) -> PositionRecord:
-        """`make_record` with the box's current relay state in the flags."""
-        return make_record(time_ms, lat, lon, flags=flags | self.state.flags, **kwargs)
-
-    # --- connecting --------------------------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Connect, answer the CHALLENGE and log in. Raises LoginRefused, BoxDisconnected,
-        TimeoutError, OSError."""
-        self._drop_link()
-        async with asyncio.timeout(self.connect_timeout_s):
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        link = _Link(reader, writer)
-        try:
-            async with asyncio.timeout(self.io_timeout_s):
-                challenge = await self._expect(link, Challenge)
-                self.server_time_offset_ms = challenge.server_time_ms - _now_ms()
-                proof = login_proof(self.secret, challenge.nonce, self.imei, self.model)
-                login = Login(self._next_seq(), self.imei, self.model, FIRMWARE, proof)
-                writer.write(encode(login))
-                await writer.drain()
-                result = await self._expect(link, LoginResult)
-        except BaseException:
-            writer.transport.abort()
-            raise
-        if result.status is not LoginStatus.OK:
-            writer.transport.abort()
-            raise LoginRefused(result.status)
-        self.logins += 1
-        self._link = link
-        link.reader_task = asyncio.create_task(self._read_loop(link), name=f"box-{self.imei}")
-        if self.heartbeat_interval_s:
-            link.heartbeat_task = asyncio.create_task(self._heartbeat_loop(link))
-        self._changed.set()
-
-    async def _expect(self, link: _Link, kind: type[M]) -> M:
-        while True:
-            try:
-                message = link.decoder.next_frame()
-            except FrameError:
-                self.frame_errors += 1
-                continue
-            if message is None:
-                data = await link.reader.read(READ_SIZE)
-                if not data:
-                    raise BoxDisconnected("server closed the connection during login")
-                link.decoder.feed(data)
-            elif isinstance(message, kind):
-                return message
-            elif isinstance(message, Nack):
-                raise BoxDisconnected(f"server NACKed the login: {message.reason.name}")
-
-    async def close(self) -> None:
-        """Close the connection politely; unacknowledged records stay in the outbox."""
-        link = self._link
-        if link is None:
-            return
-        self._drop_link()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(self.io_timeout_s):
-                await link.writer.wait_closed()
-        await self._reap(link)
-
-    def cut(self) -> None:
-        """Lose the connection abruptly, mid-frame: write the first half of the next frame
-        (or of a heartbeat) and abort the socket, as a box losing coverage would."""
-        link = self._link
-        if link is None:
-            return
-        items = self._next_frame_items(peek=True)
-        message = self._frame_for(items, self._seq + 1) if items else Heartbeat(self._seq + 1)
-        frame = encode(message)
-        if not link.writer.transport.is_closing():
-            link.writer.write(frame[: len(frame) // 2])
-        self._drop_link(abort=True)
-
-    def send_raw(self, data: bytes) -> None:
-        """Write ``data`` as is on the live link (the simulator's corrupted frames); raises
-        BoxDisconnected when there is none."""
-        link = self._require_link()
-        link.writer.write(data)
-
-    def _drop_link(self, *, abort: bool = False) -> None:
-        """Forget the current link; everything it had in flight goes back to the outbox."""
-        link = self._link
-        if link is None:
-            return
-        self._link = None
-        link.alive = False
-        transport = link.writer.transport
-        if abort:
-            transport.abort()
-        else:
-            transport.close()
-        for task in (link.reader_task, link.heartbeat_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        # In-flight frames in reverse order to the front, so the outbox keeps record order.
-        for items in reversed(self._inflight.values()):
-            self._unsent.extendleft(reversed(items))
-            self.requeued += len(items)
-        self._inflight.clear()
-        self._sent_at.clear()
-        for waiter in self._heartbeats.values():
-            if not waiter.done():
-                waiter.set_exception(BoxDisconnected("connection lost"))
-        self._heartbeats.clear()
-        self._changed.set()
-
-    async def _reap(self, link: _Link) -> None:
-        tasks = [t for t in (link.reader_task, link.heartbeat_task) if t is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    # --- sending -----------------------------------------------------------------------------
-
-    def enqueue(self, records: Iterable[PositionRecord]) -> None:
-        """Put position records in the outbox (sent by the next `send_frames`/`flush`)."""
-        self._unsent.extend(_Item(r) for r in records)
-
-    def enqueue_event(self, code: EventCode, record: PositionRecord, detail: int = 0) -> None:
-        self._unsent.append(_Item(record, code, detail))
-
-    async def send_frames(self, max_frames: int | None = None) -> int:
-        """Write up to ``max_frames`` frames from the outbox without waiting for their ACKs
-        (the window is not applied); returns how many were written."""
-        link = self._require_link()
-        frames: list[bytes] = []
-        now = asyncio.get_running_loop().time()
-        while self._unsent and (max_frames is None or len(frames) < max_frames):
-            items = self._next_frame_items(peek=False)
-            seq = self._next_seq()
-            self._inflight[seq] = items
-            self._sent_at[seq] = now
-            frames.append(encode(self._frame_for(items, seq)))
-        if frames:
-            link.writer.write(b"".join(frames))
-            await self._drain(link)
-        return len(frames)
-
-    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Send the whole outbox and wait until every record is ACKed or dropped.
-
-        Raises BoxDisconnected if the link drops (the rest stays in the outbox) and
-        TimeoutError after ``timeout`` seconds (default: io_timeout_s).
-        """
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.io_timeout_s if timeout is None else timeout):
-            while self._unsent or self._inflight:
-                self._require_link()
-                self._changed.clear()
-                delay = self._retry_at - loop.time()
-                room = self.window - len(self._inflight)
-                if self._unsent and room > 0 and delay <= 0:
-                    await self.send_frames(room)
-                elif delay > 0 and not self._inflight:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._changed.wait()
-                else:
-                    await self._changed.wait()
-
-    async def _abandon_link(self) -> None:
-        self._drop_link(abort=True)
-
     async def heartbeat(self) -> None:
-        """Send a HEARTBEAT and wait for its ACK."""
-        link = self._require_link()
-        seq = self._next_seq()
+        """Send a HEARTBEAT and wait for its answer. Raises BoxError and TimeoutError."""
+        session = self._require_session()
+        unit = self.outbox.heartbeat(self._now())
+        assert unit.seq is not None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._heartbeats[seq] = waiter
+        self._heartbeat_waiters[unit.seq] = waiter
         try:
-            link.writer.write(encode(Heartbeat(seq)))
-            await self._drain(link)
+            if not await self._send(session, [unit]):
+                raise BoxError("the heartbeat reached no server")
             async with asyncio.timeout(self.io_timeout_s):
                 await waiter
         finally:
-            self._heartbeats.pop(seq, None)
+            self._heartbeat_waiters.pop(unit.seq, None)
 
-    def _next_frame_items(self, *, peek: bool) -> list[_Item]:
-        if not self._unsent:
-            return []
-        if self._unsent[0].code is not None:
-            items = [self._unsent[0]]
-        else:
-            items = []
-            for item in self._unsent:
-                if item.code is not None or len(items) == self.batch_size:
-                    break
-                items.append(item)
-        if not peek:
-            for _ in items:
-                self._unsent.popleft()
-        return items
+    def send_raw(self, data: bytes) -> None:
+        """Send ``data`` as is (the simulator's corrupted frames; over MQTT after an IDENT);
+        raises BoxDisconnected when there is no link."""
+        self._post(self._require_session(), [self.outbox.wrap(data)])
 
-    @staticmethod
-    def _frame_for(items: list[_Item], seq: int) -> Position | Event:
-        first = items[0]
-        if first.code is not None:
-            return Event(seq, first.code, first.detail, first.record)
-        return Position(seq, tuple(i.record for i in items))
-
-    def _require_link(self) -> _Link:
-        link = self._link
-        if link is None or not link.alive:
-            raise BoxDisconnected("not connected")
-        return link
-
-    async def _drain(self, link: _Link) -> None:
+    async def _send(self, session: _Session, units: list[Unit]) -> bool:
+        """Send and wait until the link has taken them; False when some reached no server
+        (their records go out again after the back-off)."""
         try:
-            async with asyncio.timeout(self.io_timeout_s):
-                await link.writer.drain()
-        except (OSError, TimeoutError) as exc:
-            if link is self._link:
-                self._drop_link(abort=True)
-            raise BoxDisconnected(f"write failed: {exc!r}") from exc
+            routed = await session.link.send([u.data for u in units])
+        except BoxDisconnected:
+            if session is self._session:
+                self._lose_link()
+            raise
+        lost = [u.seq for u, ok in zip(units, routed, strict=True) if not ok and u.seq is not None]
+        if lost:
+            self.outbox.undelivered(lost, self._now())
+            self._changed.set()
+        return not lost
 
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & _MAX_SEQ
-        return self._seq
+    def _post(self, session: _Session, units: list[Unit]) -> None:
+        """Send without waiting (the reader must not wait on the link it reads)."""
+        if not units or session is not self._session:
+            return  # the link went while a command ran: the server sends the command again
+        try:
+            session.link.post([u.data for u in units])
+        except BoxDisconnected:
+            self._lose_link()
 
     # --- receiving ---------------------------------------------------------------------------
 
-    async def _read_loop(self, link: _Link) -> None:
-        # No timeout on this read, by design: the server may rightly say nothing for hours.
-        # A dead link is found by the heartbeats (heartbeat_interval_s) and by flush timeouts.
+    async def _read_loop(self, session: _Session) -> None:
         try:
-            while link.alive:
-                data = await link.reader.read(READ_SIZE)
-                if not data:
-                    break
-                link.decoder.feed(data)
-                for item in link.decoder:
-                    if isinstance(item, FrameError):
-                        self.frame_errors += 1
-                    else:
-                        self._on_message(link, item)
-        except (OSError, EOFError) as exc:
-            log.debug("box %s: read failed: %r", self.imei, exc)
+            while session is self._session:
+                data = await session.link.receive()
+                if session is self._session:
+                    await self._react(session, self.outbox.receive_data(data, self._now()))
+        except BoxDisconnected as exc:
+            log.debug("box %s: %s", self.imei, exc)
         finally:
-            if link is self._link:
-                self._drop_link(abort=True)
+            if session is self._session:
+                self._lose_link()
 
-    def _on_message(self, link: _Link, message: Message) -> None:
-        if isinstance(message, Ack):
-            items = self._inflight.pop(message.acked_seq, None)
-            sent_at = self._sent_at.pop(message.acked_seq, None)
-            if items is not None:
-                self.acked += len(items)
-                self._changed.set()
-                if self.on_ack is not None and sent_at is not None:
-                    latency = asyncio.get_running_loop().time() - sent_at
-                    self.on_ack(len(items), items[0].code is not None, latency)
-            waiter = self._heartbeats.get(message.acked_seq)
-            if waiter is not None and not waiter.done():
+    async def _react(self, session: _Session, reaction: Reaction) -> None:
+        for answer in reaction.answers:
+            self._on_answer(answer)
+        if self.outbox.commands_due:
+            # §5.5: a COMMAND's ACK is out, taken by the link (TCP: in the socket; MQTT:
+            # PUBACKed by the broker), before the command runs. If the link fails meanwhile the
+            # command still runs: the server sends it again and gets the remembered result.
+            with contextlib.suppress(BoxDisconnected):
+                await self._send(session, reaction.send)
+            self._post(session, self.outbox.execute_due())
+        else:
+            self._post(session, reaction.send)
+        self._changed.set()
+
+    def _on_answer(self, answer: Answer) -> None:
+        waiter = self._heartbeat_waiters.get(answer.seq)
+        if waiter is not None:
+            if not waiter.done():
                 waiter.set_result(None)
-        elif isinstance(message, Nack):
-            self.nacks[message.reason] += 1
-            items = self._inflight.pop(message.nacked_seq, None)
-            if items is None:
-                return
-            self._sent_at.pop(message.nacked_seq, None)
-            if message.reason in RETRYABLE_NACKS:
-                self._unsent.extendleft(reversed(items))
-                self.requeued += len(items)
-                if message.reason is NackReason.SERVER_BUSY:
-                    self._retry_at = asyncio.get_running_loop().time() + self.busy_backoff_s
-            else:
-                log.info("box %s: %d records refused (%s)", self.imei, len(items), message.reason)
-                self.dropped += len(items)
-            self._changed.set()
-        elif isinstance(message, Command):
-            self._on_command(link, message)
+            return
+        if not answer.entries or answer.fate is Fate.WAITING:
+            return
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        if answer.fate is Fate.ACKED and self.on_ack is not None:
+            self.on_ack(len(answer.entries), answer.is_event, answer.latency_s)
 
-    def _on_command(self, link: _Link, command: Command) -> None:
-        self.commands.append(command)
-        # protocol.md §5.5 step 1: ACK on receipt (the server records it delivered), then
-        # execute (once per command number) and answer COMMAND_RESULT. Writes without waiting:
-        # the reader must not block on a slow socket; the transport buffers them, and a dead
-        # link shows up as EOF on the next read.
-        link.writer.write(encode(Ack(self._next_seq(), command.seq)))
-        outcome = self._executed.get(command.seq)
-        if outcome is None:
-            outcome = self._execute(command)
-            self._executed[command.seq] = outcome
-            if len(self._executed) > COMMAND_MEMORY:
-                self._executed.popitem(last=False)
-        status, failure = outcome
-        reply = CommandResult(self._next_seq(), command.seq, status, failure, self.state.flags)
-        link.writer.write(encode(reply))
-
-    def _execute(self, command: Command) -> CommandOutcome:
-        return execute(command, self.state, self.on_command)
-
-    async def _heartbeat_loop(self, link: _Link) -> None:
+    async def _heartbeat_loop(self, session: _Session) -> None:
         assert self.heartbeat_interval_s is not None
-        while True:
+        while session is self._session:
             await asyncio.sleep(self.heartbeat_interval_s)
-            if link is not self._link:
+            if session is not self._session:
                 return
             try:
                 await self.heartbeat()
             except (BoxError, TimeoutError) as exc:
-                # No ACK in time: the link is dead (a half-open TCP link never says so itself).
+                # No answer in time: the link is dead, whatever carries it (a half-open TCP
+                # link never says so itself; an MQTT broker may be up while gp8 hears nothing).
                 log.debug("box %s: heartbeat failed: %r", self.imei, exc)
-                if link is self._link:
-                    self._drop_link(abort=True)
+                if session is self._session:
+                    self._lose_link()
                 return
 
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
-def execute(command: Command, state: BoxState, hook: CommandHook | None) -> CommandOutcome:
-    """Carry out ``command`` on the box's ``state`` (any transport's box uses this)."""
-    if hook is not None:
-        custom = hook(command, state)
-        if custom is not None:
-            return custom
-    match command.command:
-        case CommandType.LOCK:
-            state.doors_locked = True
-        case CommandType.UNLOCK:
-            state.doors_locked = False
-        case CommandType.DISABLE_ENGINE_START:
-            state.engine_start_inhibited = True
-        case CommandType.ENABLE_ENGINE_START:
-            state.engine_start_inhibited = False
-        case CommandType.SET_REPORT_INTERVAL:
-            if command.param == 0:
-                return CommandStatus.FAILED, CommandFailure.INVALID_PARAMETER
-            state.report_interval_s = command.param
-        case CommandType.REBOOT:
-            state.reboots += 1
-        case CommandType.LOCATE:
-            pass  # the caller's hook (or the simulator) sends the position
-    return CommandStatus.DONE, CommandFailure.NONE
+
+class VirtualBox(Box):
+    """A box on a TCP connection to the gateway (docs/protocol.md §5)."""
+
+    DEFAULT_PORT = 5027
+
+    async def _open_link(self) -> Link:
+        return await TcpLink.open(self.host, self.port, io_timeout_s=self.io_timeout_s)
+
+
+def _check_login(reaction: Reaction) -> None:
+    login = reaction.login
+    if isinstance(login, Nack):
+        raise BoxDisconnected(f"server NACKed the login: {login.reason.name}")
+    if login is not None and login.status is not LoginStatus.OK:
+        raise LoginRefused(login.status)
 
 
 def _now_ms() -> int:

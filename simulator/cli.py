@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulator.driver import ACK_TIMEOUT_S, RECONNECT_DELAY_S, RECONNECT_MAX_S
+from simulator.driver import RECONNECT_DELAY_S, RECONNECT_MAX_S
 from simulator.fleet import DEFAULT_INTERVAL_S, Fleet, FleetOptions, make_clock, span_s
 from simulator.geo import LatLon
+from simulator.outbox import ACK_TIMEOUT_S
 from simulator.pacing import plan_start, wall_ms
 from simulator.provision import (
     ApiClient,
@@ -209,6 +210,7 @@ def transport_config(args: argparse.Namespace, interval_s: float) -> TransportCo
         batch_size=min(args.batch_size, 255),
         window=args.window,
         heartbeat_interval_s=HEARTBEAT_S if interval_s >= HEARTBEAT_S / 2 else None,
+        ack_timeout_s=args.ack_timeout,
     )
 
 

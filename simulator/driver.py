@@ -8,7 +8,11 @@ towing, warning events) and the position; send when nothing more is due now or t
 holds a window's worth. Sending waits for the ACKs, reconnecting with back-off as often as it
 takes, so every record is delivered or the run ends with it counted as pending.
 
-Commands (executed by the box itself, simulator.box) reach the vehicle through its state:
+Every record's fate is counted by the box's outbox (simulator.outbox) as it happens: the
+driver forwards each settled frame (ACKED or REFUSED, with its positions and events) to the
+report, so nothing is inferred afterwards.
+
+Commands (executed by the box itself, simulator.outbox) reach the vehicle through its state:
 an engaged engine-start inhibit makes the next start fail (the vehicle stays parked), doors
 locked remotely stay locked until the driver comes back with the key. This module adds
 ``LOCATE`` (a position now), ``SET_REPORT_INTERVAL`` (the cadence, 5..3600 s) and ``REBOOT``.
@@ -21,7 +25,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +40,7 @@ from protocol.gp8 import (
 )
 from simulator.box import BoxError, BoxState, LoginRefused
 from simulator.garbage import GarbageMaker
+from simulator.outbox import ACK_TIMEOUT_S, Answer, Fate
 from simulator.pacing import RateLimiter, SimClock, StormBarrier
 from simulator.provision import ProvisionedBox
 from simulator.report import Report
@@ -49,7 +53,7 @@ from simulator.trajectory import (
     Sample,
     Vehicle,
 )
-from simulator.transport import BoxFactory, measures_latency, send_raw
+from simulator.transport import BoxFactory
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,6 @@ MAX_REPORT_INTERVAL_S = 3600
 RECONNECT_DELAY_S = 5.0
 RECONNECT_MAX_S = 300.0
 RECONNECT_JITTER = 0.25
-# A frame without its ACK after this long means the link is dead (docs/protocol.md §5.2).
-ACK_TIMEOUT_S = 60.0
 # Logins refused for these reasons will not succeed by retrying: the box gives up.
 FATAL_LOGINS = frozenset(
     {
@@ -148,7 +150,11 @@ class BoxDriver:
         self.rng = random.Random(f"link:{seed}")
         self.garbage = GarbageMaker(random.Random(f"garbage:{seed}"))
         self.box = make_box(
-            provisioned.imei, provisioned.secret, provisioned.model, self._on_command, self._on_ack
+            provisioned.imei,
+            provisioned.secret,
+            provisioned.model,
+            self._on_command,
+            self._on_answer,
         )
         scenario = ctx.scenario
         first = scenario.phases[0]
@@ -192,13 +198,6 @@ class BoxDriver:
         self._wake = asyncio.Event()
         self._locate = 0
         self._reboot = False
-        self._raw = send_raw(self.box)
-        # Boxes without the ACK hook (see simulator.transport) are counted at each completed
-        # flush instead: everything handed to the box before it is then ACKed or refused.
-        self._hooked = measures_latency(self.box)
-        self._in_box = [0, 0]  # positions, events handed to the box
-        self._counted = [0, 0]
-        self._seen_dropped = 0
         self._backoff_s = ctx.reconnect_delay_s
         self._lost = False  # the link was lost: back off before reconnecting
         self._deadline: asyncio.Timeout | None = None
@@ -208,8 +207,14 @@ class BoxDriver:
     def _can_start(self) -> bool:
         return not self.box.state.engine_start_inhibited
 
-    def _on_ack(self, records: int, is_event: bool, latency_s: float) -> None:
-        self.ctx.report.on_ack(records, is_event, latency_s)
+    def _on_answer(self, answer: Answer) -> None:
+        """A frame's records reached their final fate: count them, by kind, as they are."""
+        report = self.ctx.report
+        records = len(answer.entries)
+        if answer.fate is Fate.ACKED:
+            report.on_ack(records, answer.is_event, answer.latency_s)
+        elif answer.fate is Fate.REFUSED:
+            report.on_refused(records, answer.is_event)
 
     def _on_command(
         self, command: Command, state: BoxState
@@ -464,26 +469,8 @@ class BoxDriver:
     def _to_box(self, code: EventCode | None, record: PositionRecord, detail: int = 0) -> None:
         if code is None:
             self.box.enqueue((record,))
-            self._in_box[0] += 1
         else:
             self.box.enqueue_event(code, record, detail)
-            self._in_box[1] += 1
-
-    def _flushed(self) -> None:
-        """The outbox is empty: count what the hook-less box delivered since last time."""
-        if self._hooked:
-            return
-        report = self.ctx.report
-        dropped = self.box.dropped - self._seen_dropped
-        self._seen_dropped = self.box.dropped
-        positions = self._in_box[0] - self._counted[0]
-        events = self._in_box[1] - self._counted[1]
-        self._counted = list(self._in_box)
-        refused_positions = min(dropped, positions)
-        report.acked += positions - refused_positions
-        report.events_acked += max(0, events - (dropped - refused_positions))
-        if positions or events:
-            report.last_ack = time.monotonic()
 
     def _release_backlog(self) -> None:
         """The buffered records go out now, after the newer ones already sent: late."""
@@ -572,11 +559,10 @@ class BoxDriver:
     async def _send_with_garbage(self) -> None:
         """Send the frames holding records produced in a noisy phase one by one, with the
         corrupted frames owed to those records (``garbage_rate`` per position) in between."""
-        raw = self._raw
         record = self.last_record
         rate = self._garbage_rate
         noisy, self._noisy_records = self._noisy_records, 0
-        if raw is None or record is None:
+        if record is None:
             return
         expected = rate * noisy
         owed = int(expected) + (1 if self.rng.random() < expected - int(expected) else 0)
@@ -585,7 +571,7 @@ class BoxDriver:
             sent = await self.box.send_frames(1)
             share = owed // (frames - i) if sent else owed
             for _ in range(min(share, MAX_GARBAGE_RUN)):
-                raw(self.garbage.make(record))
+                self.box.send_raw(self.garbage.make(record))
                 self.ctx.report.garbage += 1
             owed -= share
             if not sent:
@@ -613,7 +599,6 @@ class BoxDriver:
                     self._deadline = deadline  # `abort_wait` ends it when the run stops
                     await box.flush(timeout=ctx.flush_timeout_s)
                 self._deadline = None
-                self._flushed()
             except (BoxError, OSError, TimeoutError) as exc:
                 self._deadline = None
                 if ctx.stop.is_set():
@@ -640,7 +625,6 @@ class BoxDriver:
                         continue
                     try:
                         await self.box.flush(timeout=ctx.flush_timeout_s)
-                        self._flushed()
                     except (BoxError, OSError, TimeoutError):
                         if self.box.connected:
                             self.box.cut()

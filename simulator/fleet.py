@@ -19,19 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simulator.driver import (
-    ACK_TIMEOUT_S,
     FRAMES_PER_PUMP,
     RECONNECT_DELAY_S,
     RECONNECT_MAX_S,
     BoxDriver,
     DriveContext,
 )
+from simulator.outbox import ACK_TIMEOUT_S
 from simulator.pacing import RateLimiter, SimClock, StormBarrier, plan_start, wall_ms
 from simulator.provision import ProvisionedBox
 from simulator.report import Report
 from simulator.scenario import Scenario
 from simulator.trajectory import RoadNetwork
-from simulator.transport import TransportConfig, box_factory, measures_latency
+from simulator.transport import TransportConfig, box_factory
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,6 @@ class Fleet:
             BoxDriver(index, box, make_box, self.context) for index, box in enumerate(boxes)
         ]
         self.report.boxes = [driver.box for driver in self.drivers]
-        if not measures_latency(self.drivers[0].box):
-            self.report.note(f"ACK latency is not measured over {transport.kind}")
         floor = max((b.fitted_ms for b in boxes if b.fitted_ms is not None), default=None)
         if floor is not None and clock.start_ms < floor:
             self.report.note("some records predate their box's fitting: they belong to no vehicle")

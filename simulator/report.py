@@ -1,9 +1,10 @@
 """What a simulation run did: counters, ACK latency percentiles, live progress and the final
 report (a rich table for people, one JSON line for machines).
 
-The counters are plain ints bumped by the box drivers on the event loop thread (no locks); the
-numbers that live in each box (ACKs, NACKs, logins, resends) are summed over the boxes when a
-snapshot is taken.
+The counters are plain ints bumped by the box drivers on the event loop thread (no locks):
+records acknowledged and refused are counted from each frame's answer, by kind, as the box's
+outbox settles them. The numbers that live in each box (NACKs, logins, resends, pending) are
+summed over the boxes when a snapshot is taken.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from protocol.gp8 import LoginStatus
-from simulator.transport import Box, resent
+from simulator.box import Box
 
 # Latency histogram: logarithmic buckets 2 % wide from 10 µs, so any percentile is within 2 %
 # of the truth with a fixed few kilobytes, however many frames a 10,000-box run ACKs.
@@ -65,6 +66,8 @@ class Report:
     events_sent: int = 0
     acked: int = 0  # position records ACKed
     events_acked: int = 0
+    rejected: int = 0  # position records refused for good (a final NACK)
+    events_rejected: int = 0
     garbage: int = 0  # corrupted frames injected
     drops: int = 0  # links the simulator cut mid-frame
     storms: int = 0
@@ -99,6 +102,12 @@ class Report:
         self.latency.record(latency_s)
         self.last_ack = time.monotonic()
 
+    def on_refused(self, records: int, is_event: bool) -> None:
+        if is_event:
+            self.events_rejected += records
+        else:
+            self.rejected += records
+
     def on_sim_time(self, time_ms: int) -> None:
         if self.sim_start_ms is None or time_ms < self.sim_start_ms:
             self.sim_start_ms = time_ms
@@ -129,7 +138,6 @@ class Report:
             for reason, n in box.nacks.items():
                 nacks[reason.name.lower()] += n
         logins = sum(box.logins for box in boxes)
-        rejected = sum(box.dropped for box in boxes)
         end = self.finished if self.finished is not None else time.monotonic()
 
         def ms(value: float | None) -> float | None:
@@ -141,8 +149,8 @@ class Report:
             "max_connected": self.max_connected,
             "sent": self.sent,
             "acked": self.acked,
-            "rejected": rejected,
-            "resent": sum(resent(box) for box in boxes),
+            "rejected": self.rejected + self.events_rejected,
+            "resent": sum(box.resent for box in boxes),
             "pending": sum(box.pending for box in boxes),
             "events_sent": self.events_sent,
             "events_acked": self.events_acked,

@@ -18,8 +18,8 @@ from api.schemas.commands import (
     PolicyPublic,
     PolicyUpdate,
 )
-from api.services.commands import CommandsDep, command_problems
-from gateway.commands import Requester
+from api.services.commands import CommandsDep
+from commands import Requester
 from storage.errors import NotFound
 from storage.models import ApiKey, Role
 
@@ -108,6 +108,5 @@ async def clear_alert(
 ) -> AlertPublic:
     """Clear an alert (admin): a duplicate-box freeze is lifted and held commands go out."""
     requester = Requester(key_id=caller.key.id, fleet_id=caller.fleet_id, role=caller.role)
-    with command_problems():
-        alert = await service.clear_alert(requester, alert_id, body.reason if body else "")
+    alert = await service.clear_alert(requester, alert_id, body.reason if body else "")
     return AlertPublic.of(alert)

@@ -10,9 +10,10 @@ from api.deps import FleetKey, StoreDep, Viewer
 from api.params import DAY_MS, Cursor, Id, Limit, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.commands import CommandCreate, CommandPublic, CommandsPublic
-from api.services.commands import CommandsDep, command_problems
-from gateway.commands import CommandRequest, Requester, rules
+from api.services.commands import CommandsDep
+from commands import CommandRequest, Requester, rules
 from storage.models import CommandKind, CommandState
+from storage.repository import Store
 
 router = APIRouter(tags=["commands"], responses=problem_responses(401, 403, 404, 422, 429, 503))
 
@@ -32,6 +33,33 @@ _HISTORY_SPAN = Depends(time_range(30 * DAY_MS, max_span_ms=None))
 
 def _requester(caller: FleetKey) -> Requester:
     return Requester(key_id=caller.key.id, fleet_id=caller.fleet_id, role=caller.role)
+
+
+async def _listing(
+    store: Store,
+    fleet_id: str,
+    span: TimeRange,
+    status_: CommandState | None,
+    type_: CommandKind | None,
+    cursor: str | None,
+    limit: int,
+    *,
+    vehicle_id: str | None = None,
+) -> CommandsPublic:
+    """One page of the fleet's (or the vehicle's) commands: both listings' query."""
+    page = await store.commands.list(
+        fleet_id,
+        vehicle_id=vehicle_id,
+        status=status_,
+        kind=type_,
+        from_ms=span.from_ms,
+        to_ms=span.to_ms,
+        cursor=cursor,
+        limit=limit,
+    )
+    return CommandsPublic(
+        data=[CommandPublic.of(c) for c in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.post(
@@ -68,8 +96,7 @@ async def create_command(
         theft_case_id=body.theft_case_id,
         idempotency_key=idempotency_key,
     )
-    with command_problems():
-        command, created = await service.create(_requester(caller), request)
+    command, created = await service.create(_requester(caller), request)
     response.headers["Location"] = f"/v1/commands/{command.id}"
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -96,18 +123,8 @@ async def list_vehicle_commands(
 ) -> CommandsPublic:
     """The vehicle's commands created in from..to (default: the last 30 days), oldest first."""
     await store.vehicles.get(caller.fleet_id, vehicle_id)
-    page = await store.commands.list(
-        caller.fleet_id,
-        vehicle_id=vehicle_id,
-        status=status_,
-        kind=type_,
-        from_ms=span.from_ms,
-        to_ms=span.to_ms,
-        cursor=cursor,
-        limit=limit,
-    )
-    return CommandsPublic(
-        data=[CommandPublic.of(c) for c in page.items], next_cursor=page.next_cursor
+    return await _listing(
+        store, caller.fleet_id, span, status_, type_, cursor, limit, vehicle_id=vehicle_id
     )
 
 
@@ -123,18 +140,7 @@ async def list_commands(
 ) -> CommandsPublic:
     """The fleet's commands, oldest first; ``status=pending_approval`` lists what awaits a
     second admin."""
-    page = await store.commands.list(
-        caller.fleet_id,
-        status=status_,
-        kind=type_,
-        from_ms=span.from_ms,
-        to_ms=span.to_ms,
-        cursor=cursor,
-        limit=limit,
-    )
-    return CommandsPublic(
-        data=[CommandPublic.of(c) for c in page.items], next_cursor=page.next_cursor
-    )
+    return await _listing(store, caller.fleet_id, span, status_, type_, cursor, limit)
 
 
 @router.get("/v1/commands/{command_id}", response_model=CommandPublic)
@@ -151,8 +157,7 @@ async def cancel_command(command_id: Id, caller: FleetKey, service: CommandsDep)
 
     Needs the role that may send that command type.
     """
-    with command_problems():
-        return CommandPublic.of(await service.cancel(_requester(caller), command_id))
+    return CommandPublic.of(await service.cancel(_requester(caller), command_id))
 
 
 @router.post(
@@ -162,5 +167,4 @@ async def cancel_command(command_id: Id, caller: FleetKey, service: CommandsDep)
 )
 async def approve_command(command_id: Id, caller: FleetKey, service: CommandsDep) -> CommandPublic:
     """Four-eyes: a second admin (not the requesting key) releases a pending command."""
-    with command_problems():
-        return CommandPublic.of(await service.approve(_requester(caller), command_id))
+    return CommandPublic.of(await service.approve(_requester(caller), command_id))

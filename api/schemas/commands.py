@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from api.schemas.common import Timestamp
 from api.times import iso_ms
 from api.validation import text_error
-from gateway.commands import rules
+from commands import rules
 from protocol.gp8 import RecordFlags
 from storage.models import (
     Alert,

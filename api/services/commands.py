@@ -1,29 +1,16 @@
-"""What the command routes share: the service dependency, its errors as problems, and the
-vehicle's lock state as the API shows it."""
+"""What the command routes share: the service dependency and the vehicle's lock state as the
+API shows it. The service's refusals become problems in one registered handler (api/problems.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from api.problems import ApiProblem
 from api.schemas.commands import LockStatePublic
 from api.times import iso_ms
-from gateway.commands import (
-    CommandError,
-    CommandService,
-    EngineStartCapReached,
-    IdempotencyMismatch,
-    ImmobilizationSuspended,
-    InvalidCommand,
-    NoBoxFitted,
-    NotAllowed,
-    VehicleFrozen,
-    WrongState,
-)
+from commands import CommandService
 from storage.models import Position
 from storage.repository import Store
 
@@ -47,43 +34,6 @@ def get_commands(request: Request) -> CommandService:
 
 
 CommandsDep = Annotated[CommandService, Depends(get_commands)]
-
-_PROBLEM = "urn:gp8:problem:"
-
-
-@contextmanager
-def command_problems() -> Iterator[None]:
-    """Translate the service's refusals into RFC 9457 problems."""
-    try:
-        yield
-    except CommandError as exc:
-        raise _problem(exc) from None
-
-
-def _problem(exc: CommandError) -> ApiProblem:
-    detail = str(exc)
-    if isinstance(exc, NotAllowed):
-        return ApiProblem(403, detail, type_=_PROBLEM + "forbidden")
-    if isinstance(exc, InvalidCommand):
-        return ApiProblem(422, detail, type_=_PROBLEM + "validation")
-    if isinstance(exc, IdempotencyMismatch):
-        return ApiProblem(422, detail, type_=_PROBLEM + "idempotency-key-reused")
-    if isinstance(exc, VehicleFrozen):
-        return ApiProblem(409, detail, type_=_PROBLEM + "duplicate-box", alert_ids=exc.alert_ids)
-    if isinstance(exc, ImmobilizationSuspended):
-        return ApiProblem(409, detail, type_=_PROBLEM + "immobilization-suspended")
-    if isinstance(exc, NoBoxFitted):
-        return ApiProblem(409, detail, type_=_PROBLEM + "no-box-fitted")
-    if isinstance(exc, WrongState):
-        return ApiProblem(409, detail, type_=_PROBLEM + "command-state")
-    if isinstance(exc, EngineStartCapReached):
-        return ApiProblem(
-            429,
-            detail,
-            type_=_PROBLEM + "engine-start-cap",
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )
-    return ApiProblem(409, detail, type_=_PROBLEM + "command-refused")
 
 
 async def lock_state(

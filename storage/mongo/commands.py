@@ -1,13 +1,14 @@
 """Remote commands on MongoDB: commands, the command audit log, policies, alerts.
 
-No multi-document transactions (a standalone server and the test fake have none), so compound
-writes are ordered to fail safe:
+Create: a command and the audit line of its request are stored in one multi-document
+transaction where the deployment has them (a replica set or mongos, as in production). A
+standalone server, and the in-memory fake the tests use, have none; there the writes are
+ordered to fail safe: idempotency claim, audit line, then the command, so a crash half way
+leaves at worst an unused number and an audit line for a request that never became a command,
+never a command without its request's audit line. Both paths: docs/storage.md, "Commands".
 
-* create: number, idempotency document, audit entry of the request, then the command; a crash
-  half way leaves at worst an unused number and an audit line for a request that never became
-  a command, never a command without its request's audit line;
-* transition: the compare-and-set on the status, then the audit entry. The caller sends a
-  COMMAND only after both returned, so nothing reaches a box without its audit line.
+Transition: the compare-and-set on the status, then the audit entry. The caller sends a
+COMMAND only after both returned, so nothing reaches a box without its audit line.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Protocol
 
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 
-from storage.errors import Conflict, StorageUnavailable
+from storage.errors import Conflict, StorageError, StorageUnavailable
 from storage.models import (
     MAX_COMMAND_SEQ,
     Alert,
@@ -95,9 +97,78 @@ def to_alert(doc: Doc) -> Alert:
     return Alert(**values)
 
 
-class MongoCommands:
+def _key_id(command: CommandRecord) -> str:
+    return f"{command.fleet_id}:{command.idempotency_key}"
+
+
+def _key_doc(command: CommandRecord) -> Doc | None:
+    """The document that claims ``command``'s idempotency key (its ``_id`` is unique)."""
+    if command.idempotency_key is None:
+        return None
+    return {
+        "_id": _key_id(command),
+        "fleet_id": command.fleet_id,
+        "command_id": command.id,
+        "created_ms": command.created_ms,
+    }
+
+
+class Transactions(Protocol):
+    """Multi-document transactions, where the deployment has them (tests pass a fake)."""
+
+    async def available(self) -> bool:
+        """Whether `run` may be used: a replica set member or mongos answers."""
+        ...
+
+    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
+        """Run ``work`` (every write of it given the session) as one committed transaction;
+        driver errors come out as storage errors (a duplicate key: Conflict)."""
+        ...
+
+
+class ServerTransactions:
+    """Transactions through the database's own client, if its server has them."""
+
     def __init__(self, db: MongoDb) -> None:
         self._db = db
+        self._available: bool | None = None  # asked once: a deployment does not change kind
+
+    async def available(self) -> bool:
+        if self._available is None:
+            self._available = await self._ask()
+        return self._available
+
+    async def _ask(self) -> bool:
+        try:
+            hello: Doc = await self._db.call(self._db.database.command("hello"))
+        except StorageUnavailable:
+            raise  # not an answer: ask again next time
+        except (StorageError, NotImplementedError):
+            # A server too old for `hello`, or a stand-in (the test fake) that implements few
+            # commands: neither runs transactions.
+            return False
+        return supports_transactions(hello)
+
+    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
+        async with self._db.database.client.start_session() as session:
+            # One call at the error boundary: with_transaction retries a transient error
+            # itself (it must see the driver's exception, so `work` calls the driver
+            # directly), and the operation timeout bounds the whole transaction.
+            await self._db.call(
+                session.with_transaction(work, write_concern=self._db.database.write_concern)
+            )
+
+
+def supports_transactions(hello: Doc) -> bool:
+    """Does the server that gave this `hello` reply run multi-document transactions?"""
+    sessions = hello.get("logicalSessionTimeoutMinutes") is not None
+    return sessions and ("setName" in hello or hello.get("msg") == "isdbgrid")
+
+
+class MongoCommands:
+    def __init__(self, db: MongoDb, transactions: Transactions | None = None) -> None:
+        self._db = db
+        self._transactions = transactions or ServerTransactions(db)
 
     def _col(self, name: str = COMMANDS) -> Any:
         return self._db.collection(name)
@@ -110,46 +181,72 @@ class MongoCommands:
             existing = await self.by_idempotency_key(command.fleet_id, key)
             if existing is not None:
                 return existing, False
+        # Numbered outside the transaction: the counter is an atomic $inc of its own, and a
+        # number a failed create used is harmless (numbers are unique, not contiguous).
         command = dataclasses.replace(
             command, seq=await self._next_seq(command.imei, command.created_ms)
         )
-        if key is not None:
-            claimed = await self._claim_key(command)
-            if claimed is not None:
-                return claimed, False
-        await self._db.call(self._col(COMMAND_AUDIT).insert_one(_doc(requested)))
-        await self._db.call(self._col().insert_one(_doc(command)))
-        return command, True
-
-    async def _claim_key(self, command: CommandRecord) -> CommandRecord | None:
-        """Take the command's idempotency key; the command that holds it already, if any."""
-        key_doc = {
-            "_id": f"{command.fleet_id}:{command.idempotency_key}",
-            "fleet_id": command.fleet_id,
-            "command_id": command.id,
-            "created_ms": command.created_ms,
-        }
+        write = (
+            self._write_in_transaction
+            if await self._transactions.available()
+            else self._write_ordered
+        )
         for _ in range(2):
             try:
-                await self._db.call(self._col(COMMAND_IDEMPOTENCY).insert_one(key_doc))
-                return None
+                await write(command, requested)
+                return command, True
             except Conflict:
-                held = await self._db.call(
-                    self._col(COMMAND_IDEMPOTENCY).find_one({"_id": key_doc["_id"]})
-                )
-                if held is None:
-                    continue  # released in between: try again
-                found = await self._db.call(self._col().find_one({"_id": held["command_id"]}))
-                if found is not None:
-                    return to_command(found)
-                if command.created_ms - held.get("created_ms", 0) < IDEMPOTENCY_STALE_MS:
-                    raise Conflict("a request with this idempotency key is in progress") from None
-                await self._db.call(
-                    self._col(COMMAND_IDEMPOTENCY).delete_one(
-                        {"_id": key_doc["_id"], "command_id": held["command_id"]}
-                    )
-                )
+                if key is None:
+                    raise
+                holder = await self._key_holder(command)
+                if holder is not None:
+                    return holder, False
+                # A stale claim was just released: try once more.
         raise Conflict("a request with this idempotency key is in progress")
+
+    async def _write_in_transaction(self, command: CommandRecord, requested: AuditEntry) -> None:
+        """Idempotency claim, audit line and command: all committed, or none."""
+        key_doc = _key_doc(command)
+        docs = [(COMMAND_AUDIT, _doc(requested)), (COMMANDS, _doc(command))]
+        if key_doc is not None:
+            docs.insert(0, (COMMAND_IDEMPOTENCY, key_doc))
+
+        async def work(session: AsyncClientSession) -> None:
+            for collection, doc in docs:
+                await self._col(collection).insert_one(doc, session=session)
+
+        await self._transactions.run(work)
+
+    async def _write_ordered(self, command: CommandRecord, requested: AuditEntry) -> None:
+        """Without transactions: each write on its own, in the order that fails safe."""
+        key_doc = _key_doc(command)
+        if key_doc is not None:
+            await self._db.call(self._col(COMMAND_IDEMPOTENCY).insert_one(key_doc))
+        await self._db.call(self._col(COMMAND_AUDIT).insert_one(_doc(requested)))
+        await self._db.call(self._col().insert_one(_doc(command)))
+
+    async def _key_holder(self, command: CommandRecord) -> CommandRecord | None:
+        """The command holding ``command``'s idempotency key, or None once the claim is gone.
+
+        A claim without its command is a request being stored right now (Conflict), or one
+        whose writer died half way on a server without transactions: given up after
+        IDEMPOTENCY_STALE_MS, so the key can be used again.
+        """
+        key_id = _key_id(command)
+        held = await self._db.call(self._col(COMMAND_IDEMPOTENCY).find_one({"_id": key_id}))
+        if held is None:
+            return None  # released in between
+        found = await self._db.call(self._col().find_one({"_id": held["command_id"]}))
+        if found is not None:
+            return to_command(found)
+        if command.created_ms - held.get("created_ms", 0) < IDEMPOTENCY_STALE_MS:
+            raise Conflict("a request with this idempotency key is in progress")
+        await self._db.call(
+            self._col(COMMAND_IDEMPOTENCY).delete_one(
+                {"_id": key_id, "command_id": held["command_id"]}
+            )
+        )
+        return None
 
     async def _next_seq(self, imei: str, now_ms: int) -> int:
         seqs = self._col(COMMAND_SEQS)

@@ -1,5 +1,6 @@
 """A whole gp8 (`gp8.serve.start_services`: SQLite, TCP gateway, command service, HTTP API) on
-port 0, fleets made through the API, and virtual boxes that connect to it over real sockets."""
+port 0, fleets made through the API, and virtual boxes that connect to it over real sockets;
+and, for the service-level tests, the service alone on each engine (`world`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from protocol.gp8 import Model
 from simulator.box import VirtualBox
 from tests.api.helpers import OPERATOR_KEY, VALID_IMEIS, VALID_VINS, FleetFixture, bearer
 from tests.api.helpers import create_fleet as api_create_fleet
+from tests.commands.world import ENGINES, World, open_world
 
 # Generous for a loaded 2-core machine; the happy paths take milliseconds.
 TIMEOUT_S = 10.0
@@ -138,6 +140,13 @@ async def other_fleet(gp8: Gp8) -> Fleet:
 OPERATOR = bearer(OPERATOR_KEY)
 
 
+@pytest.fixture(params=ENGINES)
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    """The command service's world on each storage engine (tests/commands/world.py)."""
+    async with open_world(request.param) as world:
+        yield world
+
+
 async def wait_status(
     gp8: Gp8, fleet: Fleet, command_id: str, statuses: Iterable[str], timeout_s: float = TIMEOUT_S
 ) -> dict[str, Any]:
@@ -150,6 +159,17 @@ async def wait_status(
             body: dict[str, Any] = r.json()
             if body["status"] in wanted:
                 return body
+            await asyncio.sleep(0.02)
+
+
+async def wait_silent(registry: Any, imei: str, window_s: float) -> None:
+    """Until the box's session has received nothing for longer than ``window_s`` (what the
+    session registry calls no longer live), polled with a deadline."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(TIMEOUT_S):
+        while True:
+            if loop.time() - registry.get(imei).last_activity > window_s:
+                return
             await asyncio.sleep(0.02)
 
 

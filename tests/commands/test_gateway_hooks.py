@@ -3,13 +3,13 @@ once LOGIN_RESULT is on the wire, and the duplicate hook only for a live older s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway import TcpGateway
 from protocol.gp8 import Ack, Command, CommandType, Heartbeat, LoginResult, LoginStatus, encode
+from tests.commands.conftest import wait_silent
 from tests.gateway.conftest import RawClient, imei_for
 from tests.gateway.fakes import FakeStore
 
@@ -75,7 +75,7 @@ async def test_duplicate_hook_only_for_a_live_older_session(
     second = await RawClient.connect(gateway.port)
     assert (await second.login(imei_for(3), "secret-3")).status is LoginStatus.OK
     assert len(calls) == 1 and calls[0][0] == imei_for(3) and calls[0][1] < 0.3
-    await asyncio.sleep(0.4)  # the second session goes silent past the window
+    await wait_silent(gateway.registry, imei_for(3), 0.3)  # the second session goes silent
     third = await RawClient.connect(gateway.port)
     assert (await third.login(imei_for(3), "secret-3")).status is LoginStatus.OK
     assert len(calls) == 1  # a box back after a dead link: the newer session simply wins

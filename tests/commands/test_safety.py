@@ -3,11 +3,9 @@ platform kill switch, and who may change the policies."""
 
 from __future__ import annotations
 
-import asyncio
-
 from protocol.gp8 import CommandType
 from tests.api.helpers import bearer
-from tests.commands.conftest import OPERATOR, Fleet, Gp8, send, wait_status
+from tests.commands.conftest import OPERATOR, Fleet, Gp8, send, wait_silent, wait_status
 
 
 async def second_admin(gp8: Gp8, fleet: Fleet) -> dict[str, str]:
@@ -70,7 +68,7 @@ async def test_a_box_back_after_a_silent_link_is_not_a_duplicate(gp8: Gp8, fleet
     gp8.run.gateway.registry.duplicate_live_window_s = 0.2
     old = gp8.box(fleet)
     await old.connect()
-    await asyncio.sleep(0.3)  # nothing received on the old link for longer than the window
+    await wait_silent(gp8.run.gateway.registry, fleet.imei, 0.2)  # nothing on the old link
     new = gp8.box(fleet)
     await new.connect()
     lock = await send(gp8, fleet, "lock")
@@ -97,7 +95,7 @@ async def test_four_eyes_needs_another_admin(gp8: Gp8, fleet: Fleet) -> None:
     assert r.status_code == 403
     r = await gp8.http.post(url, headers=fleet.h("manager"))
     assert r.status_code == 403
-    await asyncio.sleep(0.1)
+    await gp8.run.commands.settle()  # every delivery started so far is done
     assert [c.command for c in box.commands] == [CommandType.LOCK]  # nothing pending went
 
     other = await second_admin(gp8, fleet)

@@ -1,119 +1,30 @@
 """CommandService behind a fake transport: scale-out, resends, late answers, refits, NACKs.
 
 The transport is the one Protocol the service sends through (`Sender`); storage is each real
-engine (SQLite, and MongoDB's in-memory fake).
+engine (SQLite, and MongoDB's in-memory fake); time is the test's clock (tests/commands/world.py).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pymongo_async_mock import AsyncMongoMockClient
 
-from gateway.commands import (
-    CommandRequest,
-    CommandService,
-    InvalidCommand,
-    Requester,
-    VehicleFrozen,
-    rules,
-)
+from commands import CommandRequest, InvalidCommand, VehicleFrozen, rules
+from commands.alerts import REBOOT_GRACE_S
+from commands.audit import AuditLines
+from commands.kill_switch import KILL_SWITCH_CACHE_S
 from protocol.gp8 import (
     Ack,
     Command,
-    CommandFailure,
-    CommandResult,
-    CommandStatus,
     CommandType,
     Nack,
     NackReason,
     RecordFlags,
 )
 from storage.errors import StorageUnavailable
-from storage.models import Alert, CommandKind, CommandState, DeviceModel, Role
-from storage.mongo import MongoStore
-from storage.repository import Store
-from storage.sqlite import SqliteStore
-
-IMEI = "356938035643809"
-# SQLite fsyncs every commit; these tests do not measure that.
-TMPFS = "/dev/shm" if Path("/dev/shm").is_dir() else None
-T0 = 1_714_564_800_000
-
-
-@dataclass
-class FakeSender:
-    online: set[str] = field(default_factory=set)
-    sent: list[tuple[str, Command]] = field(default_factory=list)
-    fail: bool = False
-
-    def is_online(self, imei: str) -> bool:
-        return imei in self.online
-
-    async def send(self, imei: str, message: Command) -> bool:
-        if self.fail or imei not in self.online:
-            return False
-        self.sent.append((imei, message))
-        return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
-@dataclass
-class World:
-    store: Store
-    clock: Clock
-    fleet_id: str
-    vehicle_id: str
-    admin: Requester
-
-    def service(self, sender: FakeSender | None = None, **kw: float) -> CommandService:
-        service = CommandService(self.store, gateway_id="gw-t", clock=self.clock, **kw)
-        if sender is not None:
-            service.add_sender(sender)
-        return service
-
-    async def status(self, command_id: str) -> CommandState:
-        return (await self.store.commands.get(self.fleet_id, command_id)).status
-
-
-@pytest.fixture(params=["sqlite", "mongo-fake"])
-async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
-    path = Path(tempfile.mkdtemp(prefix="gp8-cmd-svc-", dir=TMPFS))
-    store: Store
-    if request.param == "sqlite":
-        store = SqliteStore(path / "gp8.sqlite3")
-    else:
-        store = MongoStore(AsyncMongoMockClient(), "gp8_test")
-    await store.start()
-    fleet = await store.fleets.create("f")
-    vehicle = await store.vehicles.create(fleet.id, vin="VF1AAAAA000000001", plate="P", label="L")
-    await store.devices.create(fleet.id, imei=IMEI, model=DeviceModel.GP8000, secret="s")
-    await store.devices.fit(fleet.id, vehicle.id, IMEI, T0 - 1000)
-    yield World(store, Clock(), fleet.id, vehicle.id, Requester("key_admin", fleet.id, Role.ADMIN))
-    await store.close()
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def lock(world: World, **kw: object) -> CommandRequest:
-    return CommandRequest(vehicle_id=world.vehicle_id, kind=CommandKind.LOCK, **kw)  # type: ignore[arg-type]
-
-
-def done(seq: int, state: int = RecordFlags.DOORS_LOCKED) -> CommandResult:
-    return CommandResult(900, seq, CommandStatus.DONE, CommandFailure.NONE, state)
+from storage.models import Alert, CommandKind, CommandState, Role
+from tests.commands.world import IMEI, T0, Clock, FakeSender, World, done, lock
 
 
 async def test_a_gateway_delivers_what_an_api_only_process_queued(world: World) -> None:
@@ -321,3 +232,31 @@ async def test_duplicate_stays_frozen_when_the_alert_cannot_be_stored(
     await service.clear_alert(world.admin, alert.id)
     command, _ = await service.create(world.admin, lock(world))
     assert command.status is CommandState.SENT
+
+
+async def test_the_reboot_grace_runs_on_the_injected_clock(world: World) -> None:
+    service = world.service(FakeSender(online={IMEI}))
+    reboot, _ = await service.create(
+        world.admin, CommandRequest(world.vehicle_id, CommandKind.REBOOT)
+    )
+    await service.on_box_reply(IMEI, done(reboot.seq, 0))
+    world.clock.advance(REBOOT_GRACE_S + 1)  # long after the reboot: a second login is a clone
+    await service.on_duplicate_login(IMEI, old_remote="a:1", new_remote="b:2", idle_s=1.0)
+    (alert,) = await world.store.alerts.open_alerts(vehicle_id=world.vehicle_id)
+    assert alert.freezes_commands
+
+
+async def test_a_kill_switch_set_elsewhere_is_seen_once_the_cache_expires(world: World) -> None:
+    here, elsewhere = world.service(), world.service()
+    assert not (await here.kill_switch()).engaged
+    await elsewhere.set_kill_switch("key_op", engaged=True, reason="bug 42")
+    assert not (await here.kill_switch()).engaged  # read less than a second ago
+    world.clock.advance(KILL_SWITCH_CACHE_S)
+    assert (await here.kill_switch()).engaged
+
+
+def test_audit_lines_of_one_millisecond_list_in_the_order_written() -> None:
+    lines = AuditLines(Clock(), "gw-t")  # the clock stands still: every line in one ms
+    written = [lines.plain("flt_1", f"step.{i}", "key_1").id for i in range(200)]
+    assert sorted(written) == written
+    assert len(set(written)) == len(written)

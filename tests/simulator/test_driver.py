@@ -102,3 +102,87 @@ async def test_stopping_does_not_wait_for_acks_that_never_come() -> None:
     assert report.snapshot()["pending"] == report.sent
     server.close()
     await server.wait_closed()
+
+
+REFUSING_SCENARIO = """
+name = "refusals"
+[[phases]]
+behaviour = "drive"
+duration = "10min"
+events = ["sos", "tamper", "power_cut"]
+[[phases]]
+behaviour = "park"
+duration = "10min"
+events = ["crash"]
+"""
+
+
+async def test_refused_records_are_counted_by_kind_from_their_fates() -> None:
+    """A gateway that refuses every EVENT and every other POSITION frame: the report counts
+    exactly those records as rejected, positions and events apart, and nothing else."""
+    import asyncio
+
+    from protocol.gp8 import (
+        Ack,
+        Challenge,
+        Event,
+        FrameDecoder,
+        Login,
+        LoginResult,
+        LoginStatus,
+        Nack,
+        NackReason,
+        Position,
+        encode,
+    )
+    from simulator.scenario import parse_scenario
+
+    refused = {"positions": 0, "events": 0}
+    frames = 0
+
+    async def refusing_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal frames
+        writer.write(encode(Challenge(0, b"n" * 16, 0)))
+        decoder = FrameDecoder()
+        while data := await reader.read(65536):
+            decoder.feed(data)
+            for message in decoder:
+                if isinstance(message, Login):
+                    writer.write(encode(LoginResult(1, LoginStatus.OK, 0)))
+                    continue
+                if isinstance(message, Event):
+                    refused["events"] += 1
+                    writer.write(encode(Nack(0, message.seq, NackReason.INVALID_DATA)))
+                elif isinstance(message, Position):
+                    frames += 1
+                    if frames % 2:
+                        refused["positions"] += len(message.records)
+                        writer.write(encode(Nack(0, message.seq, NackReason.INVALID_DATA)))
+                    else:
+                        writer.write(encode(Ack(0, message.seq)))
+                elif not isinstance(message, Exception):
+                    writer.write(encode(Ack(0, message.seq)))
+        writer.close()
+
+    server = await asyncio.start_server(refusing_gateway, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    scenario = parse_scenario(REFUSING_SCENARIO)
+    options = FleetOptions(transport=TransportConfig(port=port, batch_size=5), interval_s=30)
+    fleet = Fleet(
+        [ProvisionedBox("356000000000018", "secret")],
+        scenario=scenario,
+        network=StreetGrid(LatLon(0, 0), 2000),
+        clock=make_clock(scenario, options, lon=0),
+        options=options,
+    )
+    async with asyncio.timeout(30):
+        report = await fleet.run()
+    server.close()
+    await server.wait_closed()
+
+    snap = report.snapshot()
+    assert snap["pending"] == 0 and refused["events"] >= 4 and refused["positions"] > 0
+    assert (report.rejected, report.events_rejected) == (refused["positions"], refused["events"])
+    assert snap["rejected"] == refused["positions"] + refused["events"]
+    assert snap["events_acked"] == snap["events_sent"] - refused["events"]
+    assert snap["acked"] == snap["sent"] - refused["positions"]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo_async_mock import AsyncMongoMockClient, AsyncMongoMockCollection
 
-from storage.errors import NotFound
+from storage.errors import Conflict, NotFound, StorageUnavailable
 from storage.models import (
     MAX_COMMAND_SEQ,
     Alert,
@@ -25,9 +30,17 @@ from storage.models import (
     new_id,
 )
 from storage.mongo import MongoStore
+from storage.mongo.command_schema import COMMAND_AUDIT, COMMAND_IDEMPOTENCY, COMMANDS
+from storage.mongo.commands import (
+    IDEMPOTENCY_STALE_MS,
+    MongoCommands,
+    ServerTransactions,
+    supports_transactions,
+)
+from storage.mongo.errors import translate_errors
 from storage.repository import Store
 from storage.sqlite import SqliteStore
-from tests.storage.conftest import make_device
+from tests.storage.conftest import UNREACHABLE_MONGO_URL, make_device
 
 IMEI = "356938035643809"
 OTHER_IMEI = "356938035643810"
@@ -417,3 +430,172 @@ async def test_transition_stores_the_vehicle_state_with_the_status(
     )
     assert lost is None
     assert await store.commands.vehicle_state(fleet.id, vehicle.id) == state
+
+
+# --- create: one transaction, or a fail-safe order where the server has none ------------------
+
+
+async def _atomic_create(store: Store) -> bool:
+    """Does this engine store a command and its request's audit line in one transaction?"""
+    if isinstance(store, MongoStore):
+        assert isinstance(store.commands, MongoCommands)
+        return await store.commands._transactions.available()
+    return True  # SQLite: one function on the writer thread, one transaction
+
+
+async def test_a_create_failing_half_way_never_leaves_a_command_without_its_audit_line(
+    store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
+) -> None:
+    first = await create(store, command(fleet.id, vehicle.id, device_id))
+    # The same id again: the command's own insert fails, after whatever came before it.
+    clash = dataclasses.replace(command(fleet.id, vehicle.id, device_id), id=first.id)
+    requested = dataclasses.replace(entry(clash), id=new_id("aud"))
+    with pytest.raises(Conflict):
+        await store.commands.create(clash, requested)
+
+    assert await store.commands.get(fleet.id, first.id) == first
+    lines = {e.id for e in (await store.audit.list(fleet.id, command_id=first.id)).items}
+    # With a transaction the request's line went with the failed insert; without one it was
+    # written first (the fail-safe order) and stays: a line too many, never a command unaudited.
+    assert (requested.id in lines) is not await _atomic_create(store)
+
+
+class FakeSession:
+    """Stands for a driver session. Falsy, because the in-memory fake refuses any truthy
+    session argument: the writes still run, and the test sees which session each carried."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class FakeTransactions:
+    """Transactions as the replica set offers them, for the in-memory fake (which has none)."""
+
+    def __init__(self) -> None:
+        self.session = FakeSession()
+        self.runs = 0
+        self.inside = False
+
+    async def available(self) -> bool:
+        return True
+
+    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
+        self.runs += 1
+        self.inside = True
+        try:
+            with translate_errors():  # as the real one: driver errors come out translated
+                await work(cast(AsyncClientSession, self.session))
+        finally:
+            self.inside = False
+
+
+@pytest.fixture
+async def fake_store() -> AsyncIterator[MongoStore]:
+    store = MongoStore(AsyncMongoMockClient(), "gp8_test")
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def _fitted(store: Store) -> tuple[str, str, str]:
+    fleet = await store.fleets.create("f")
+    vehicle = await store.vehicles.create(fleet.id, vin="VF1AAAAA000000001", plate="P", label="L")
+    device = await make_device(store, fleet.id, IMEI)
+    await store.devices.fit(fleet.id, vehicle.id, IMEI, T0 - 1000)
+    return fleet.id, vehicle.id, device
+
+
+async def test_mongo_create_writes_claim_audit_and_command_in_one_transaction(
+    fake_store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = FakeTransactions()
+    fake_store.commands = MongoCommands(fake_store._db, transactions)
+    writes: list[tuple[str, object, bool]] = []
+    insert_one = AsyncMongoMockCollection.insert_one
+
+    async def recording(self: Any, doc: object, *args: Any, **kwargs: Any) -> Any:
+        writes.append((self.name, kwargs.get("session"), transactions.inside))
+        return await insert_one(self, doc, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncMongoMockCollection, "insert_one", recording)
+    fleet_id, vehicle_id, device_id = await _fitted(fake_store)
+    writes.clear()
+    c = command(fleet_id, vehicle_id, device_id, key="k-1")
+    stored, created = await fake_store.commands.create(c, entry(c))
+
+    assert created and transactions.runs == 1
+    inside = [(name, session) for name, session, within in writes if within]
+    assert inside == [
+        (COMMAND_IDEMPOTENCY, transactions.session),
+        (COMMAND_AUDIT, transactions.session),
+        (COMMANDS, transactions.session),
+    ]
+    # Only the number is allocated outside (its own atomic counter).
+    assert [name for name, _, within in writes if not within] == ["command_seqs"]
+    assert await fake_store.commands.by_idempotency_key(fleet_id, "k-1") == stored
+    audit = await fake_store.audit.list(fleet_id, command_id=stored.id)
+    assert [e.action for e in audit.items] == ["command.requested"]
+
+
+async def test_mongo_transaction_that_loses_the_key_returns_the_holder(
+    fake_store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_store.commands = MongoCommands(fake_store._db, FakeTransactions())
+    fleet_id, vehicle_id, device_id = await _fitted(fake_store)
+    first = await create(fake_store, command(fleet_id, vehicle_id, device_id, key="k-1"))
+
+    async def not_seen(fleet: str, key: str) -> None:
+        return None  # a request racing the first one: its check ran before the first commit
+
+    monkeypatch.setattr(fake_store.commands, "by_idempotency_key", not_seen)
+    again = command(fleet_id, vehicle_id, device_id, key="k-1")
+    assert await fake_store.commands.create(again, entry(again)) == (first, False)
+    with pytest.raises(NotFound):
+        await fake_store.commands.get(fleet_id, again.id)
+    assert (await fake_store.audit.list(fleet_id, command_id=again.id)).items == []
+
+
+async def test_mongo_fallback_gives_up_a_claim_whose_writer_died(fake_store: MongoStore) -> None:
+    fleet_id, vehicle_id, device_id = await _fitted(fake_store)
+    claims = fake_store._db.collection(COMMAND_IDEMPOTENCY)
+    claim = {"_id": f"{fleet_id}:k-1", "fleet_id": fleet_id, "command_id": "cmd_gone"}
+    await claims.insert_one({**claim, "created_ms": T0 - 1})
+    fresh = command(fleet_id, vehicle_id, device_id, key="k-1")
+    with pytest.raises(Conflict):  # maybe still being written: not given away
+        await fake_store.commands.create(fresh, entry(fresh))
+
+    await claims.update_one(
+        {"_id": claim["_id"]}, {"$set": {"created_ms": T0 - IDEMPOTENCY_STALE_MS}}
+    )
+    stored, created = await fake_store.commands.create(fresh, entry(fresh))
+    assert created and await fake_store.commands.by_idempotency_key(fleet_id, "k-1") == stored
+
+
+@pytest.mark.parametrize(
+    ("hello", "expected"),
+    [
+        ({"isWritablePrimary": True, "setName": "rs0", "logicalSessionTimeoutMinutes": 30}, True),
+        ({"isWritablePrimary": True, "msg": "isdbgrid", "logicalSessionTimeoutMinutes": 30}, True),
+        ({"isWritablePrimary": True, "logicalSessionTimeoutMinutes": 30}, False),  # standalone
+        ({"isWritablePrimary": True, "setName": "rs0"}, False),  # no sessions
+    ],
+)
+def test_transactions_only_on_a_replica_set_or_mongos(
+    hello: dict[str, Any], expected: bool
+) -> None:
+    assert supports_transactions(hello) is expected
+
+
+async def test_server_transactions_on_the_fake_or_during_an_outage() -> None:
+    # The fake answers no `hello`: no transactions, the fail-safe order.
+    on_fake = MongoStore(AsyncMongoMockClient(), "gp8_test")
+    await on_fake.start()
+    assert await ServerTransactions(on_fake._db).available() is False
+    await on_fake.close()
+    # Unreachable is no answer: it fails the create (retried by the caller), and is asked again.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(UNREACHABLE_MONGO_URL)
+    down = ServerTransactions(MongoStore(client, "gp8_test")._db)
+    for _ in range(2):
+        with pytest.raises(StorageUnavailable):
+            await down.available()
+    await client.close()

@@ -1,0 +1,153 @@
+"""What a box says about its commands: COMMAND_RESULT, and the ACK or NACK of a COMMAND frame
+(docs/commands.md, "Answer", "Late answers"; docs/protocol.md §5.5 and §5.6).
+
+Answers are correlated by (IMEI, command number) and stored before the transport ACKs them to
+the box. A status change is a compare-and-set, so a repeated answer (the box answers a resend
+from its memory) changes nothing, and an answer to a command already given up on is logged as
+a late result without touching the final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from commands import rules
+from commands.alerts import Alerts
+from commands.audit import box_actor, state_text
+from commands.context import CommandContext
+from commands.delivery import Delivery
+from commands.ports import HOOK_TIMEOUT_S
+from protocol.gp8 import Ack, CommandResult, CommandStatus, Nack, NackReason, RecordFlags
+from storage.models import (
+    CommandChanges,
+    CommandKind,
+    CommandRecord,
+    CommandState,
+    VehicleLockState,
+)
+
+log = logging.getLogger(__name__)
+
+BoxReply = CommandResult | Ack | Nack
+# After its answer, a command in one of these took no effect from it: the answer came late.
+_GAVE_UP = frozenset({CommandState.EXPIRED, CommandState.CANCELLED})
+
+
+class Replies:
+    def __init__(self, ctx: CommandContext, delivery: Delivery, alerts: Alerts) -> None:
+        self._ctx = ctx
+        self._delivery = delivery
+        self._alerts = alerts
+        # One handler per message type the transports hand over; nothing else reaches here.
+        self._handlers: dict[type[Any], Callable[[str, Any], Awaitable[None]]] = {
+            CommandResult: self._result,
+            Ack: self._receipt,
+            Nack: self._nack,
+        }
+
+    async def on_box_reply(self, imei: str, message: BoxReply) -> None:
+        """A COMMAND_RESULT, or the ACK/NACK of a COMMAND; stored before the box is ACKed."""
+        async with asyncio.timeout(HOOK_TIMEOUT_S):
+            await self._handlers[type(message)](imei, message)
+
+    async def _result(self, imei: str, result: CommandResult) -> None:
+        ctx = self._ctx
+        command = await ctx.store.commands.by_seq(imei, result.command_seq)
+        if command is None:
+            ctx.stats["results_unknown"] += 1
+            log.warning(
+                "imei=%s answered command number %d, which it never got", imei, result.command_seq
+            )
+            return
+        now = ctx.clock.now_ms()
+        state = _reported_state(command, result, now)
+        failure = rules.failure_of(result.status, result.failure)
+        status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
+        changes: CommandChanges = {"completed_ms": now, "result_state": result.state}
+        if failure is not None:
+            changes["failure"] = failure
+        if command.delivered_ms is None:
+            changes["delivered_ms"] = now
+        outcome = "done" if failure is None else f"failed: {failure}"
+        done = await ctx.transition(
+            command,
+            status,
+            expected={CommandState.SENT, CommandState.QUEUED},
+            at_ms=now,
+            action=f"command.{status.value}",
+            actor=box_actor(imei),
+            detail=f"{outcome}; state {state_text(result.state)}",
+            changes=changes,
+            vehicle_state=state,  # stored with the status: seen together
+        )
+        if done is not None:
+            if command.kind is CommandKind.REBOOT and failure is None:
+                self._alerts.rebooted(imei)
+            return
+        current = await ctx.store.commands.by_seq(imei, result.command_seq)
+        if current is None or current.status not in _GAVE_UP:
+            ctx.stats["duplicate_results"] += 1  # a resend of an answer already stored
+            return
+        # The box did it after we gave up on it: the log must say so, and the vehicle shows
+        # what the box did.
+        ctx.stats["late_results"] += 1
+        if state is not None:
+            await ctx.store.commands.set_vehicle_state(state)
+        await ctx.store.audit.append(
+            ctx.lines.about(
+                current,
+                "command.late_result",
+                actor=box_actor(imei),
+                detail=f"{outcome} after the command was {current.status.value}; "
+                f"state {state_text(result.state)}",
+            )
+        )
+
+    async def _receipt(self, imei: str, ack: Ack) -> None:
+        """The box ACKed the COMMAND frame: it has it (``delivered_at``), no resend needed."""
+        command = await self._ctx.store.commands.by_seq(imei, ack.acked_seq)
+        if command is None or command.status is not CommandState.SENT or command.delivered_ms:
+            return
+        now = self._ctx.clock.now_ms()
+        await self._ctx.transition(
+            command,
+            CommandState.SENT,
+            expected={CommandState.SENT},
+            at_ms=now,
+            action="command.delivered",
+            actor=box_actor(imei),
+            changes={"delivered_ms": now},
+        )
+
+    async def _nack(self, imei: str, nack: Nack) -> None:
+        command = await self._ctx.store.commands.by_seq(imei, nack.nacked_seq)
+        if command is None or command.status is not CommandState.SENT:
+            return
+        if nack.reason is NackReason.BAD_CRC:
+            # Damaged on the way: the box asks for it again (docs/protocol.md §5.6).
+            self._delivery.resend(imei, command.seq)
+            return
+        await self._delivery.fail(
+            command, f"box_nack_{nack.reason.name.lower()}", "the box refused it"
+        )
+
+
+def _reported_state(
+    command: CommandRecord, result: CommandResult, now: int
+) -> VehicleLockState | None:
+    """What the box reports after trying, done or not: the vehicle's truth (None: UNSUPPORTED,
+    which says nothing about the vehicle)."""
+    if result.status is CommandStatus.UNSUPPORTED:
+        return None
+    return VehicleLockState(
+        fleet_id=command.fleet_id,
+        vehicle_id=command.vehicle_id,
+        device_id=command.device_id,
+        doors_locked=bool(result.state & RecordFlags.DOORS_LOCKED),
+        engine_start_inhibited=bool(result.state & RecordFlags.ENGINE_START_INHIBITED),
+        updated_ms=now,
+        command_id=command.id,
+    )
