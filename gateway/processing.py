@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Protocol
 
+from gateway.lifecycle import Service
 from storage.models import Event, Position, StoreResult
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Handler(Protocol):
 Submit = Callable[[Sequence[Position], Sequence[Event]], Awaitable[None]]
 
 
-class ProcessingStage:
+class ProcessingStage(Service):
     def __init__(
         self,
         handlers: Sequence[Handler] = (),

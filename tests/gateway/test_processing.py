@@ -4,7 +4,8 @@ device time order, once per stored batch; none of them can delay an ACK or lose 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -114,20 +115,22 @@ async def test_a_full_queue_drops_processing_not_records() -> None:
 # --- after the pipeline ------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def running(store: FakeStore, stage: ProcessingStage) -> AsyncIterator[IngestPipeline]:
+    """A pipeline into ``store`` that offers what it stores to ``stage``, both running."""
+    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
+    async with stage, pipeline:
+        yield pipeline
+
+
 async def test_a_handler_sees_each_stored_batch_once_after_durability() -> None:
     store = FakeStore()
     recorder = Recorder(store)
     stage = ProcessingStage([recorder])
-    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
-    await stage.start()
-    await pipeline.start()
-    try:
+    async with running(store, stage) as pipeline:
         await pipeline.submit(positions(CTX, [3000, 1000, 2000]), [])
         await pipeline.submit(positions(CTX, [4000]), [])
         await stage.settle(TIMEOUT)
-    finally:
-        await pipeline.stop()
-        await stage.stop()
     assert recorder.not_yet_stored == 0
     seen = [p.time_ms for batch in recorder.seen for p in batch.positions]
     assert seen == [1000, 2000, 3000, 4000]  # each once, in device time order
@@ -137,17 +140,11 @@ async def test_a_resend_is_stored_once_and_processed_once() -> None:
     store = FakeStore()
     recorder = Recorder(store)
     stage = ProcessingStage([recorder])
-    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
-    await stage.start()
-    await pipeline.start()
-    try:
+    async with running(store, stage) as pipeline:
         await pipeline.submit(positions(CTX, [1000, 2000]), [])
         # The box missed the ACK and resends the frame, with one new record behind it.
         await pipeline.submit(positions(CTX, [1000, 2000, 3000]), [])
         await stage.settle(TIMEOUT)
-    finally:
-        await pipeline.stop()
-        await stage.stop()
     seen = [p.time_ms for batch in recorder.seen for p in batch.positions]
     assert seen == [1000, 2000, 3000]
 
@@ -156,19 +153,13 @@ async def test_a_failed_flush_reaches_no_handler() -> None:
     store = FakeStore()
     recorder = Recorder(store)
     stage = ProcessingStage([recorder])
-    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
-    await stage.start()
-    await pipeline.start()
     store.telemetry.unavailable = True
-    try:
+    async with running(store, stage) as pipeline:
         with pytest.raises(Exception, match="down"):
             await pipeline.submit(positions(CTX, [1000]), [])
         store.telemetry.unavailable = False
         await pipeline.submit(positions(CTX, [1000]), [])
         await stage.settle(TIMEOUT)
-    finally:
-        await pipeline.stop()
-        await stage.stop()
     assert [[p.time_ms for p in b.positions] for b in recorder.seen] == [[1000]]
 
 
@@ -203,16 +194,10 @@ async def test_derived_events_are_stored_and_not_processed_again() -> None:
 
     deriver = Deriver()
     stage = ProcessingStage([deriver], submit=submit)
-    pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
-    await stage.start()
-    await pipeline.start()
-    try:
+    async with running(store, stage) as pipeline:
         await pipeline.submit(positions(CTX, [1000, 2000]), [])
         await eventually(lambda: len(store.telemetry.events) == 1)
         await stage.settle(TIMEOUT)
-    finally:
-        await pipeline.stop()
-        await stage.stop()
     assert deriver.calls == 1
     ((_, time_ms, code),) = store.telemetry.events
     assert (time_ms, code) == (2000, "test_derived")
