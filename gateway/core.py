@@ -198,15 +198,6 @@ class DeviceSession(Generic[F, R]):
     context: DeviceContext | None = None
     hook_timeout_s: float = HOOK_TIMEOUT_S
     _errors_in_a_row: int = 0
-    _handlers: dict[Role, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Dispatch by the rule's role (data frames, the hot path, are handled inline in _frame).
-        self._handlers = {
-            Role.LOGIN: self._login,
-            Role.KEEPALIVE: self._keepalive,
-            Role.ANSWER: self._answer,
-        }
 
     @property
     def imei(self) -> str:
@@ -272,7 +263,7 @@ class DeviceSession(Generic[F, R]):
             events.extend(e)
             pending.append(_Awaiting(protocol.seq(frame)))
             return
-        await self._handlers[rule.role](frame, rule, pending, step)
+        await _BY_ROLE[rule.role](self, frame, rule, pending, step)
 
     async def _login(
         self, frame: F, rule: Rule, pending: list[R | _Awaiting], step: Step[R]
@@ -343,3 +334,13 @@ class DeviceSession(Generic[F, R]):
             return self.protocol.ack(reply.seq)
         self.metrics.nacks[Refusal.SERVER_BUSY.value] += 1
         return self.protocol.refuse(reply.seq, Refusal.SERVER_BUSY)
+
+
+# What each role does, by the rule's role (data frames, the hot path, are handled inline in
+# DeviceSession._frame). One table at module level: a session, made per MQTT message, builds
+# nothing for it.
+_BY_ROLE: dict[Role, Callable[..., Awaitable[None]]] = {
+    Role.LOGIN: DeviceSession._login,
+    Role.KEEPALIVE: DeviceSession._keepalive,
+    Role.ANSWER: DeviceSession._answer,
+}

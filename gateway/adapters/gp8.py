@@ -91,9 +91,11 @@ class Gp8Session:
     checker: LoginChecker | None = None  # None: the link authenticates otherwise (MQTT)
     devices: DeviceDirectory | None = None
     numbering: Numbering = field(default_factory=Numbering)
-    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    # The CHALLENGE nonce of a stream link (see `sessions`); MQTT links have no login.
+    nonce: bytes = b""
+    # Made on the first feed: an MQTT message is decoded whole before its session exists.
+    decoder: FrameDecoder | None = None
     state: DeviceSession = field(default_factory=DeviceSession)
-    nonce: bytes = field(default_factory=lambda: secrets.token_bytes(NONCE_SIZE))
     lookup_timeout_s: float = LOOKUP_TIMEOUT_S
 
     @property
@@ -102,12 +104,15 @@ class Gp8Session:
 
     @property
     def buffered(self) -> int:
-        return self.decoder.buffered
+        return self.decoder.buffered if self.decoder is not None else 0
 
     def greeting(self) -> list[Message]:
+        assert len(self.nonce) == NONCE_SIZE  # a stream link's session is made by `sessions`
         return [Challenge(self.numbering.next(), self.nonce, now_ms())]
 
     def feed(self, data: bytes) -> Iterator[Message | Problem]:
+        if self.decoder is None:
+            self.decoder = FrameDecoder()
         self.decoder.feed(data)
         return self.frames(self.decoder)
 
@@ -198,7 +203,7 @@ def _problem(error: FrameError) -> Problem:
 
 def sessions(checker: LoginChecker, devices: DeviceDirectory) -> Callable[[], Gp8Session]:
     """GP8 for a TCP listener: CHALLENGE, LOGIN with an HMAC proof, then GP8 frames."""
-    return lambda: Gp8Session(checker, devices)
+    return lambda: Gp8Session(checker, devices, nonce=secrets.token_bytes(NONCE_SIZE))
 
 
 _FIX_VALID = int(RecordFlags.FIX_VALID)
