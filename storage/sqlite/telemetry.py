@@ -158,7 +158,7 @@ def _store(
         positions_inserted, dup_positions = _insert_new(
             conn,
             _INSERT_POSITION,
-            list(map(rows.position_values, positions)),
+            rows.position_values,
             positions,
             _POSITION_KEY,
         )
@@ -166,7 +166,7 @@ def _store(
         events_inserted, dup_events = _insert_new(
             conn,
             _INSERT_EVENT,
-            list(map(rows.event_values, events)),
+            rows.event_values,
             events,
             _EVENT_KEY,
         )
@@ -192,7 +192,7 @@ _EVENT_KEY = attrgetter("device_id", "time_ms", "code")
 def _insert_new(
     conn: sqlite3.Connection,
     sql: str,
-    values: list[Row],
+    values: Callable[[Any], Row],
     records: Sequence[Any],
     key: Callable[[Any], tuple[Any, ...]],
 ) -> tuple[int, frozenset[Any]]:
@@ -203,13 +203,14 @@ def _insert_new(
     resends: a batch with resends pays that, the common batch does not.
     """
     conn.execute("SAVEPOINT batch")
-    inserted = conn.executemany(sql, values).rowcount
+    # Rows built as executemany consumes them: the batch's tuples never all live at once.
+    inserted = conn.executemany(sql, map(values, records)).rowcount
     resent: set[Any] = set()
-    if inserted < len(values):
+    if inserted < len(records):
         conn.execute("ROLLBACK TO batch")
         inserted = 0
-        for row, record in zip(values, records, strict=True):
-            if conn.execute(sql, row).rowcount:
+        for record in records:
+            if conn.execute(sql, values(record)).rowcount:
                 inserted += 1
             else:
                 resent.add(key(record))
