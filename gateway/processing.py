@@ -15,7 +15,8 @@ device's batches are seen in order. Each handler call is bounded by ``handler_ti
 handler that fails or times out is counted and logged, and the other handlers still run on the
 batch. Derived events a handler returns are submitted to the pipeline like any record (durable,
 idempotent on (device, time, code)) and are not processed again, so a handler cannot loop on its
-own output.
+own output; derived signals (e.g. a geofence crossing) are handed, in memory, to the handlers
+after it in the chain for the same batch.
 
 Bounded memory: at most ``queue_limit`` records wait. A flush arriving beyond that is dropped
 from processing and counted (``processing{result="dropped"}``): its records are stored and
@@ -28,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Protocol
 
@@ -49,6 +50,22 @@ _TIME = attrgetter("time_ms")
 
 
 @dataclass(frozen=True, slots=True)
+class Signal:
+    """A fact a handler derived for the handlers after it in the chain, in memory: e.g. a
+    geofence crossing, which the alert rules then act on. The stage does not store signals;
+    the handler that makes one keeps whatever record of it it needs."""
+
+    kind: str  # "geofence_enter", "geofence_exit", ...
+    fleet_id: str
+    device_id: str
+    vehicle_id: str | None
+    time_ms: int
+    position: Position | None = None
+    ref: str | None = None  # what it is about (a geofence id, ...)
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceBatch:
     """What one flush stored for one device, as a handler sees it."""
 
@@ -57,6 +74,7 @@ class DeviceBatch:
     positions: tuple[Position, ...]  # device time order
     events: tuple[Event, ...]  # device time order
     live: Position | None  # the newest valid fix, if newer than all processed before
+    signals: tuple[Signal, ...] = ()  # what the handlers before this one derived
 
     @property
     def vehicle_id(self) -> str | None:
@@ -69,7 +87,8 @@ class DeviceBatch:
 
 
 class Handler(Protocol):
-    """One step of the chain: looks at a device's batch, returns derived events (often none).
+    """One step of the chain: looks at a device's batch, returns what it derived (often
+    nothing): events, which the stage stores, and signals, which the handlers after it see.
 
     Handlers keep no locks and do no I/O on the hot path: whatever they need (rules, fences)
     they hold in memory. A resent record (a box resending a frame whose ACK it missed) is
@@ -79,7 +98,7 @@ class Handler(Protocol):
 
     name: str
 
-    async def handle(self, batch: DeviceBatch) -> Sequence[Event]: ...
+    async def handle(self, batch: DeviceBatch) -> Sequence[Event | Signal]: ...
 
 
 Submit = Callable[[Sequence[Position], Sequence[Event]], Awaitable[None]]
@@ -191,7 +210,14 @@ class ProcessingStage(Service):
         derived: list[Event] = []
         for batch in self.batches(positions, events):
             for handler in self.handlers:
-                derived.extend(await self._call(handler, batch))
+                signals: list[Signal] = []
+                for item in await self._call(handler, batch):
+                    if isinstance(item, Signal):
+                        signals.append(item)
+                    else:
+                        derived.append(item)
+                if signals:
+                    batch = replace(batch, signals=(*batch.signals, *signals))
             self.counters["handled"] += 1
         if derived and self._submit is not None:
             try:
@@ -222,7 +248,7 @@ class ProcessingStage(Service):
             out.append(DeviceBatch(fleet_id, device_id, tuple(ps), tuple(es), live))
         return out
 
-    async def _call(self, handler: Handler, batch: DeviceBatch) -> Sequence[Event]:
+    async def _call(self, handler: Handler, batch: DeviceBatch) -> Sequence[Event | Signal]:
         try:
             async with asyncio.timeout(self._handler_timeout_s):
                 return await handler.handle(batch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -14,7 +14,7 @@ from gateway import TcpGateway
 from gateway.adapters.gp8 import to_position
 from gateway.context import DeviceContext
 from gateway.pipeline import IngestPipeline
-from gateway.processing import DeviceBatch, ProcessingStage
+from gateway.processing import DeviceBatch, ProcessingStage, Signal
 from storage.models import Event, Position
 from tests.gateway.conftest import GatewayFactory, eventually, new_box, track
 from tests.gateway.fakes import FakeStore
@@ -202,6 +202,30 @@ async def test_derived_events_are_stored_and_not_processed_again() -> None:
     ((_, time_ms, code),) = store.telemetry.events
     assert (time_ms, code) == (2000, "test_derived")
     assert stage.counters["derived"] == 1
+
+
+async def test_signals_reach_the_handlers_after_the_one_that_made_them() -> None:
+    @dataclass
+    class Crossing:
+        name: str = "crossing"
+
+        async def handle(self, batch: DeviceBatch) -> Sequence[Event | Signal]:
+            live = batch.live
+            if live is None:
+                return ()
+            signal = Signal("geofence_enter", live.fleet_id, live.device_id, None, live.time_ms)
+            return [replace(signal, position=live, ref="geo_1")]
+
+    before, after = Recorder(), Recorder()
+    stage = ProcessingStage([before, Crossing(), after])
+    await stage.start()
+    stage.offer(positions(CTX, [1000, 2000]), [])
+    await stage.settle(TIMEOUT)
+    await stage.stop()
+    assert before.seen[0].signals == ()
+    (signal,) = after.seen[0].signals
+    assert (signal.kind, signal.ref, signal.time_ms) == ("geofence_enter", "geo_1", 2000)
+    assert stage.counters["derived"] == 0  # signals are not stored by the stage
 
 
 # --- through a real TCP gateway ----------------------------------------------------------------
