@@ -176,7 +176,7 @@ class GatewayMetrics(SessionMetrics):
         self.closes: Counter[str] = Counter()  # why connections ended
         self.flush_size = Histogram(FLUSH_SIZE_BUCKETS)
         self.store_latency = Histogram(STORE_LATENCY_BUCKETS)
-        self.processing: Counter[str] = Counter()  # see gateway/processing.py
+        self.processing: Counter[str] = Counter()  # see processing/stage.py
 
     def snapshot(self) -> dict[str, object]:
         # GET /health has always nested the connection counters.

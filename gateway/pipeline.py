@@ -14,7 +14,7 @@ waits (first come, first served) for room, and a waiting connection stops readin
 which pushes back on the box through TCP.
 
 After a flush is durable and its submitters are told, its records are offered to the processing
-stage (gateway/processing.py), which never blocks: processing cannot hold up an ACK.
+stage (processing/stage.py), which never blocks: processing cannot hold up an ACK.
 
 Failures: when the store is unavailable (or a flush times out) every submission of the flush
 fails with StorageUnavailable and the boxes resend later. Any other exception is a bug or a
@@ -36,7 +36,7 @@ from gateway.errors import PipelineClosed
 from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics
 from gateway.ports import TelemetrySink
-from gateway.processing import ProcessingStage
+from processing import ProcessingStage
 from storage.errors import StorageUnavailable
 from storage.models import Event, Position, StoreResult
 

@@ -23,8 +23,8 @@ from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics, MetricsCollector
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
-from gateway.processing import Handler, ProcessingStage
 from gateway.registry import SessionRegistry
+from processing import Handler, ProcessingStage
 from protocol.gp8 import Message
 from storage.models import Event, Position
 

@@ -171,7 +171,7 @@ class StoreResult:
     positions_duplicate: int
     events_inserted: int
     events_duplicate: int
-    # Which records were resends, so that what runs after the store (gateway/processing.py)
+    # Which records were resends, so that what runs after the store (processing/stage.py)
     # sees each stored record once: (device_id, time_ms) of positions and
     # (device_id, time_ms, code) of events. Empty when there were none.
     duplicate_positions: frozenset[tuple[str, int]] = frozenset()

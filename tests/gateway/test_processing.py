@@ -1,4 +1,4 @@
-"""The processing stage (gateway/processing.py): handlers run on what was durably stored, in
+"""The processing stage (processing/stage.py): handlers run on what was durably stored, in
 device time order, once per stored batch; none of them can delay an ACK or lose a record."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gateway import TcpGateway
 from gateway.adapters.gp8 import to_position
 from gateway.context import DeviceContext
 from gateway.pipeline import IngestPipeline
-from gateway.processing import DeviceBatch, ProcessingStage, Signal
+from processing import DeviceBatch, ProcessingStage, Signal
 from storage.models import Event, Position
 from tests.gateway.conftest import GatewayFactory, eventually, new_box, track
 from tests.gateway.fakes import FakeStore
@@ -119,8 +119,12 @@ async def test_a_full_queue_drops_processing_not_records() -> None:
 async def running(store: FakeStore, stage: ProcessingStage) -> AsyncIterator[IngestPipeline]:
     """A pipeline into ``store`` that offers what it stores to ``stage``, both running."""
     pipeline = IngestPipeline(store.telemetry, max_delay_ms=1, processing=stage)
-    async with stage, pipeline:
-        yield pipeline
+    await stage.start()
+    try:
+        async with pipeline:
+            yield pipeline
+    finally:
+        await stage.stop()
 
 
 async def test_a_handler_sees_each_stored_batch_once_after_durability() -> None:

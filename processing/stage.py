@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Protocol
 
-from gateway.lifecycle import Service
 from storage.models import Event, Position, StoreResult
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ class Handler(Protocol):
 Submit = Callable[[Sequence[Position], Sequence[Event]], Awaitable[None]]
 
 
-class ProcessingStage(Service):
+class ProcessingStage:
     def __init__(
         self,
         handlers: Sequence[Handler] = (),
