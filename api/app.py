@@ -37,10 +37,16 @@ from api.routes import (
     trips,
     vehicles,
 )
+from api.routes import alert_rules as alert_rule_routes
+from api.routes import geofences as geofence_routes
 from api.routes import health as health_routes
 from api.routes import metrics as metrics_routes
+from api.routes import stream as stream_routes
+from api.routes import theft as theft_routes
+from api.routes import webhooks as webhook_routes
 from api.schemas.positions import PositionsFeatureCollection, TrackFeature
 from api.security import ensure_operator_key
+from api.stream import StreamHub
 from storage.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -69,17 +75,27 @@ def create_app(
     metrics: CollectorRegistry | None = None,
     extra_routers: Iterable[APIRouter] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    stream_hub: StreamHub | None = None,
+    webhook_allow_private: bool = False,
 ) -> FastAPI:
     """The API over ``store`` (already started). ``rate_limit_per_minute`` None disables the
     limit; ``health`` adds components (gateway, ...) to GET /health; ``metrics`` is what
-    GET /metrics renders."""
+    GET /metrics renders; ``stream_hub`` is the live stream's fan-out, owned by the caller
+    (without one, the app runs its own for its lifespan)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if bootstrap_key:
             key = await ensure_operator_key(store.keys, bootstrap_key)
             logger.info("bootstrap operator key %s is ready", key.id)
+        # Without a hub handed in (gp8 serve passes its own), the app runs one for its life.
+        owned_hub = None
+        if app.state.stream_hub is None:
+            owned_hub = app.state.stream_hub = StreamHub(app.state.store.stream)
         yield
+        if owned_hub is not None:
+            await owned_hub.stop()
+            app.state.stream_hub = None
 
     app = FastAPI(
         title="gp8 fleet API",
@@ -91,6 +107,9 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.store = store
+    app.state.stream_hub = stream_hub
+    # Webhook URLs may name private and loopback hosts: tests and development only.
+    app.state.webhook_allow_private = webhook_allow_private
     app.state.health = health
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute else None
@@ -113,6 +132,11 @@ def create_app(
         commands.router,
         command_controls.router,
         audit.router,
+        geofence_routes.router,
+        stream_routes.router,
+        webhook_routes.router,
+        alert_rule_routes.router,
+        theft_routes.router,
         *extra_routers,
     ):
         app.include_router(router)

@@ -19,6 +19,7 @@ BENCHES = [
     "bench_commands.py",
     "bench_mqtt.py",
     "bench_sim.py",
+    "bench_geofences.py",
 ]
 
 

@@ -22,7 +22,13 @@ from commands.kill_switch import KillSwitchView
 from commands.locks import KeyedLocks
 from commands.ports import Sender
 from storage.errors import StorageError
-from storage.models import LIVE_COMMAND_STATES, CommandRecord, CommandState, Device
+from storage.models import (
+    LIVE_COMMAND_STATES,
+    CommandRecord,
+    CommandState,
+    Device,
+    DeviceProtocol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +153,12 @@ class Delivery:
                 ):
                     # The box now belongs to another vehicle or fleet: the order was not for it.
                     await self.fail(command, "box_refitted", "the box is no longer fitted")
+                    continue
+                if (
+                    command.status is CommandState.SENT
+                    and device.protocol is DeviceProtocol.TELTONIKA
+                    and command.kind in rules.TELTONIKA_WRITTEN_ONCE
+                ):
                     continue
                 if kill.engaged and command.kind in rules.IMMOBILIZATION_KINDS:
                     ctx.stats["held_kill_switch"] += 1

@@ -21,6 +21,7 @@ from commands.context import CommandContext
 from commands.delivery import Delivery
 from commands.ports import HOOK_TIMEOUT_S
 from protocol.gp8 import Ack, CommandResult, CommandStatus, Nack, NackReason, RecordFlags
+from protocol.teltonika.commands import Answer
 from storage.models import (
     CommandChanges,
     CommandKind,
@@ -31,7 +32,9 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-BoxReply = CommandResult | Ack | Nack
+BoxReply = CommandResult | Ack | Nack | Answer
+# A Teltonika box's words kept in a failure reason (the audit line has them all).
+ANSWER_IN_FAILURE = 120
 # After its answer, a command in one of these took no effect from it: the answer came late.
 _GAVE_UP = frozenset({CommandState.EXPIRED, CommandState.CANCELLED})
 
@@ -46,6 +49,7 @@ class Replies:
             CommandResult: self._result,
             Ack: self._receipt,
             Nack: self._nack,
+            Answer: self._answer,
         }
 
     async def on_box_reply(self, imei: str, message: BoxReply) -> None:
@@ -106,6 +110,51 @@ class Replies:
             )
         )
 
+    async def _answer(self, imei: str, answer: Answer) -> None:
+        """A Teltonika box's Codec 12 response, matched by the gateway to the one command it
+        had outstanding (docs/teltonika.md, "Commands"): done, or failed with the box's words."""
+        ctx = self._ctx
+        command = None
+        if answer.command_seq is not None:
+            command = await ctx.store.commands.by_seq(imei, answer.command_seq)
+        if command is None:
+            ctx.stats["results_unknown"] += 1
+            log.warning("imei=%s answered %r with no command outstanding", imei, answer.text)
+            return
+        now = ctx.clock.now_ms()
+        failure = None if answer.ok else f"box_refused: {answer.text[:ANSWER_IN_FAILURE]}"
+        status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
+        changes: CommandChanges = {"completed_ms": now}
+        if failure is not None:
+            changes["failure"] = failure
+        if command.delivered_ms is None:
+            changes["delivered_ms"] = now
+        state = await _answered_state(ctx, command, answer, now)
+        done = await ctx.transition(
+            command,
+            status,
+            expected={CommandState.SENT, CommandState.QUEUED},
+            at_ms=now,
+            action=f"command.{status.value}",
+            actor=box_actor(imei),
+            detail=f"box: {answer.text}",
+            changes=changes,
+            vehicle_state=state,
+        )
+        if done is not None or command.status not in _GAVE_UP:
+            return
+        ctx.stats["late_results"] += 1
+        if state is not None:
+            await ctx.store.commands.set_vehicle_state(state)
+        await ctx.store.audit.append(
+            ctx.lines.about(
+                command,
+                "command.late_result",
+                actor=box_actor(imei),
+                detail=f"box: {answer.text} after the command was {command.status.value}",
+            )
+        )
+
     async def _receipt(self, imei: str, ack: Ack) -> None:
         """The box ACKed the COMMAND frame: it has it (``delivered_at``), no resend needed."""
         command = await self._ctx.store.commands.by_seq(imei, ack.acked_seq)
@@ -148,6 +197,29 @@ def _reported_state(
         device_id=command.device_id,
         doors_locked=bool(result.state & RecordFlags.DOORS_LOCKED),
         engine_start_inhibited=bool(result.state & RecordFlags.ENGINE_START_INHIBITED),
+        updated_ms=now,
+        command_id=command.id,
+    )
+
+
+async def _answered_state(
+    ctx: CommandContext, command: CommandRecord, answer: Answer, now: int
+) -> VehicleLockState | None:
+    """The vehicle's state after a Teltonika answer: what it says of the outputs, the rest as
+    last known (None when it says nothing of them)."""
+    if answer.engine_start_inhibited is None and answer.doors_locked is None:
+        return None
+    known = await ctx.store.commands.vehicle_state(command.fleet_id, command.vehicle_id)
+    inhibited = answer.engine_start_inhibited
+    locked = answer.doors_locked
+    return VehicleLockState(
+        fleet_id=command.fleet_id,
+        vehicle_id=command.vehicle_id,
+        device_id=command.device_id,
+        doors_locked=locked if locked is not None else bool(known and known.doors_locked),
+        engine_start_inhibited=inhibited
+        if inhibited is not None
+        else bool(known and known.engine_start_inhibited),
         updated_ms=now,
         command_id=command.id,
     )

@@ -31,6 +31,10 @@ ENGINE_START_KINDS = frozenset({CommandKind.DISABLE_ENGINE_START, CommandKind.EN
 IMMOBILIZATION_KINDS = frozenset({CommandKind.DISABLE_ENGINE_START})
 # Under a fleet's four-eyes policy these wait for a second admin's approval.
 FOUR_EYES_KINDS = frozenset({CommandKind.DISABLE_ENGINE_START, CommandKind.UNLOCK})
+# A Teltonika box numbers no command, so it cannot tell a resend from a new order: these are
+# written to it once, never again at a later login (a box that reboots before it answers would
+# otherwise reboot at every login until the TTL). They expire if unanswered.
+TELTONIKA_WRITTEN_ONCE = frozenset({CommandKind.REBOOT})
 
 # set_report_interval: the range the box accepts (docs/protocol.md §5.5); outside it the box
 # would answer FAILED / INVALID_PARAMETER, so the API refuses it up front.

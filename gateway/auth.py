@@ -18,7 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.ports import DeviceDirectory
 from protocol.gp8 import Login, LoginStatus, verify_login_proof
 from storage.errors import StorageError
-from storage.models import Device, DeviceStatus
+from storage.models import Device, DeviceProtocol, DeviceStatus
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class LoginChecker:
         except (StorageError, TimeoutError) as exc:
             log.warning("login: device lookup for %s failed: %r", login.imei, exc)
             return LoginOutcome(LoginStatus.SERVER_BUSY)
-        if device is None:
+        if device is None or device.protocol is not DeviceProtocol.GP8:
+            # A Teltonika box has no secret: a proof keyed on its empty one proves nothing.
             return LoginOutcome(LoginStatus.UNKNOWN_DEVICE)
         if login.proof in self._recent:
             return LoginOutcome(LoginStatus.REPLAY)

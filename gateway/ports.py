@@ -18,6 +18,7 @@ class TelemetrySink(Protocol):
     async def store(
         self, positions: Sequence[Position], events: Sequence[Event]
     ) -> StoreResult: ...
+    async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None: ...
 
 
 class DeviceDirectory(Protocol):

@@ -10,12 +10,14 @@ task and buffers, nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import socket
 from collections.abc import Sequence
 
-from gateway.adapters import gp8
+from gateway.adapters import gp8, teltonika
 from gateway.auth import LoginChecker
 from gateway.connection import Connection, ConnectionConfig, Services
 from gateway.core import AnswerHook, LoginHook, log_answer
@@ -57,18 +59,26 @@ class TcpGateway(Service):
         on_command_result: AnswerHook = log_answer,
         on_login: LoginHook | None = None,
         handlers: Sequence[Handler] = (),
+        teltonika_port: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.port = 0  # the bound port, once started
+        # A second listener, for Teltonika boxes (docs/teltonika.md); None: off.
+        self._teltonika_requested_port = teltonika_port
+        self.teltonika_port: int | None = None  # its bound port, once started
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
         self._max_connections = max_connections
         self.metrics = GatewayMetrics()
         # The processing stage runs after the durable store, on what every transport of this
         # process stored (the MQTT bridge shares this pipeline); what it derives goes back in.
         self.processing = ProcessingStage(
-            handlers, submit=self._submit_derived, counters=self.metrics.processing
+            handlers,
+            submit=self._submit_derived,
+            counters=self.metrics.processing,
+            last_fix=self._last_fix,
         )
+        self._telemetry = store.telemetry
         self.pipeline = IngestPipeline(
             store.telemetry,
             batch_size=batch_size,
@@ -97,7 +107,12 @@ class TcpGateway(Service):
             on_command_result=on_command_result,
             on_login=on_login,
         )
+        # The same link, pipeline, registry and hooks; only the protocol differs.
+        self._teltonika_services = dataclasses.replace(
+            self._services, open_session=teltonika.sessions(store.devices, self.metrics)
+        )
         self._server: asyncio.Server | None = None
+        self._teltonika_server: asyncio.Server | None = None
         self._connections: dict[Connection, asyncio.Task[None]] = {}
         self._closing = False
 
@@ -110,12 +125,24 @@ class TcpGateway(Service):
             self._server = await asyncio.start_server(
                 self._on_connect, self.host, self._requested_port, backlog=LISTEN_BACKLOG
             )
+            if self._teltonika_requested_port is not None:
+                self._teltonika_server = await asyncio.start_server(
+                    functools.partial(self._on_connect, services=self._teltonika_services),
+                    self.host,
+                    self._teltonika_requested_port,
+                    backlog=LISTEN_BACKLOG,
+                )
         except BaseException:
+            if self._server is not None:
+                self._server.close()
             await self.pipeline.stop()
             await self.processing.stop()
             raise
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("gateway %s listening on %s:%d", self.gateway_id, self.host, self.port)
+        if self._teltonika_server is not None:
+            self.teltonika_port = self._teltonika_server.sockets[0].getsockname()[1]
+            log.info("teltonika boxes on %s:%d", self.host, self.teltonika_port)
 
     async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
         """Stop accepting and reading; store and ACK what was received; close every socket.
@@ -130,6 +157,8 @@ class TcpGateway(Service):
         deadline = loop.time() + grace_s
         if self._server is not None:
             self._server.close()
+        if self._teltonika_server is not None:
+            self._teltonika_server.close()
         for connection in list(self._connections):
             connection.stop()
         tasks = list(self._connections.values())
@@ -144,6 +173,8 @@ class TcpGateway(Service):
         await self.processing.stop(grace_s=max(deadline - loop.time(), 1.0))
         if self._server is not None:
             await self._server.wait_closed()
+        if self._teltonika_server is not None:
+            await self._teltonika_server.wait_closed()
         log.info("gateway %s stopped", self.gateway_id)
 
     # --- for /health and the command issue ---------------------------------------------------
@@ -159,6 +190,7 @@ class TcpGateway(Service):
         return {
             "gateway_id": self.gateway_id,
             "port": self.port,
+            **({"teltonika_port": self.teltonika_port} if self.teltonika_port else {}),
             "sessions": len(self.registry),
             "ingest_pending": self.pipeline.pending,
             "processing_pending": self.processing.pending,
@@ -169,18 +201,27 @@ class TcpGateway(Service):
         """The gateway's counters for a prometheus-client registry (GET /metrics)."""
         return MetricsCollector(self.metrics, "gp8_gateway_")
 
+    async def _last_fix(self, fleet_id: str, vehicle_id: str) -> int | None:
+        position = await self._telemetry.last_position(fleet_id, vehicle_id)
+        return None if position is None else int(position.time_ms)
+
     async def _submit_derived(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
         await self.pipeline.submit(positions, events, process=False)
 
     # --- connections -------------------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        services: Services | None = None,  # the listener's protocol; default GP8
+    ) -> None:
         metrics = self.metrics
         if self._closing or len(self._connections) >= self._max_connections:
             metrics.connections_refused += 1
             writer.transport.abort()
             return
-        connection = Connection(reader, writer, self._services)
+        connection = Connection(reader, writer, services or self._services)
         task = asyncio.current_task()
         assert task is not None
         self._connections[connection] = task

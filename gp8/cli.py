@@ -1,4 +1,4 @@
-"""The `gp8` console script: serve, sim, demo, admin.
+"""The `gp8` console script: serve, sim, demo, admin, decode.
 
 The entry point is the only place that reads Settings; it hands plain values down.
 Flags override environment variables (GP8_*), which override defaults.
@@ -32,6 +32,7 @@ def _apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
         ("data_dir", ("data_dir",)),
         ("bootstrap_key", ("bootstrap_key",)),
         ("tcp_port", ("tcp", "port")),
+        ("teltonika_port", ("teltonika", "port")),
         ("api_port", ("api", "port")),
         ("host", ("tcp", "host")),
         ("api_host", ("api", "host")),
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway and the API in one process")
     _add_storage_args(serve)
     serve.add_argument("--tcp-port", type=int, help="box TCP port (default 5027)")
+    serve.add_argument("--teltonika-port", type=int, help="Teltonika box TCP port (default: off)")
     serve.add_argument("--api-port", type=int, help="REST API port (default 8000)")
     serve.add_argument("--host", help="TCP listen address (default 0.0.0.0)")
     serve.add_argument("--api-host", help="API listen address (default 0.0.0.0)")
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", type=int, default=20, help="simulated boxes (default 20)")
     demo.add_argument("--interval", type=float, default=5.0, help="seconds between fixes")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+
+    decode = sub.add_parser("decode", help="print the frames of a capture as JSON, one per line")
+    decode.add_argument("--protocol", choices=["gp8", "teltonika"], default="gp8")
+    decode.add_argument("input", help="hex, - for stdin (hex or raw bytes), or a raw capture file")
 
     from simulator.cli import add_sim_arguments
 
@@ -119,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import run_sim
 
         return _run(run_sim(args))
+    if args.command == "decode":
+        from gp8.decode import run_decode
+        from storage.models import now_ms
+
+        return run_decode(args.protocol, args.input, now_ms())
     if args.command == "admin":
         from gp8.admin import run_admin
 

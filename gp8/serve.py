@@ -45,6 +45,10 @@ class Running:
         self.commands: Any = None
         self.api_server: uvicorn.Server | None = None
         self.api_task: asyncio.Task[None] | None = None
+        self.stream_hub: Any = None
+        self.stream_pruner: Any = None
+        self.webhooks: Any = None
+        self.offline_sweep: Any = None
 
     @property
     def tcp_port(self) -> int:
@@ -88,6 +92,19 @@ async def _start(run: Running, settings: Settings) -> None:
     run.store = store
     gateway_id = settings.gateway_id or default_gateway_id()
     commands = CommandService(store, gateway_id=gateway_id)
+    from tracking import GeofenceHandler
+
+    # Geofence enter/exit (docs/alerts.md): first in the chain, the alert rules act on its signals.
+    geofences = GeofenceHandler(store.geofences)
+    from tracking.alerts import AlertRulesHandler
+    from tracking.guard import GuardHandler
+    from tracking.rules import RuleBook
+
+    # The alert rules and the parked guard (docs/alerts.md, docs/theft.md), after the
+    # geofences: one rule book (each fleet's rules, read through a 5 s cache) for both.
+    rule_book = RuleBook(store.alert_rules)
+    alert_rules = AlertRulesHandler(store, rule_book)
+    parked_guard = GuardHandler(store, rule_book)
     gateway = TcpGateway(
         store,
         host=settings.tcp.host,
@@ -102,6 +119,8 @@ async def _start(run: Running, settings: Settings) -> None:
         gateway_id=gateway_id,
         on_command_result=commands.on_box_reply,
         on_login=commands.on_box_online,
+        teltonika_port=settings.teltonika.port,
+        handlers=[geofences, alert_rules, parked_guard],
     )
     gateway.registry.on_duplicate = commands.on_duplicate_login
     commands.add_sender(gateway)
@@ -153,6 +172,58 @@ async def _start(run: Running, settings: Settings) -> None:
 
     health_parts.append(commands_health)
 
+    from api.stream import StreamHub, StreamPruner
+
+    # The live stream: this process's fan-out to its clients, and the log's retention window.
+    stream_hub = StreamHub(store.stream, queue_limit=settings.stream.queue_limit)
+    run.stream_hub = stream_hub
+    stream_pruner = StreamPruner(store.stream, retention_s=settings.stream.retention_s)
+    await stream_pruner.start()
+    run.stream_pruner = stream_pruner
+
+    async def stream_health() -> dict[str, Any]:
+        return {"stream": stream_hub.health()}
+
+    health_parts.append(stream_health)
+
+    if settings.webhooks.enabled:
+        from api.webhooks import WebhookService
+
+        # Per-fleet webhooks: follows the stream log, so it runs in every process, safely.
+        webhooks = WebhookService(
+            store,
+            allow_private=settings.webhooks.allow_private,
+            poll_interval_s=settings.webhooks.poll_interval_s,
+            request_timeout_s=settings.webhooks.request_timeout_s,
+            max_in_flight=settings.webhooks.max_in_flight,
+            per_endpoint_in_flight=settings.webhooks.per_endpoint_in_flight,
+        )
+        await webhooks.start()
+        run.webhooks = webhooks
+
+        async def webhooks_health() -> dict[str, Any]:
+            return {"webhooks": webhooks.health()}
+
+        health_parts.append(webhooks_health)
+
+    from tracking.offline import OfflineSweep
+
+    # The box_offline rule: boxes that went silent send nothing a handler could see.
+    offline_sweep = OfflineSweep(store, rule_book, interval_s=settings.tracking.offline_sweep_s)
+    await offline_sweep.start()
+    run.offline_sweep = offline_sweep
+
+    async def tracking_health() -> dict[str, Any]:
+        return {
+            "tracking": {
+                "alert_rules": dict(alert_rules.counters),
+                "parked_guard": dict(parked_guard.counters),
+                "offline_sweep": dict(offline_sweep.counters),
+            }
+        }
+
+    health_parts.append(tracking_health)
+
     async def health() -> dict[str, Any]:
         out: dict[str, Any] = {}
         for part in health_parts:
@@ -165,8 +236,20 @@ async def _start(run: Running, settings: Settings) -> None:
         rate_limit_per_minute=settings.api.rate_limit_per_minute,
         health=health,
         metrics=metrics,
+        stream_hub=stream_hub,
+        webhook_allow_private=settings.webhooks.allow_private,
     )
     app.state.commands = commands
+    # Fence writes through this API apply to the handler at once (else within its 30 s cache).
+    app.state.geofences_changed = geofences.invalidate
+    # Alert rule writes through this API apply to the handlers at once (else within 5 s).
+    app.state.rule_book = rule_book
+    # Theft cases (api/routes/theft.py, tracking/theft.py).
+    app.state.theft_options = {
+        "fast_interval_s": settings.tracking.theft_fast_interval_s,
+        "default_interval_s": settings.tracking.default_report_interval_s,
+        "hold_days": settings.tracking.theft_hold_days,
+    }
     config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -174,6 +257,8 @@ async def _start(run: Running, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         lifespan="on",
         access_log=False,
+        # Clients send the stream one small message at most (api/stream/protocol.py).
+        ws_max_size=64 * 1024,
     )
     server = _ApiServer(config)
     run.api_server = server
@@ -196,10 +281,20 @@ async def _serve_api(server: uvicorn.Server) -> None:
 
 async def stop_services(run: Running) -> None:
     """Graceful: stop the API, then the gateway (drains, stores and acks), then storage."""
+    if run.stream_hub is not None:
+        # First: live-stream clients are told to resume elsewhere, and uvicorn's graceful
+        # shutdown does not wait on their endless responses.
+        await run.stream_hub.stop()
+    if run.stream_pruner is not None:
+        await run.stream_pruner.stop()
     if run.api_server is not None and run.api_task is not None:
         run.api_server.should_exit = True
         if not run.api_task.done():
             await run.api_task
+    if run.webhooks is not None:
+        await run.webhooks.stop()
+    if run.offline_sweep is not None:
+        await run.offline_sweep.stop()
     if run.commands is not None:
         await run.commands.stop()
     if run.mqtt is not None:
@@ -216,6 +311,8 @@ async def run_serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     run = await start_services(settings)
+    if run.gateway is not None and run.gateway.teltonika_port is not None:
+        log.info("teltonika boxes on tcp %s:%d", settings.tcp.host, run.gateway.teltonika_port)
     log.info(
         "gp8 serving: boxes on tcp %s:%d, API on http://%s:%d (storage: %s)",
         settings.tcp.host,

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 200_000
 # One handler call on one device's batch; a handler needing longer is broken or blocked.
 HANDLER_TIMEOUT_S = 5.0
+# Reading a vehicle's last stored fix (first sight of a device after a start) gives up then.
+LOOKUP_TIMEOUT_S = 2.0
 # stop() waits this long for the batches already queued.
 STOP_GRACE_S = 5.0
 
@@ -101,6 +103,9 @@ class Handler(Protocol):
 
 
 Submit = Callable[[Sequence[Position], Sequence[Event]], Awaitable[None]]
+# (fleet_id, vehicle_id) → the time of the vehicle's newest stored fix, or None: what tells a
+# late replay from live data for a device the stage has not seen since it started.
+LastFix = Callable[[str, str], Awaitable[int | None]]
 
 
 class ProcessingStage:
@@ -112,8 +117,10 @@ class ProcessingStage:
         counters: Counter[str] | None = None,
         queue_limit: int = QUEUE_LIMIT,
         handler_timeout_s: float = HANDLER_TIMEOUT_S,
+        last_fix: LastFix | None = None,
     ) -> None:
         self.handlers = list(handlers)
+        self._last_fix = last_fix
         self._submit = submit
         # results: batches "handled", handler "failed"/"timeout", flushes "dropped", and
         # "derived" events submitted
@@ -165,12 +172,9 @@ class ProcessingStage:
         store reports as resends (``result``) were processed when first stored: left out."""
         if not self.handlers or self._closing:
             return
-        if result is not None and result.duplicate_positions:
-            resent = result.duplicate_positions
-            positions = [p for p in positions if (p.device_id, p.time_ms) not in resent]
-        if result is not None and result.duplicate_events:
-            resent_events = result.duplicate_events
-            events = [e for e in events if (e.device_id, e.time_ms, e.code) not in resent_events]
+        if result is not None:
+            positions = result.new_positions(positions)
+            events = result.new_events(events)
         if not (positions or events):
             return
         size = len(positions) + len(events)
@@ -207,6 +211,7 @@ class ProcessingStage:
 
     async def _process(self, positions: Sequence[Position], events: Sequence[Event]) -> None:
         derived: list[Event] = []
+        await self._remember(positions)
         for batch in self.batches(positions, events):
             for handler in self.handlers:
                 signals: list[Signal] = []
@@ -226,6 +231,29 @@ class ProcessingStage:
                 log.warning("processing: %d derived events not stored: %r", len(derived), exc)
             else:
                 self.counters["derived"] += len(derived)
+
+    async def _remember(self, positions: Sequence[Position]) -> None:
+        """After a restart the stage knows no device's newest fix: ask the store for the
+        vehicles it meets first, so a box's first batch, if it is an old replay, is not
+        taken for live (the store's last position is at least the batch's newest if live)."""
+        if self._last_fix is None:
+            return
+        unknown: dict[str, Position] = {}
+        for p in positions:
+            if p.fix_valid and p.vehicle_id is not None and p.device_id not in self._newest:
+                held = unknown.get(p.device_id)
+                if held is None or p.time_ms > held.time_ms:
+                    unknown[p.device_id] = p
+        for device_id, newest in unknown.items():
+            assert newest.vehicle_id is not None
+            try:
+                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                    stored = await self._last_fix(newest.fleet_id, newest.vehicle_id)
+            except Exception as exc:  # unknown stays unknown: the batch counts as live
+                log.info("processing: last fix of %s unavailable: %r", device_id, exc)
+                continue
+            if stored is not None and stored > newest.time_ms:
+                self._newest[device_id] = stored
 
     def batches(self, positions: Sequence[Position], events: Sequence[Event]) -> list[DeviceBatch]:
         """Group a flush by device, in device time order; decide each batch's ``live`` fix."""

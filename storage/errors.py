@@ -23,3 +23,13 @@ class StorageUnavailable(StorageError):
 
 class InvalidCursor(StorageError):
     """A pagination cursor that this engine did not issue."""
+
+
+class CursorExpired(StorageError):
+    """A live-stream cursor older than what the stream still holds: the entries after it were
+    pruned (the retention window passed), so resuming from it would silently skip some."""
+
+    def __init__(self, cursor: int, horizon: int) -> None:
+        super().__init__(f"stream cursor {cursor} is older than the oldest kept ({horizon})")
+        self.cursor = cursor
+        self.horizon = horizon

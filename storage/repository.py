@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.models import (
     AccessLogEntry,
     Alert,
     AlertKind,
+    AlertRule,
+    AlertState,
     ApiKey,
     AuditEntry,
     CommandChanges,
@@ -28,18 +30,32 @@ from storage.models import (
     CommandPolicy,
     CommandRecord,
     CommandState,
+    DeliveryStatus,
     Device,
     DeviceConnection,
     DeviceModel,
+    DeviceProtocol,
     Event,
     Fitting,
     Fleet,
+    Geofence,
+    GeofenceEvent,
+    GeofenceState,
+    GuardState,
     KillSwitch,
+    LegalHold,
     Page,
     Position,
     StoreResult,
+    StreamKind,
+    StreamPage,
+    TheftCase,
+    TheftCaseStatus,
+    TrackingPolicy,
     Vehicle,
     VehicleLockState,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 # (min_lon, min_lat, max_lon, max_lat), the GeoJSON bbox order
@@ -117,7 +133,15 @@ class VehicleRepo(Protocol):
 
 
 class DeviceRepo(Protocol):
-    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        imei: str,
+        model: DeviceModel,
+        secret: str,
+        protocol: DeviceProtocol = DeviceProtocol.GP8,
+    ) -> Device:
         """Raises Conflict when the IMEI is already provisioned (in any fleet)."""
         ...
 
@@ -135,6 +159,7 @@ class DeviceRepo(Protocol):
         imei: str | None = None,
         model: DeviceModel | None = None,
         fitted: bool | None = None,
+        protocol: DeviceProtocol | None = None,
     ) -> Page[Device]: ...
 
     async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
@@ -225,6 +250,37 @@ class IngestStore(Protocol):
     telemetry: TelemetryRepo
 
 
+class StreamRepo(Protocol):
+    """Every change of a fleet's data in storage order (storage/stream.py). The repositories
+    append what they store themselves; `append` is for resources stored elsewhere."""
+
+    async def append(self, items: Sequence[Any]) -> None: ...
+    async def after(
+        self,
+        fleet_id: str,
+        cursor: int,
+        *,
+        kinds: Collection[StreamKind] | None = None,
+        vehicle_id: str | None = None,
+        limit: int = 1000,
+    ) -> StreamPage:
+        """Entries after ``cursor`` in cursor order, filtered; CursorExpired when entries after
+        ``cursor`` were already pruned."""
+        ...
+
+    async def head(self, fleet_id: str) -> int:
+        """The fleet's last cursor (0 before its first entry): where "from now" starts."""
+        ...
+
+    async def horizon(self, fleet_id: str) -> int:
+        """The last cursor pruned: resuming needs a cursor at least this."""
+        ...
+
+    async def prune(self, before_ms: int) -> int:
+        """Drop entries stored before ``before_ms``; how many."""
+        ...
+
+
 class Store(IngestStore, Protocol):
     """A whole storage engine."""
 
@@ -237,6 +293,17 @@ class Store(IngestStore, Protocol):
     audit: AuditRepo
     policies: PolicyRepo
     alerts: AlertRepo
+    # The live stream's log (storage/stream.py).
+    stream: StreamRepo
+    # Geofences, each vehicle's state per fence, the crossings (docs/alerts.md).
+    geofences: GeofenceRepo
+    # Webhooks: endpoints, their stream cursors, deliveries (docs/alerts.md).
+    webhooks: WebhookRepo
+    # Alert rules and badge policies, parked guards, theft cases and legal holds
+    # (docs/alerts.md "Alert rules", docs/theft.md).
+    alert_rules: AlertRuleRepo
+    guards: GuardRepo
+    theft_cases: TheftRepo
 
     async def start(self) -> None:
         """Connect and create what the queries need (tables, collections, indexes)."""
@@ -390,8 +457,15 @@ class AlertRepo(Protocol):
         open_only: bool = False,
         cursor: str | None = None,
         limit: int = 100,
+        kinds: Collection[AlertKind] | None = None,
+        state: AlertState | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        newest_first: bool = False,
     ) -> Page[Alert]:
-        """Alerts in the order they were raised."""
+        """Alerts in the order they were raised (``newest_first``: the reverse), filtered:
+        ``open_only`` is "not closed"; ``state`` as `storage.models.alert_state`; from/to on
+        ``raised_ms``."""
         ...
 
     async def open_alerts(
@@ -406,4 +480,309 @@ class AlertRepo(Protocol):
 
     async def clear(self, fleet_id: str, alert_id: str, *, by: str, at_ms: int) -> Alert:
         """Clear the alert (idempotent: a cleared alert keeps its first clearing). NotFound."""
+        ...
+
+    # Incidents of the alert rules and the parked guard (docs/alerts.md, "Alerts").
+    async def trigger(self, alert: Alert) -> tuple[Alert, bool]:
+        """One alert per incident: if an alert of ``alert``'s fleet, subject (its vehicle,
+        else its box), kind and ref is open, it is updated (``count`` added; last_ms, lat,
+        lon, speed_kmh, detail, severity, rule_id and updated_ms taken from ``alert``);
+        else ``alert`` is stored. Returns the stored alert and whether it is new; either way
+        it goes on the live stream."""
+        ...
+
+    async def close_incident(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None,
+        device_id: str | None,
+        kind: AlertKind,
+        ref: str | None,
+        at_ms: int,
+        reason: str,
+    ) -> Alert | None:
+        """Close the incident's open alert (cleared_by "system", ``close_reason``); None when
+        none is open."""
+        ...
+
+    async def acknowledge(
+        self, fleet_id: str, alert_id: str, *, by: str, at_ms: int, note: str
+    ) -> Alert:
+        """Record who acknowledged the alert, when, with what note (the first
+        acknowledgement stays). NotFound."""
+        ...
+
+    async def link_theft_case(self, fleet_id: str, alert_id: str, case_id: str) -> Alert:
+        """Note the theft case opened from the alert. NotFound."""
+        ...
+
+
+# --- geofences (docs/alerts.md, "Geofences") ------------------------------------------------
+
+
+class GeofenceRepo(Protocol):
+    """A fleet's geofences, each vehicle's hysteresis state per fence, and the crossings.
+
+    The API manages fences; the geofence handler (tracking/geofences.py) reads them, loads a
+    vehicle's states once, and saves what changed together with the crossings it committed.
+    """
+
+    async def create(self, fence: Geofence) -> Geofence:
+        """Store a new fence. NotFound when the fleet does not exist."""
+        ...
+
+    async def get(self, fleet_id: str, geofence_id: str) -> Geofence:
+        """Raises NotFound (also for another fleet's fence)."""
+        ...
+
+    async def list(
+        self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
+    ) -> Page[Geofence]:
+        """Fences in creation order."""
+        ...
+
+    async def count(self, fleet_id: str) -> int: ...
+
+    async def replace(self, fence: Geofence) -> Geofence:
+        """Store ``fence`` over the fence with its id in its fleet (NotFound when there is
+        none). When it lists ``vehicle_ids``, the states of the vehicles it no longer applies to
+        are dropped; the other states stay (the next fixes settle them against the new shape).
+        """
+        ...
+
+    async def delete(self, fleet_id: str, geofence_id: str) -> None:
+        """Delete the fence and its states; its crossings stay (history). NotFound."""
+        ...
+
+    async def states(self, fleet_id: str, vehicle_id: str) -> builtins.list[GeofenceState]:
+        """The vehicle's stored states, one per fence it came near."""
+        ...
+
+    async def save(
+        self, states: Sequence[GeofenceState], events: Sequence[GeofenceEvent] = ()
+    ) -> None:
+        """Upsert ``states`` (by vehicle and fence) and add ``events``: all or nothing where
+        the engine has transactions, else events first, so that a retry after a failure half
+        way derives the crossing again and finds its event stored. An event already stored
+        (same fence, vehicle, time and kind) is left as it is: saving twice keeps one copy."""
+        ...
+
+    async def events(
+        self,
+        fleet_id: str,
+        *,
+        geofence_id: str | None = None,
+        vehicle_id: str | None = None,
+        from_ms: int = 0,
+        to_ms: int = 2**62,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[GeofenceEvent]:
+        """Crossings with from_ms <= time_ms < to_ms, oldest first, filtered."""
+        ...
+
+    async def purge_before(self, fleet_id: str, before_ms: int) -> int:
+        """Delete the fleet's crossings older than ``before_ms`` (retention); how many."""
+        ...
+
+
+# --- webhooks (docs/alerts.md, "Webhooks") ---------------------------------------------------
+
+
+class WebhookRepo(Protocol):
+    """A fleet's webhook endpoints, the stream cursor each has reached, and its deliveries.
+
+    The API manages endpoints; the delivery service (api/webhooks/) follows each enabled
+    endpoint's fleet stream from its cursor, queues deliveries and moves the cursor in one step
+    (`enqueue`), then claims due deliveries (`claim`, compare-and-set) and records each
+    attempt. Every step is safe with several gp8 processes running the service at once.
+    """
+
+    async def create(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        """Store a new endpoint. NotFound when the fleet does not exist."""
+        ...
+
+    async def get(self, fleet_id: str, webhook_id: str) -> WebhookEndpoint:
+        """Raises NotFound (also for another fleet's webhook)."""
+        ...
+
+    async def list(
+        self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
+    ) -> Page[WebhookEndpoint]:
+        """Endpoints in creation order."""
+        ...
+
+    async def update(
+        self,
+        fleet_id: str,
+        webhook_id: str,
+        *,
+        at_ms: int,
+        url: str | None = None,
+        kinds: Sequence[StreamKind] | None = None,
+        enabled: bool | None = None,
+        disabled_reason: str | None = None,
+        cursor: int | None = None,
+    ) -> WebhookEndpoint:
+        """Change the given fields (None = unchanged; ``disabled_reason`` is stored with
+        ``enabled`` False and cleared with True). NotFound."""
+        ...
+
+    async def delete(self, fleet_id: str, webhook_id: str) -> None:
+        """Delete the endpoint and its deliveries. NotFound."""
+        ...
+
+    async def active(self, *, limit: int = 10_000) -> builtins.list[WebhookEndpoint]:
+        """Enabled endpoints of every fleet, in id order: the delivery service's work list."""
+        ...
+
+    async def enqueue(
+        self,
+        webhook_id: str,
+        *,
+        after: int,
+        cursor: int,
+        deliveries: Sequence[WebhookDelivery],
+    ) -> bool:
+        """Add ``deliveries`` and move the endpoint's cursor from ``after`` to ``cursor``, if
+        its cursor is still ``after`` and it is enabled; False otherwise (another process got
+        there first, or the endpoint was disabled or deleted). A delivery for a (webhook,
+        cursor) already queued is left as it is. After False, no delivery is kept for an
+        endpoint disabled or gone; for one whose cursor another process moved, an engine
+        without transactions may keep them: the same entries that process queued too."""
+        ...
+
+    async def skip_gap(self, webhook_id: str, *, after: int, cursor: int, at_ms: int) -> bool:
+        """Move the cursor from ``after`` to ``cursor`` past pruned entries, recording the gap
+        (`StreamGap`) on the endpoint; False when its cursor is no longer ``after``."""
+        ...
+
+    async def deliveries(
+        self,
+        fleet_id: str,
+        webhook_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[WebhookDelivery]:
+        """The endpoint's deliveries, newest first (by stream cursor), filtered."""
+        ...
+
+    async def due(
+        self, webhook_id: str, now_ms: int, *, limit: int = 100
+    ) -> builtins.list[WebhookDelivery]:
+        """Pending deliveries with next_attempt_ms <= now_ms, the longest due first."""
+        ...
+
+    async def claim(self, delivery_id: str, *, due_ms: int, until_ms: int) -> bool:
+        """Take a due delivery for one attempt: set next_attempt_ms from ``due_ms`` (what
+        `due` returned) to ``until_ms``, only if it is unchanged and still pending. The lease
+        makes it due again should the attempt never be recorded (its process died)."""
+        ...
+
+    async def record(
+        self,
+        delivery_id: str,
+        *,
+        at_ms: int,
+        status: DeliveryStatus,
+        next_attempt_ms: int | None,
+        status_code: int | None,
+        error: str | None,
+    ) -> WebhookDelivery | None:
+        """Count one attempt made at ``at_ms`` and its outcome, if the delivery is still
+        pending (a final one never changes); None otherwise."""
+        ...
+
+    async def prune(self, before_ms: int) -> int:
+        """Delete final deliveries last updated before ``before_ms`` (retention); how many."""
+        ...
+
+
+# --- alert rules, the parked guard, theft cases (docs/alerts.md, docs/theft.md) ------------
+
+
+class AlertRuleRepo(Protocol):
+    """A fleet's alert rules and its badge policy."""
+
+    async def list(self, fleet_id: str) -> builtins.list[AlertRule]:
+        """All the fleet's rules, in creation order (a fleet has a handful)."""
+        ...
+
+    async def get(self, fleet_id: str, rule_id: str) -> AlertRule:
+        """Raises NotFound (also for another fleet's rule)."""
+        ...
+
+    async def create(self, rule: AlertRule) -> AlertRule: ...
+    async def replace(self, rule: AlertRule) -> AlertRule:
+        """Store ``rule`` over the rule with its id in its fleet. NotFound."""
+        ...
+
+    async def delete(self, fleet_id: str, rule_id: str) -> None:
+        """NotFound."""
+        ...
+
+    async def ensure_defaults(self, fleet_id: str, rules: Sequence[AlertRule], at_ms: int) -> bool:
+        """Store ``rules`` unless the fleet's default rules were created before (even if
+        deleted since): True when this call created them. Concurrent calls create them once."""
+        ...
+
+    async def policy(self, fleet_id: str) -> TrackingPolicy:
+        """The fleet's badge policy; the default (no badge required) when none was set."""
+        ...
+
+    async def put_policy(self, policy: TrackingPolicy) -> TrackingPolicy:
+        """Store the badge fields of ``policy`` (``defaults_ms`` is kept as stored)."""
+        ...
+
+
+class GuardRepo(Protocol):
+    """Each vehicle's parked guard (tracking/guard.py)."""
+
+    async def get(self, fleet_id: str, vehicle_id: str) -> GuardState | None: ...
+    async def save(self, state: GuardState, *, expected_revision: int) -> GuardState | None:
+        """Store ``state`` with revision ``expected_revision + 1`` if the stored one has
+        ``expected_revision`` (0: none stored yet); None when another writer came first."""
+        ...
+
+    async def list(self, fleet_id: str) -> builtins.list[GuardState]:
+        """The fleet's stored guards, by vehicle id."""
+        ...
+
+
+class TheftRepo(Protocol):
+    """Theft cases and the legal holds they put on vehicles' data."""
+
+    async def create(self, case: TheftCase, hold: LegalHold) -> TheftCase:
+        """Store the case and its hold together. Conflict when the vehicle has an open case."""
+        ...
+
+    async def get(self, fleet_id: str, case_id: str) -> TheftCase:
+        """Raises NotFound (also for another fleet's case)."""
+        ...
+
+    async def replace(self, case: TheftCase, hold: LegalHold | None = None) -> TheftCase:
+        """Store ``case`` over the stored one (and ``hold`` over its hold). NotFound."""
+        ...
+
+    async def list(
+        self,
+        fleet_id: str,
+        *,
+        vehicle_id: str | None = None,
+        status: TheftCaseStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[TheftCase]:
+        """Cases in the order they were opened."""
+        ...
+
+    async def open_case(self, fleet_id: str, vehicle_id: str) -> TheftCase | None:
+        """The vehicle's open case, if any."""
+        ...
+
+    async def holds(self, fleet_id: str, *, at_ms: int) -> builtins.list[LegalHold]:
+        """The fleet's holds in force at ``at_ms`` (until_ms None or later)."""
         ...

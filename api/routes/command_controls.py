@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from api.deps import Admin, CurrentKey, Operator, StoreDep, Viewer, forbidden
 from api.params import Cursor, Id, Limit
 from api.problems import problem_responses
+from api.schemas.alerts import AlertFilters, alert_filters
 from api.schemas.commands import (
     AlertClear,
     AlertPublic,
@@ -82,14 +83,26 @@ async def put_kill_switch(
 async def list_alerts(
     caller: Viewer,
     store: StoreDep,
+    filters: Annotated[AlertFilters, Depends(alert_filters)],
     vehicle_id: Annotated[str | None, Query(max_length=64)] = None,
-    open_: Annotated[bool, Query(alias="open", description="Only alerts not cleared")] = False,
+    open_: Annotated[bool, Query(alias="open", description="Only alerts not closed")] = False,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> AlertsPublic:
-    """The fleet's alerts (duplicate box, engine-start cap), oldest first."""
+    """The fleet's alerts (the alert rules' incidents, the parked guard's suspected thefts,
+    duplicate box, engine-start cap), oldest first unless ``order=desc``; filtered by type,
+    vehicle, state and the time they were raised (docs/alerts.md)."""
     page = await store.alerts.list(
-        caller.fleet_id, vehicle_id=vehicle_id, open_only=open_, cursor=cursor, limit=limit
+        caller.fleet_id,
+        vehicle_id=vehicle_id,
+        open_only=open_,
+        cursor=cursor,
+        limit=limit,
+        kinds=filters.kinds,
+        state=filters.state,
+        from_ms=filters.from_ms,
+        to_ms=filters.to_ms,
+        newest_first=filters.newest_first,
     )
     return AlertsPublic(data=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor)
 

@@ -10,7 +10,7 @@ from api.params import Cursor, Id, Limit
 from api.problems import problem_responses
 from api.schemas.devices import DeviceCreate, DeviceCreated, DevicePublic, DevicesPublic
 from api.schemas.vehicles import FittingPublic, FittingsPublic
-from storage.models import DeviceModel
+from storage.models import DeviceModel, DeviceProtocol
 
 router = APIRouter(
     prefix="/v1/devices",
@@ -38,7 +38,9 @@ async def create_device(
         caller.fleet_id,
         imei=body.imei,
         model=body.model,
-        secret=secrets.token_urlsafe(SECRET_BYTES),
+        # A Teltonika box logs in with its IMEI alone: there is no secret to give it.
+        secret=secrets.token_urlsafe(SECRET_BYTES) if body.protocol is DeviceProtocol.GP8 else "",
+        protocol=body.protocol,
     )
     await audit("create", "device", device.id, detail=device.imei)
     return DeviceCreated.created(device)
@@ -53,10 +55,17 @@ async def list_devices(
     imei: Annotated[str | None, Query(max_length=15, description="Exact IMEI")] = None,
     model: Annotated[DeviceModel | None, Query(description="Box model")] = None,
     fitted: Annotated[bool | None, Query(description="Only fitted (or unfitted) boxes")] = None,
+    protocol: Annotated[DeviceProtocol | None, Query(description="What the box speaks")] = None,
 ) -> DevicesPublic:
     """List the fleet's boxes in creation order, filtered."""
     page = await store.devices.list(
-        caller.fleet_id, cursor=cursor, limit=limit, imei=imei, model=model, fitted=fitted
+        caller.fleet_id,
+        cursor=cursor,
+        limit=limit,
+        imei=imei,
+        model=model,
+        fitted=fitted,
+        protocol=protocol,
     )
     return DevicesPublic(
         data=[DevicePublic.of(d) for d in page.items], next_cursor=page.next_cursor

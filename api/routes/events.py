@@ -9,7 +9,6 @@ from api.params import DAY_MS, Cursor, Limit, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.events import EventsPublic, EventType
 from api.services import formats
-from api.times import iso_ms
 
 router = APIRouter(
     prefix="/v1/events",
@@ -43,17 +42,6 @@ async def list_events(
     )
     await audit("read", "events", vehicle_id, detail=f"{len(page.items)} events")
     return {
-        "data": [
-            {
-                "time": iso_ms(e.time_ms),
-                "type": e.code,
-                "detail": e.detail,
-                "vehicle_id": e.vehicle_id,
-                "device_id": e.device_id,
-                "received_at": iso_ms(e.received_ms),
-                "position": formats.position_dict(e.position),
-            }
-            for e in page.items
-        ],
+        "data": [formats.event_dict(e) for e in page.items],
         "next_cursor": page.next_cursor,
     }

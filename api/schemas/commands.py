@@ -14,12 +14,15 @@ from protocol.gp8 import RecordFlags
 from storage.models import (
     Alert,
     AlertKind,
+    AlertState,
     AuditEntry,
     CommandKind,
     CommandPolicy,
     CommandRecord,
     CommandState,
     KillSwitch,
+    Severity,
+    alert_state,
 )
 
 
@@ -328,15 +331,33 @@ class AlertClear(BaseModel):
 
 class AlertPublic(BaseModel):
     id: str
-    kind: AlertKind
+    kind: AlertKind = Field(description="The same as type (kept for older clients)")
     raised_at: Timestamp
     device_id: str | None
     vehicle_id: str | None
     detail: str
     freezes_commands: bool = Field(description="Commands to the vehicle are refused until cleared")
-    open: bool
-    cleared_at: Timestamp | None
-    cleared_by: str | None
+    open: bool = Field(description="Not closed (open or acknowledged)")
+    cleared_at: Timestamp | None = Field(description="When it was closed")
+    cleared_by: str | None = Field(description='The key that closed it, or "system"')
+    # Incidents of the alert rules (docs/alerts.md, "Alerts").
+    type: AlertKind
+    severity: Severity
+    state: AlertState
+    rule_id: str | None
+    ref: str | None = Field(description="What it is about besides the vehicle (a fence id...)")
+    count: int = Field(description="Records that triggered this incident")
+    first_seen_at: Timestamp | None = Field(description="Device time of the first trigger")
+    last_seen_at: Timestamp | None = Field(description="Device time of the latest trigger")
+    lat: float | None = Field(description="Where the latest trigger was")
+    lon: float | None
+    speed_kmh: float | None
+    updated_at: Timestamp | None
+    acked_at: Timestamp | None
+    acked_by: str | None
+    ack_note: str
+    close_reason: str
+    theft_case_id: str | None
 
     @classmethod
     def of(cls, a: Alert) -> AlertPublic:
@@ -351,6 +372,23 @@ class AlertPublic(BaseModel):
             open=a.cleared_ms is None,
             cleared_at=_time(a.cleared_ms),
             cleared_by=a.cleared_by,
+            type=a.kind,
+            severity=a.severity,
+            state=alert_state(a),
+            rule_id=a.rule_id,
+            ref=a.ref,
+            count=a.count,
+            first_seen_at=_time(a.first_ms),
+            last_seen_at=_time(a.last_ms),
+            lat=a.lat,
+            lon=a.lon,
+            speed_kmh=a.speed_kmh,
+            updated_at=_time(a.updated_ms),
+            acked_at=_time(a.acked_ms),
+            acked_by=a.acked_by,
+            ack_note=a.ack_note,
+            close_reason=a.close_reason,
+            theft_case_id=a.theft_case_id,
         )
 
 

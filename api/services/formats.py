@@ -22,7 +22,7 @@ import orjson
 from api.times import iso_ms
 from protocol.gp8.frames import WarningLight
 from storage.fields import PUBLIC_POSITION_FIELDS
-from storage.models import Position
+from storage.models import Event, Position
 
 _WARNINGS = tuple((int(light), (light.name or "").lower()) for light in WarningLight)
 
@@ -84,6 +84,19 @@ def warning_names(mask: int) -> list[str]:
     if not mask:  # the usual case, and position_dict runs once per exported fix
         return []
     return [name for bit, name in _WARNINGS if mask & bit]
+
+
+def event_dict(e: Event) -> dict[str, Any]:
+    """The API's JSON object for one event (schema: api.schemas.events.EventPublic)."""
+    return {
+        "time": iso_ms(e.time_ms),
+        "type": e.code,
+        "detail": e.detail,
+        "vehicle_id": e.vehicle_id,
+        "device_id": e.device_id,
+        "received_at": iso_ms(e.received_ms),
+        "position": position_dict(e.position),
+    }
 
 
 def position_dict(p: Position) -> dict[str, Any]:

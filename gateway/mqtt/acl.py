@@ -29,7 +29,7 @@ from typing import Protocol
 
 from protocol.gp8 import mqtt_password
 from protocol.gp8.topics import ack_topic, down_topic, up_filter, up_topic
-from storage.models import Device, DeviceStatus
+from storage.models import Device, DeviceProtocol, DeviceStatus
 from storage.repository import DeviceRepo, FleetRepo
 
 # mosquitto_passwd's own default. The passwords are 256-bit random values (HMAC outputs), so
@@ -75,7 +75,7 @@ class BrokerFiles:
     passwd: str
     acl: str
     box_count: int
-    skipped: list[str] = field(default_factory=list)  # IMEIs of disabled boxes
+    skipped: list[str] = field(default_factory=list)  # IMEIs of disabled and Teltonika boxes
 
 
 def render_files(
@@ -92,7 +92,8 @@ def render_files(
     active: dict[str, Device] = {}
     skipped: list[str] = []
     for device in devices:
-        if device.status == DeviceStatus.ACTIVE:
+        # A Teltonika box has no secret (and no MQTT): a password derived from "" is no secret.
+        if device.status == DeviceStatus.ACTIVE and device.protocol is DeviceProtocol.GP8:
             active[device.imei] = device
         else:
             skipped.append(device.imei)

@@ -35,6 +35,7 @@ from storage.models import (
     CommandState,
     KillSwitch,
     Page,
+    Severity,
     VehicleLockState,
     first_command_seq,
 )
@@ -51,6 +52,7 @@ from storage.mongo.command_schema import (
 from storage.mongo.db import Doc, MongoDb
 from storage.mongo.query import ASC, after
 from storage.pagination import decode_cursor, make_page, page_limit
+from storage.repository import StreamRepo
 
 _CHANGEABLE = frozenset(CommandChanges.__annotations__)
 _LIVE = [s.value for s in (CommandState.PENDING_APPROVAL, CommandState.QUEUED, CommandState.SENT)]
@@ -68,7 +70,7 @@ def _doc(model: Any) -> Doc:
     doc: Doc = {}
     for field in dataclasses.fields(model):
         value = getattr(model, field.name)
-        if isinstance(value, CommandKind | CommandState | AlertKind):
+        if isinstance(value, CommandKind | CommandState | AlertKind | Severity):
             value = value.value
         doc["_id" if field.name == "id" else field.name] = value
     return doc
@@ -91,9 +93,21 @@ def to_audit(doc: Doc) -> AuditEntry:
     return AuditEntry(**_fields(doc, AuditEntry))
 
 
+# Alert fields a document stored before they existed lacks: read as their defaults.
+_ALERT_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(Alert)
+    if f.default is not dataclasses.MISSING and f.default is not None
+}
+
+
 def to_alert(doc: Doc) -> Alert:
     values = _fields(doc, Alert)
+    for name, default in _ALERT_DEFAULTS.items():
+        if values[name] is None:
+            values[name] = default
     values["kind"] = AlertKind(values["kind"])
+    values["severity"] = Severity(values["severity"])
     return Alert(**values)
 
 
@@ -166,9 +180,16 @@ def supports_transactions(hello: Doc) -> bool:
 
 
 class MongoCommands:
-    def __init__(self, db: MongoDb, transactions: Transactions | None = None) -> None:
+    def __init__(
+        self,
+        db: MongoDb,
+        transactions: Transactions | None = None,
+        *,
+        stream: StreamRepo | None = None,
+    ) -> None:
         self._db = db
         self._transactions = transactions or ServerTransactions(db)
+        self._stream = stream
 
     def _col(self, name: str = COMMANDS) -> Any:
         return self._db.collection(name)
@@ -194,6 +215,8 @@ class MongoCommands:
         for _ in range(2):
             try:
                 await write(command, requested)
+                if self._stream is not None:
+                    await self._stream.append((command,))
                 return command, True
             except Conflict:
                 if key is None:
@@ -400,7 +423,10 @@ class MongoCommands:
             return None
         if audit is not None:
             await self._db.call(self._col(COMMAND_AUDIT).insert_one(_doc(audit)))
-        return to_command(doc)
+        changed = to_command(doc)
+        if self._stream is not None:
+            await self._stream.append((changed,))
+        return changed
 
     async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None:
         doc = await self._db.call(
@@ -512,12 +538,18 @@ class MongoPolicies:
 
 
 class MongoAlerts:
-    def __init__(self, db: MongoDb) -> None:
+    def __init__(self, db: MongoDb, stream: StreamRepo | None = None) -> None:
         self._db = db
+        self._stream = stream
 
     async def raise_alert(self, alert: Alert) -> Alert:
         await self._db.call(self._db.collection(ALERTS).insert_one(_doc(alert)))
+        await self._announce(alert)
         return alert
+
+    async def _announce(self, alert: Alert) -> None:
+        if self._stream is not None:
+            await self._stream.append((alert,))
 
     async def get(self, fleet_id: str, alert_id: str) -> Alert:
         doc = await self._db.find_one(
@@ -572,10 +604,13 @@ class MongoAlerts:
         doc = await self._db.call(
             self._db.collection(ALERTS).find_one_and_update(
                 {"_id": alert_id, "fleet_id": fleet_id, "cleared_ms": None},
-                {"$set": {"cleared_ms": at_ms, "cleared_by": by}},
+                # open_key: a closed alert no longer stands for its incident (mongo/tracking.py)
+                {"$set": {"cleared_ms": at_ms, "cleared_by": by}, "$unset": {"open_key": ""}},
                 return_document=ReturnDocument.AFTER,
             )
         )
         if doc is None:
             return await self.get(fleet_id, alert_id)
-        return to_alert(doc)
+        alert = to_alert(doc)
+        await self._announce(alert)
+        return alert

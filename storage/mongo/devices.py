@@ -16,6 +16,7 @@ from storage.models import (
     Device,
     DeviceConnection,
     DeviceModel,
+    DeviceProtocol,
     DeviceStatus,
     Fitting,
     Page,
@@ -33,7 +34,15 @@ class MongoDevices:
     def __init__(self, db: MongoDb) -> None:
         self._db = db
 
-    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        imei: str,
+        model: DeviceModel,
+        secret: str,
+        protocol: DeviceProtocol = DeviceProtocol.GP8,
+    ) -> Device:
         await self._db.require_fleet(fleet_id)
         device = Device(
             id=new_id("dev"),
@@ -43,6 +52,7 @@ class MongoDevices:
             secret=secret,
             created_ms=now_ms(),
             status=DeviceStatus.ACTIVE,
+            protocol=protocol,
         )
         # The unique IMEI index makes a second box with this IMEI a DuplicateKeyError: Conflict.
         await self._db.call(self._db.collection(DEVICES).insert_one(docs.device_doc(device)))
@@ -67,9 +77,15 @@ class MongoDevices:
         imei: str | None = None,
         model: DeviceModel | None = None,
         fitted: bool | None = None,
+        protocol: DeviceProtocol | None = None,
     ) -> Page[Device]:
         limit = page_limit(limit)
         query: Doc = {"fleet_id": fleet_id}
+        if protocol is DeviceProtocol.GP8:
+            # Documents written before devices had a protocol lack the key: they are GP8 boxes.
+            query["protocol"] = {"$in": [protocol.value, None]}
+        elif protocol is not None:
+            query["protocol"] = protocol.value
         if cursor is not None:
             query["_id"] = {"$gt": decode_id_cursor(cursor, "device")}
         if imei is not None:

@@ -18,6 +18,7 @@ from storage.models import (
     Device,
     DeviceConnection,
     DeviceModel,
+    DeviceProtocol,
     DeviceStatus,
     Event,
     Fitting,
@@ -154,6 +155,7 @@ def device_doc(device: Device) -> Doc:
         "created_ms": device.created_ms,
         "status": device.status.value,
         "vehicle_id": device.vehicle_id,
+        "protocol": device.protocol.value,
     }
 
 
@@ -167,6 +169,8 @@ def to_device(doc: Doc) -> Device:
         created_ms=doc["created_ms"],
         status=DeviceStatus(doc["status"]),
         vehicle_id=doc["vehicle_id"],
+        # Documents written before devices had a protocol are GP8 boxes.
+        protocol=DeviceProtocol(doc.get("protocol", DeviceProtocol.GP8.value)),
     )
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pymongo import ASCENDING, IndexModel
 
 from storage.mongo.command_schema import COMMAND_FLEET_COLLECTIONS, COMMAND_INDEXES
+from storage.mongo.stream_schema import STREAM_FLEET_COLLECTIONS, STREAM_INDEXES
+from storage.mongo.tracking_schema import TRACKING_FLEET_COLLECTIONS, TRACKING_INDEXES
+from storage.mongo.webhook_schema import WEBHOOK_FLEET_COLLECTIONS, WEBHOOK_INDEXES
 
 FLEETS = "fleets"
 KEYS = "api_keys"
@@ -21,6 +24,10 @@ POSITIONS = "positions"
 EVENTS = "events"
 LAST_POSITIONS = "last_positions"  # _id: "v:<vehicle_id>" or "d:<device_id>"
 ACCESS_LOG = "access_log"
+# Geofences (storage/mongo/geofences.py).
+GEOFENCES = "geofences"
+GEOFENCE_STATES = "geofence_states"  # _id: "<vehicle_id>:<geofence_id>"
+GEOFENCE_EVENTS = "geofence_events"
 
 # Every collection holding records of a fleet, by fleet_id: what a GDPR erasure deletes
 # (tests check that nothing of an erased fleet is left in any of them).
@@ -35,6 +42,12 @@ FLEET_COLLECTIONS = (
     LAST_POSITIONS,
     ACCESS_LOG,
     *COMMAND_FLEET_COLLECTIONS,
+    *STREAM_FLEET_COLLECTIONS,
+    *WEBHOOK_FLEET_COLLECTIONS,
+    GEOFENCES,
+    GEOFENCE_STATES,
+    GEOFENCE_EVENTS,
+    *TRACKING_FLEET_COLLECTIONS,
 )
 
 
@@ -67,4 +80,20 @@ INDEXES: dict[str, list[IndexModel]] = {
     LAST_POSITIONS: [_index("fleet_id", "vehicle_id", name="fleet")],
     ACCESS_LOG: [_index("fleet_id", "time_ms", "_id", name="fleet_time")],
     **COMMAND_INDEXES,
+    **STREAM_INDEXES,
+    **WEBHOOK_INDEXES,
+    # After COMMAND_INDEXES: it adds the incidents' index to those of alerts.
+    **TRACKING_INDEXES,
+    GEOFENCES: [_index("fleet_id", "_id", name="fleet_listing")],
+    GEOFENCE_STATES: [
+        _index("fleet_id", "vehicle_id", name="vehicle"),  # the handler loads a vehicle's
+        _index("geofence_id", "vehicle_id", name="fence"),  # a fence's, when it changes
+    ],
+    GEOFENCE_EVENTS: [
+        # A batch processed again after a restart stores its crossing once.
+        _index("geofence_id", "vehicle_id", "time_ms", "kind", unique=True, name="crossing"),
+        _index("fleet_id", "time_ms", "_id", name="fleet_time"),
+        _index("fleet_id", "vehicle_id", "time_ms", "_id", name="vehicle_time"),
+        _index("fleet_id", "geofence_id", "time_ms", "_id", name="fence_time"),
+    ],
 }

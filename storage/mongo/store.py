@@ -8,24 +8,39 @@ from urllib.parse import parse_qs, urlsplit
 from pymongo import AsyncMongoClient, WriteConcern
 
 from storage.errors import StorageUnavailable
-from storage.mongo.commands import MongoAlerts, MongoAudit, MongoCommands, MongoPolicies
+from storage.mongo.commands import MongoAudit, MongoCommands, MongoPolicies
 from storage.mongo.db import OPERATION_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.devices import MongoDevices
 from storage.mongo.errors import translate_errors
+from storage.mongo.geofences import MongoGeofences
 from storage.mongo.resources import MongoAccessLog, MongoFleets, MongoKeys, MongoVehicles
 from storage.mongo.schema import INDEXES
+from storage.mongo.stream import MongoStream
 from storage.mongo.telemetry import MongoTelemetry
+from storage.mongo.tracking import (
+    MongoAlertRules,
+    MongoGuards,
+    MongoIncidentAlerts,
+    MongoTheftCases,
+)
+from storage.mongo.webhooks import MongoWebhooks
 from storage.repository import (
     AccessLogRepo,
     AlertRepo,
+    AlertRuleRepo,
     AuditRepo,
     CommandRepo,
     DeviceRepo,
     FleetRepo,
+    GeofenceRepo,
+    GuardRepo,
     KeyRepo,
     PolicyRepo,
+    StreamRepo,
     TelemetryRepo,
+    TheftRepo,
     VehicleRepo,
+    WebhookRepo,
 )
 
 # TCP + TLS handshake of a new connection (the driver's default is 20 s); each operation as a
@@ -58,12 +73,20 @@ class MongoStore:
         self.keys: KeyRepo = MongoKeys(self._db)
         self.vehicles: VehicleRepo = MongoVehicles(self._db)
         self.devices: DeviceRepo = MongoDevices(self._db)
-        self.telemetry: TelemetryRepo = MongoTelemetry(self._db)
+        # Written by the repositories below as they store (storage/stream.py).
+        self.stream: StreamRepo = MongoStream(self._db)
+        self.telemetry: TelemetryRepo = MongoTelemetry(self._db, self.stream)
         self.access_log: AccessLogRepo = MongoAccessLog(self._db)
-        self.commands: CommandRepo = MongoCommands(self._db)
+        self.commands: CommandRepo = MongoCommands(self._db, stream=self.stream)
         self.audit: AuditRepo = MongoAudit(self._db)
         self.policies: PolicyRepo = MongoPolicies(self._db)
-        self.alerts: AlertRepo = MongoAlerts(self._db)
+        # The command alerts and the incidents of the alert rules (storage/mongo/tracking.py).
+        self.alerts: AlertRepo = MongoIncidentAlerts(self._db, self.stream)
+        self.geofences: GeofenceRepo = MongoGeofences(self._db)
+        self.webhooks: WebhookRepo = MongoWebhooks(self._db)
+        self.alert_rules: AlertRuleRepo = MongoAlertRules(self._db)
+        self.guards: GuardRepo = MongoGuards(self._db)
+        self.theft_cases: TheftRepo = MongoTheftCases(self._db, self.stream)
 
     @classmethod
     def from_url(

@@ -8,25 +8,29 @@ keys literally: those are storage.fields.QUERIED_ATTRS, whose stored names are t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from storage.latest import newest_valid_fixes, vehicle_subject
-from storage.models import Event, Page, Position, StoreResult
+from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
 from storage.mongo import documents as docs
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
 from storage.mongo.query import ASC, after
 from storage.mongo.schema import EVENTS, LAST_POSITIONS, POSITIONS
+from storage.mongo.tracking import held_vehicles
 from storage.pagination import decode_cursor, make_page, page_limit
-from storage.repository import BBox
+from storage.repository import BBox, StreamRepo
 
 
 class MongoTelemetry:
-    def __init__(self, db: MongoDb) -> None:
+    def __init__(self, db: MongoDb, stream: StreamRepo | None = None) -> None:
         self._db = db
+        self._stream = stream
 
     async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
         dup_positions: list[int] = []
@@ -40,6 +44,16 @@ class MongoTelemetry:
         if events:
             dup_events = await self._db.call(
                 _insert_new(self._db.collection(EVENTS), [docs.event_doc(e) for e in events])
+            )
+        resent_p = _resent(positions, dup_positions, _POSITION_KEY)
+        resent_e = _resent(events, dup_events, _EVENT_KEY)
+        if self._stream is not None:
+            # After the records: a stream client never sees one that was not stored.
+            await self._stream.append(
+                [
+                    *first_copies(positions, resent_p, _POSITION_KEY),
+                    *first_copies(events, resent_e, _EVENT_KEY),
+                ]
             )
         # Every valid fix is offered, resends included: if a failure ever separated a position
         # from its last-position update, the store() was not acknowledged, the box resends, and
@@ -56,12 +70,8 @@ class MongoTelemetry:
             positions_duplicate=len(dup_positions),
             events_inserted=len(events) - len(dup_events),
             events_duplicate=len(dup_events),
-            duplicate_positions=frozenset(
-                (positions[i].device_id, positions[i].time_ms) for i in dup_positions
-            ),
-            duplicate_events=frozenset(
-                (events[i].device_id, events[i].time_ms, events[i].code) for i in dup_events
-            ),
+            duplicate_positions=resent_p,
+            duplicate_events=resent_e,
         )
 
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
@@ -155,9 +165,13 @@ class MongoTelemetry:
             projection={"device_id": 1, "time_ms": 1},
         )
         keep = [docs.position_id(d["device_id"], d["time_ms"]) for d in old_lasts]
+        # A vehicle under a legal hold (a theft case, docs/theft.md) keeps all of its data.
+        held = await held_vehicles(self._db, fleet_id, now_ms())
         deleted = 0
         for name in (POSITIONS, EVENTS):
             query: Doc = {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}}
+            if held:
+                query["vehicle_id"] = {"$nin": held}
             if name == POSITIONS and keep:
                 query["_id"] = {"$nin": keep}
             result = await self._db.call(
@@ -165,6 +179,20 @@ class MongoTelemetry:
             )
             deleted += result.deleted_count
         return deleted
+
+
+_POSITION_KEY = attrgetter("device_id", "time_ms")
+_EVENT_KEY = attrgetter("device_id", "time_ms", "code")
+
+
+def _resent(records: Sequence[Any], duplicates: list[int], key: Any) -> frozenset[Any]:
+    """Keys of the records refused as duplicates that no earlier copy in the batch stored:
+    those were resends of an earlier batch; the others, second copies within this one."""
+    if not duplicates:
+        return frozenset()
+    refused = set(duplicates)
+    stored_now = {key(r) for i, r in enumerate(records) if i not in refused}
+    return frozenset(k for k in (key(records[i]) for i in duplicates) if k not in stored_now)
 
 
 async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) -> list[int]:

@@ -25,6 +25,7 @@ from storage.models import (
     CommandState,
     KillSwitch,
     Page,
+    Severity,
     VehicleLockState,
     first_command_seq,
 )
@@ -32,6 +33,7 @@ from storage.pagination import decode_cursor, make_page, page_limit
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one
 from storage.sqlite.rows import Row
+from storage.sqlite.stream import append_in
 
 _COMMAND_FIELDS = tuple(f.name for f in dataclasses.fields(CommandRecord))
 COMMAND_COLUMNS = ", ".join(_COMMAND_FIELDS)
@@ -73,7 +75,15 @@ def to_alert(row: Row) -> Alert:
     values = dict(zip(_ALERT_FIELDS, row, strict=True))
     values["kind"] = AlertKind(values["kind"])
     values["freezes_commands"] = bool(values["freezes_commands"])
+    values["severity"] = Severity(values["severity"])
     return Alert(**values)
+
+
+def alert_values(alert: Alert) -> Row:
+    """The row of ``alert`` in ALERT_COLUMNS order (enums by value)."""
+    return tuple(
+        v.value if isinstance(v, AlertKind | Severity) else v for v in dataclasses.astuple(alert)
+    )
 
 
 def to_lock_state(row: Row) -> VehicleLockState:
@@ -305,10 +315,8 @@ class SqliteAlerts:
 
     async def raise_alert(self, alert: Alert) -> Alert:
         sql = f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ({_placeholders(len(_ALERT_FIELDS))})"
-        values = tuple(
-            v.value if isinstance(v, AlertKind) else v for v in dataclasses.astuple(alert)
-        )
-        await self._db.write(_execute, sql, values)
+        values = alert_values(alert)
+        await self._db.write(_raise_alert, sql, values, alert)
         return alert
 
     async def get(self, fleet_id: str, alert_id: str) -> Alert:
@@ -376,6 +384,11 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Row) -> None:
     conn.execute(sql, params)
 
 
+def _raise_alert(conn: sqlite3.Connection, sql: str, values: Row, alert: Alert) -> None:
+    conn.execute(sql, values)
+    append_in(conn, (alert,))
+
+
 def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     conn.execute(
         f"INSERT INTO command_audit ({AUDIT_COLUMNS}) VALUES ({_placeholders(len(_AUDIT_FIELDS))})",
@@ -427,6 +440,7 @@ def _create(
         _command_values(command),
     )
     _insert_audit(conn, requested)
+    append_in(conn, (command,))
     return command, True
 
 
@@ -463,14 +477,17 @@ def _transition(
         _insert_audit(conn, audit)
     if vehicle_state is not None:
         _set_vehicle_state(conn, vehicle_state)
-    return to_command(row)
+    changed = to_command(row)
+    append_in(conn, (changed,))
+    return changed
 
 
 def _clear_alert(
     conn: sqlite3.Connection, fleet_id: str, alert_id: str, by: str, at_ms: int
 ) -> Alert:
     conn.execute(
-        "UPDATE alerts SET cleared_ms = ?, cleared_by = ?"
+        # open_key: a closed alert no longer stands for its incident (tracking_schema.py).
+        "UPDATE alerts SET cleared_ms = ?, cleared_by = ?, open_key = NULL"
         " WHERE id = ? AND fleet_id = ? AND cleared_ms IS NULL",
         (at_ms, by, alert_id, fleet_id),
     )
@@ -481,4 +498,6 @@ def _clear_alert(
     )
     if row is None:
         raise NotFound(f"alert {alert_id}")
-    return to_alert(row)
+    alert = to_alert(row)
+    append_in(conn, (alert,))
+    return alert

@@ -12,6 +12,7 @@ from storage.models import (
     Device,
     DeviceConnection,
     DeviceModel,
+    DeviceProtocol,
     DeviceStatus,
     Fitting,
     Page,
@@ -36,7 +37,15 @@ class SqliteDevices:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, fleet_id: str, *, imei: str, model: DeviceModel, secret: str) -> Device:
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        imei: str,
+        model: DeviceModel,
+        secret: str,
+        protocol: DeviceProtocol = DeviceProtocol.GP8,
+    ) -> Device:
         device = Device(
             id=new_id("dev"),
             fleet_id=fleet_id,
@@ -45,6 +54,7 @@ class SqliteDevices:
             secret=secret,
             created_ms=now_ms(),
             status=DeviceStatus.ACTIVE,
+            protocol=protocol,
         )
         await self._db.write(_insert_device, device)
         return device
@@ -69,11 +79,12 @@ class SqliteDevices:
         imei: str | None = None,
         model: DeviceModel | None = None,
         fitted: bool | None = None,
+        protocol: DeviceProtocol | None = None,
     ) -> Page[Device]:
         limit = page_limit(limit)
         where = ["fleet_id = ?"]
         params: list[Any] = [fleet_id]
-        equal_filters(where, params, imei=imei, model=model)
+        equal_filters(where, params, imei=imei, model=model, protocol=protocol)
         if fitted is not None:
             where.append("vehicle_id IS NOT NULL" if fitted else "vehicle_id IS NULL")
         key = None if cursor is None else (decode_id_cursor(cursor, "device"),)
@@ -117,8 +128,11 @@ def _insert_device(conn: sqlite3.Connection, device: Device) -> None:
     require_fleet(conn, device.fleet_id)
     values = dataclasses.astuple(device)
     conn.execute(
-        f"INSERT INTO devices ({rows.DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        tuple(v.value if isinstance(v, DeviceModel | DeviceStatus) else v for v in values),
+        f"INSERT INTO devices ({rows.DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        tuple(
+            v.value if isinstance(v, DeviceModel | DeviceStatus | DeviceProtocol) else v
+            for v in values
+        ),
     )
 
 

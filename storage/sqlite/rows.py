@@ -15,6 +15,7 @@ from storage.models import (
     Device,
     DeviceConnection,
     DeviceModel,
+    DeviceProtocol,
     DeviceStatus,
     Event,
     Fitting,
@@ -31,7 +32,7 @@ Row = tuple[Any, ...]
 FLEET_COLUMNS = "id, name, created_ms"
 KEY_COLUMNS = "id, fleet_id, role, name, key_hash, prefix, created_ms, expires_ms, revoked_ms"
 VEHICLE_COLUMNS = "id, fleet_id, vin, plate, label, created_ms, device_id"
-DEVICE_COLUMNS = "id, fleet_id, imei, model, secret, created_ms, status, vehicle_id"
+DEVICE_COLUMNS = "id, fleet_id, imei, model, secret, created_ms, status, vehicle_id, protocol"
 FITTING_COLUMNS = "fleet_id, device_id, vehicle_id, from_ms, to_ms"
 CONNECTION_COLUMNS = "device_id, online, transport, gateway_id, since_ms, remote"
 POSITION_COLUMNS = ", ".join(POSITION_COLUMN_NAMES)
@@ -126,7 +127,7 @@ def to_vehicle(row: Row) -> Vehicle:
 
 
 def to_device(row: Row) -> Device:
-    device_id, fleet_id, imei, model, secret, created_ms, status, vehicle_id = row
+    device_id, fleet_id, imei, model, secret, created_ms, status, vehicle_id, protocol = row
     return Device(
         id=device_id,
         fleet_id=fleet_id,
@@ -136,6 +137,7 @@ def to_device(row: Row) -> Device:
         created_ms=created_ms,
         status=DeviceStatus(status),
         vehicle_id=vehicle_id,
+        protocol=DeviceProtocol(protocol),
     )
 
 

@@ -12,7 +12,11 @@ import sqlite3
 
 from storage.errors import StorageError
 from storage.fields import POSITION_FIELDS
+from storage.sqlite import tracking_schema
 from storage.sqlite.command_schema import COMMAND_DDL, COMMAND_FLEET_TABLES
+from storage.sqlite.stream_schema import STREAM_DDL, STREAM_FLEET_TABLES
+from storage.sqlite.tracking_schema import TRACKING_FLEET_TABLES
+from storage.sqlite.webhook_schema import WEBHOOK_DDL, WEBHOOK_FLEET_TABLES
 
 # PRAGMA user_version; bumped by every schema change.
 SCHEMA_VERSION = 1
@@ -46,6 +50,13 @@ FLEET_TABLES = (
     "last_positions",
     "access_log",
     *COMMAND_FLEET_TABLES,
+    *STREAM_FLEET_TABLES,
+    *WEBHOOK_FLEET_TABLES,
+    # geofences (GEOFENCE_DDL below)
+    "geofences",
+    "geofence_states",
+    "geofence_events",
+    *TRACKING_FLEET_TABLES,
 )
 
 _POSITION_COLUMNS_DDL = ",".join(
@@ -93,7 +104,8 @@ CREATE TABLE IF NOT EXISTS devices (
     secret TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     status TEXT NOT NULL,
-    vehicle_id TEXT
+    vehicle_id TEXT,
+    protocol TEXT NOT NULL DEFAULT 'gp8'  -- storage.models.DeviceProtocol (added_columns)
 );
 CREATE INDEX IF NOT EXISTS devices_by_fleet ON devices (fleet_id, id);
 
@@ -174,6 +186,60 @@ CREATE TABLE IF NOT EXISTS access_log (
 CREATE INDEX IF NOT EXISTS access_log_by_fleet ON access_log (fleet_id, time_ms, id);
 """
 
+# Geofences (storage/sqlite/geofences.py). Every index serves a query there.
+GEOFENCE_DDL = """
+-- A rowid table: a fence's GeoJSON may be hundreds of kB, too big a row to cluster on its key.
+CREATE TABLE IF NOT EXISTS geofences (
+    id TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    geometry TEXT NOT NULL,  -- GeoJSON, [lon, lat]
+    radius_m REAL,
+    vehicle_ids TEXT,  -- a JSON array; NULL: every vehicle of the fleet
+    schedule TEXT,  -- JSON {timezone, days, from, to}; NULL: none
+    margin_m REAL NOT NULL,
+    dwell_s INTEGER NOT NULL,
+    speed_limit_kmh REAL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS geofences_by_fleet ON geofences (fleet_id, id);
+
+-- Clustered on (vehicle, fence): the handler loads one vehicle's states at a time.
+CREATE TABLE IF NOT EXISTS geofence_states (
+    vehicle_id TEXT NOT NULL,
+    geofence_id TEXT NOT NULL,
+    fleet_id TEXT NOT NULL,
+    side TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    candidate TEXT,
+    candidate_ms INTEGER,
+    checked_ms INTEGER NOT NULL,
+    PRIMARY KEY (vehicle_id, geofence_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS geofence_states_by_fence ON geofence_states (geofence_id);
+CREATE INDEX IF NOT EXISTS geofence_states_by_fleet ON geofence_states (fleet_id);
+
+-- UNIQUE on the crossing itself: a batch processed again after a restart stores it once.
+CREATE TABLE IF NOT EXISTS geofence_events (
+    id TEXT PRIMARY KEY,
+    fleet_id TEXT NOT NULL,
+    vehicle_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    geofence_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    UNIQUE (geofence_id, vehicle_id, time_ms, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS geofence_events_by_fleet ON geofence_events (fleet_id, time_ms, id);
+CREATE INDEX IF NOT EXISTS geofence_events_by_vehicle
+    ON geofence_events (fleet_id, vehicle_id, time_ms, id);
+CREATE INDEX IF NOT EXISTS geofence_events_by_fence
+    ON geofence_events (fleet_id, geofence_id, time_ms, id);
+"""
+
 
 def configure(conn: sqlite3.Connection, *, writer: bool, busy_timeout_ms: int) -> None:
     """Per-connection pragmas."""
@@ -191,6 +257,23 @@ def configure(conn: sqlite3.Connection, *, writer: bool, busy_timeout_ms: int) -
         conn.execute("PRAGMA query_only = 1")
 
 
+# Columns added after the first release, to tables CREATE TABLE IF NOT EXISTS leaves alone in an
+# existing file: (table, column, its definition with the default old rows take). There is no
+# migration framework; adding a column with a default is the one change made this way, and it
+# needs no version bump (an older gp8 names its columns and never sees the new one).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("devices", "protocol", "TEXT NOT NULL DEFAULT 'gp8'"),
+)
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of ADDED_COLUMNS a table lacks; idempotent."""
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def create(conn: sqlite3.Connection) -> None:
     """Create what is missing; safe to run on every start."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -198,5 +281,10 @@ def create(conn: sqlite3.Connection) -> None:
         # Refuse rather than misread a file written by a newer gp8.
         raise StorageError(f"database schema {version} is newer than this gp8 ({SCHEMA_VERSION})")
     conn.executescript(DDL)
+    add_missing_columns(conn)
     conn.executescript(COMMAND_DDL)
+    conn.executescript(STREAM_DDL)
+    conn.executescript(WEBHOOK_DDL)
+    conn.executescript(GEOFENCE_DDL)
+    tracking_schema.create(conn)  # after COMMAND_DDL: it adds columns to alerts
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

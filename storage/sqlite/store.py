@@ -8,22 +8,37 @@ from pathlib import Path
 from storage.repository import (
     AccessLogRepo,
     AlertRepo,
+    AlertRuleRepo,
     AuditRepo,
     CommandRepo,
     DeviceRepo,
     FleetRepo,
+    GeofenceRepo,
+    GuardRepo,
     KeyRepo,
     PolicyRepo,
+    StreamRepo,
     TelemetryRepo,
+    TheftRepo,
     VehicleRepo,
+    WebhookRepo,
 )
-from storage.sqlite.commands import SqliteAlerts, SqliteAudit, SqliteCommands, SqlitePolicies
+from storage.sqlite.commands import SqliteAudit, SqliteCommands, SqlitePolicies
 from storage.sqlite.db import Database
 from storage.sqlite.devices import SqliteDevices
+from storage.sqlite.geofences import SqliteGeofences
 from storage.sqlite.query import fetch_one
 from storage.sqlite.resources import SqliteAccessLog, SqliteFleets, SqliteKeys, SqliteVehicles
 from storage.sqlite.schema import BUSY_TIMEOUT_MS
+from storage.sqlite.stream import SqliteStream
 from storage.sqlite.telemetry import SqliteTelemetry
+from storage.sqlite.tracking import (
+    SqliteAlertRules,
+    SqliteGuards,
+    SqliteIncidentAlerts,
+    SqliteTheftCases,
+)
+from storage.sqlite.webhooks import SqliteWebhooks
 
 
 class SqliteStore:
@@ -45,7 +60,14 @@ class SqliteStore:
         self.commands: CommandRepo = SqliteCommands(self._db)
         self.audit: AuditRepo = SqliteAudit(self._db)
         self.policies: PolicyRepo = SqlitePolicies(self._db)
-        self.alerts: AlertRepo = SqliteAlerts(self._db)
+        # The command alerts and the incidents of the alert rules (storage/sqlite/tracking.py).
+        self.alerts: AlertRepo = SqliteIncidentAlerts(self._db)
+        self.stream: StreamRepo = SqliteStream(self._db)
+        self.geofences: GeofenceRepo = SqliteGeofences(self._db)
+        self.webhooks: WebhookRepo = SqliteWebhooks(self._db)
+        self.alert_rules: AlertRuleRepo = SqliteAlertRules(self._db)
+        self.guards: GuardRepo = SqliteGuards(self._db)
+        self.theft_cases: TheftRepo = SqliteTheftCases(self._db)
 
     async def start(self) -> None:
         await self._db.open()

@@ -8,7 +8,7 @@ from operator import attrgetter
 from typing import Any
 
 from storage.latest import newest_valid_fixes, vehicle_subject
-from storage.models import Event, Page, Position, StoreResult
+from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
 from storage.pagination import decode_cursor, make_page, page_limit
 from storage.repository import BBox
 from storage.sqlite import rows
@@ -16,6 +16,8 @@ from storage.sqlite.db import Database
 from storage.sqlite.query import after, fetch_all
 from storage.sqlite.rows import Row
 from storage.sqlite.schema import POSITION_COLUMN_NAMES
+from storage.sqlite.stream import append_in
+from storage.sqlite.tracking_schema import HELD_VEHICLES_SQL
 
 _POSITION_PLACEHOLDERS = ", ".join("?" * len(POSITION_COLUMN_NAMES))
 
@@ -170,6 +172,18 @@ def _store(
             events,
             _EVENT_KEY,
         )
+    # What was new goes to the live stream's log in the same transaction: a stream client sees
+    # a record once it is durable, and never one that was not stored.
+    if positions_inserted < len(positions) or events_inserted < len(events):
+        append_in(
+            conn,
+            [
+                *first_copies(positions, dup_positions, _POSITION_KEY),
+                *first_copies(events, dup_events, _EVENT_KEY),
+            ],
+        )
+    else:
+        append_in(conn, [*positions, *events] if events else positions)
     # Every valid fix is offered, resends included: if a crash ever separated a position from
     # its last-position update, the resend repairs it (the upsert is idempotent).
     newest = newest_valid_fixes(positions)
@@ -209,11 +223,14 @@ def _insert_new(
     if inserted < len(records):
         conn.execute("ROLLBACK TO batch")
         inserted = 0
+        stored_now: set[Any] = set()
         for record in records:
+            k = key(record)
             if conn.execute(sql, values(record)).rowcount:
                 inserted += 1
-            else:
-                resent.add(key(record))
+                stored_now.add(k)
+            elif k not in stored_now:  # a second copy within the batch is no resend
+                resent.add(k)
     conn.execute("RELEASE batch")
     return inserted, frozenset(resent)
 
@@ -221,12 +238,16 @@ def _insert_new(
 def _purge(conn: sqlite3.Connection, fleet_id: str, before_ms: int) -> int:
     # A last position is kept however old: it is a vehicle's current state, not history (a van
     # parked for a month is still on the map). The NOT IN list is built once per statement.
+    # A vehicle under a legal hold (a theft case, docs/theft.md) keeps all of its data.
+    held = f" AND (vehicle_id IS NULL OR vehicle_id NOT IN ({HELD_VEHICLES_SQL}))"
+    now = now_ms()
     deleted = conn.execute(
         "DELETE FROM positions WHERE fleet_id = ? AND time_ms < ? AND (time_ms, device_id)"
-        " NOT IN (SELECT time_ms, device_id FROM last_positions WHERE fleet_id = ?)",
-        (fleet_id, before_ms, fleet_id),
+        " NOT IN (SELECT time_ms, device_id FROM last_positions WHERE fleet_id = ?)" + held,
+        (fleet_id, before_ms, fleet_id, fleet_id, now),
     ).rowcount
     deleted += conn.execute(
-        "DELETE FROM events WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)
+        "DELETE FROM events WHERE fleet_id = ? AND time_ms < ?" + held,
+        (fleet_id, before_ms, fleet_id, now),
     ).rowcount
     return deleted

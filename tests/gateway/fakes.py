@@ -134,6 +134,10 @@ class FakeTelemetry:
             frozenset(resent_events),
         )
 
+    async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
+        last = self.last.get(vehicle_id)
+        return last if last is not None and last.fleet_id == fleet_id else None
+
 
 @dataclass
 class FakeStore:

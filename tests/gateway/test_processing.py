@@ -12,15 +12,16 @@ import pytest
 
 from gateway import TcpGateway
 from gateway.adapters.gp8 import to_position
-from gateway.context import DeviceContext
+from gateway.context import DeviceContext, Fittings
 from gateway.pipeline import IngestPipeline
 from processing import DeviceBatch, ProcessingStage, Signal
-from storage.models import Event, Position
+from storage.models import Event, Fitting, Position
 from tests.gateway.conftest import GatewayFactory, eventually, new_box, track
 from tests.gateway.fakes import FakeStore
 
 TIMEOUT = 10.0
 CTX = DeviceContext("flt_a", "dev_1", "356000000000001")
+FIT = Fitting("flt_a", "dev_1", "veh_1", 0, None)
 OTHER = DeviceContext("flt_a", "dev_2", "356000000000002")
 
 
@@ -96,6 +97,27 @@ def test_an_invalid_fix_is_never_live() -> None:
     stage = ProcessingStage([Recorder()])
     (batch,) = stage.batches(positions(CTX, [10_000], valid=False), [])
     assert batch.live is None
+
+
+async def test_after_a_restart_an_old_replay_is_not_live() -> None:
+    fitted = DeviceContext("flt_a", "dev_1", "356000000000001", Fittings.of([FIT]))
+    stored_last = {("flt_a", "veh_1"): 50_000}
+
+    async def last_fix(fleet_id: str, vehicle_id: str) -> int | None:
+        return stored_last.get((fleet_id, vehicle_id))
+
+    recorder = Recorder()
+    stage = ProcessingStage([recorder], last_fix=last_fix)
+    await stage.start()
+    # The first batch since the start is a replay of fixes older than what is stored.
+    stage.offer(positions(fitted, [10_000, 20_000]), [])
+    await stage.settle(TIMEOUT)
+    assert recorder.seen[-1].live is None
+    stage.offer(positions(fitted, [60_000]), [])  # then live data
+    await stage.settle(TIMEOUT)
+    await stage.stop()
+    live = recorder.seen[-1].live
+    assert live is not None and live.time_ms == 60_000
 
 
 async def test_a_full_queue_drops_processing_not_records() -> None:

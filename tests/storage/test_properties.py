@@ -49,15 +49,12 @@ async def test_stored_set_is_the_unique_keys(
             position(fleet.id, f"{dev}_{fleet.id}", vehicle_id, t, fix_valid=fix_valid(dev, t))
             for dev, t in batch
         ]
-        resent = set()
+        resent = {(p.device_id, p.time_ms) for p in positions} & first_seen.keys()
         for p in positions:
-            key = (p.device_id, p.time_ms)
-            if key in first_seen:
-                resent.add(key)
-            first_seen.setdefault(key, p)
+            first_seen.setdefault((p.device_id, p.time_ms), p)
         result = await store.telemetry.store(positions, [])
         assert result.positions_inserted + result.positions_duplicate == len(positions)
-        assert result.duplicate_positions == resent  # the resends, named
+        assert result.duplicate_positions == resent  # the resends of earlier batches, named
         totals = StoreResult(
             totals.positions_inserted + result.positions_inserted,
             totals.positions_duplicate + result.positions_duplicate,

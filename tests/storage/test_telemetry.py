@@ -61,9 +61,10 @@ async def test_resend_keeps_the_first_copy(store: Store, fleet: Fleet) -> None:
 
 async def test_duplicates_inside_one_batch(store: Store, fleet: Fleet) -> None:
     p = position(fleet.id, DEV, VEH, 1_000)
-    assert await store.telemetry.store([p, p, p], []) == StoreResult(
-        1, 2, 0, 0, frozenset({(DEV, 1_000)})
-    )
+    # Two copies refused, but no resend of an earlier batch: nothing is named.
+    result = await store.telemetry.store([p, p, p], [])
+    assert result == StoreResult(1, 2, 0, 0)
+    assert result.new_positions([p, p, p]) == [p]
 
 
 async def test_same_time_other_box_is_not_a_duplicate(store: Store, fleet: Fleet) -> None:
