@@ -549,7 +549,9 @@ async def test_stream_drops_a_slow_consumer_while_ingestion_goes_on(store: Store
         cursors = [e.cursor for e in await all_entries(store, fleet.id)]
         assert len(cursors) == stored
         assert fast_got == cursors
-        assert slowest_store_s < 2.0
+        # Not a speed goal (those live in bench/): a write that waited for the stalled client
+        # would wait for its 60 s send timeout; anything far below that shows it did not.
+        assert slowest_store_s < 20.0
         # The slow client, reading again, finds what was sent to it, then the reason.
         messages, code, reason = await closing(slow)
         assert code == 4429
