@@ -197,3 +197,56 @@ async def test_get_access_log_low_role_403(
     client: httpx.AsyncClient, fleet_a: FleetFixture, role: str
 ) -> None:
     assert (await client.get("/v1/access-log", headers=fleet_a.h(role))).status_code == 403
+
+
+async def test_tracking_resources_of_another_fleet_are_404(
+    client: httpx.AsyncClient, fleet_a: FleetFixture, fleet_b: FleetFixture
+) -> None:
+    """Geofences, webhooks, theft cases, alerts and the guard: fleet B's, asked by A, are 404
+    for every verb and role (the sweep above, over the stolen-vehicle tracking routes)."""
+    square = [[2.35, 48.85], [2.36, 48.85], [2.36, 48.86], [2.35, 48.86], [2.35, 48.85]]
+    polygon = {"type": "Polygon", "coordinates": [square]}
+    b = fleet_b.h("admin")
+    r = await client.post("/v1/geofences", json={"name": "B depot", "geometry": polygon}, headers=b)
+    assert r.status_code == 201, r.text
+    fence_id = r.json()["id"]
+    r = await client.post("/v1/webhooks", json={"url": "https://hooks.example.com/b"}, headers=b)
+    assert r.status_code == 201, r.text
+    webhook_id = r.json()["id"]
+    r = await client.post(
+        f"/v1/vehicles/{fleet_b.vehicle_id}/theft",
+        json={"reported_at": "2026-01-01T00:00:00Z", "note": "B's van"},
+        headers=b,
+    )
+    assert r.status_code == 201, r.text
+    case_id = r.json()["id"]
+    foreign: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", f"/v1/geofences/{fence_id}", {}),
+        ("PATCH", f"/v1/geofences/{fence_id}", {"json": {"name": "pwned"}}),
+        ("DELETE", f"/v1/geofences/{fence_id}", {}),
+        ("GET", f"/v1/geofences/{fence_id}/events", {}),
+        ("GET", f"/v1/webhooks/{webhook_id}", {}),
+        ("PATCH", f"/v1/webhooks/{webhook_id}", {"json": {"enabled": False}}),
+        ("DELETE", f"/v1/webhooks/{webhook_id}", {}),
+        ("GET", f"/v1/webhooks/{webhook_id}/deliveries", {}),
+        ("GET", f"/v1/theft-cases/{case_id}", {}),
+        ("GET", f"/v1/theft-cases/{case_id}/track", {"params": {"format": "geojson"}}),
+        ("POST", f"/v1/theft-cases/{case_id}/close", {"json": {"outcome": "recovered"}}),
+        ("POST", f"/v1/theft-cases/{case_id}/immobilise", {}),
+        ("POST", f"/v1/vehicles/{fleet_b.vehicle_id}/theft", {"json": {"note": "pwned"}}),
+        ("PUT", f"/v1/vehicles/{fleet_b.vehicle_id}/guard", {"json": {"armed": False}}),
+    ]
+    for method, url, kwargs in foreign:
+        r = await client.request(method, url, headers=fleet_a.h("admin"), **kwargs)
+        assert r.status_code == 404, (method, url, r.text)
+        assert "B depot" not in r.text and "B's van" not in r.text
+    # Listings of A hold nothing of B.
+    for url in ("/v1/geofences", "/v1/webhooks", "/v1/theft-cases", "/v1/alerts"):
+        r = await client.get(url, headers=fleet_a.h("viewer"))
+        assert r.status_code == 200, (url, r.text)
+        assert r.json()["data"] == [], url
+    # B's resources are untouched.
+    r = await client.get(f"/v1/geofences/{fence_id}", headers=fleet_b.h("viewer"))
+    assert r.status_code == 200 and r.json()["name"] == "B depot"
+    r = await client.get(f"/v1/theft-cases/{case_id}", headers=fleet_b.h("viewer"))
+    assert r.status_code == 200 and r.json()["status"] != "closed"
