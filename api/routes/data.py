@@ -22,17 +22,20 @@ class PurgeRequest(BaseModel):
 
 
 class PurgeResult(BaseModel):
-    deleted: int = Field(description="Positions and events deleted")
+    deleted: int = Field(description="Positions, events and geofence crossings deleted")
 
 
 @router.post("/purge", response_model=PurgeResult)
 async def purge_data(
     body: PurgeRequest, caller: Admin, store: StoreDep, audit: AuditDep
 ) -> PurgeResult:
-    """Erase the fleet's positions and events older than ``before`` (admin; GDPR erasure)."""
+    """Erase the fleet's positions, events and geofence crossings older than ``before``
+    (admin; GDPR erasure). Vehicles under a legal hold (theft cases) keep theirs."""
     before_ms = datetime_to_ms(body.before)
     if before_ms > now_ms():
         raise invalid(("body", "before"), "before must not be in the future")
     deleted = await store.telemetry.purge_before(caller.fleet_id, before_ms)
+    # Geofence crossings are location data too.
+    deleted += await store.geofences.purge_before(caller.fleet_id, before_ms)
     await audit("delete", "telemetry", None, detail=f"before {iso_ms(before_ms)}: {deleted}")
     return PurgeResult(deleted=deleted)

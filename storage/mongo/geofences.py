@@ -29,11 +29,13 @@ from storage.models import (
     GeofenceSchedule,
     GeofenceState,
     Page,
+    now_ms,
 )
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
 from storage.mongo.query import ASC, after
 from storage.mongo.schema import GEOFENCE_EVENTS, GEOFENCE_STATES, GEOFENCES
+from storage.mongo.tracking import held_vehicles
 from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
 
 
@@ -157,11 +159,13 @@ class MongoGeofences:
         )
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
+        # Kept for a vehicle under a legal hold, like its positions (storage/mongo/telemetry.py).
+        query: Doc = {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}}
+        held = await held_vehicles(self._db, fleet_id, now_ms())
+        if held:
+            query["vehicle_id"] = {"$nin": held}
         result = await self._db.call(
-            self._col(GEOFENCE_EVENTS).delete_many(
-                {"fleet_id": fleet_id, "time_ms": {"$lt": before_ms}}
-            ),
-            timeout_s=BULK_DELETE_TIMEOUT_S,
+            self._col(GEOFENCE_EVENTS).delete_many(query), timeout_s=BULK_DELETE_TIMEOUT_S
         )
         deleted: int = result.deleted_count
         return deleted

@@ -25,10 +25,12 @@ from storage.models import (
     GeofenceSchedule,
     GeofenceState,
     Page,
+    now_ms,
 )
 from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one, get_one, require_fleet
+from storage.sqlite.tracking_schema import HELD_VEHICLES_SQL
 
 Row = tuple[Any, ...]
 
@@ -332,7 +334,11 @@ def _save(
 
 
 def _purge_events(conn: sqlite3.Connection, fleet_id: str, before_ms: int) -> int:
+    # Crossings are location data: retention deletes them like positions, and a vehicle under
+    # a legal hold (a theft case, docs/theft.md) keeps them like its positions.
     cursor = conn.execute(
-        "DELETE FROM geofence_events WHERE fleet_id = ? AND time_ms < ?", (fleet_id, before_ms)
+        "DELETE FROM geofence_events WHERE fleet_id = ? AND time_ms < ?"
+        f" AND vehicle_id NOT IN ({HELD_VEHICLES_SQL})",
+        (fleet_id, before_ms, fleet_id, now_ms()),
     )
     return cursor.rowcount

@@ -222,6 +222,22 @@ async def test_purge_before_deletes_old_crossings(store: Store, fleet: Fleet) ->
     assert [e.time_ms for e in (await store.geofences.events(fleet.id)).items] == [3_000]
 
 
+async def test_purge_keeps_the_crossings_of_a_vehicle_under_legal_hold(
+    store: Store, fleet: Fleet, vehicle: Vehicle
+) -> None:
+    from tests.storage.test_theft import case, hold_of
+
+    f = await store.geofences.create(fence(fleet.id))
+    await store.geofences.save(
+        [], [crossing(f, vehicle_id, t) for vehicle_id in ("veh_other", vehicle.id) for t in (1, 2)]
+    )
+    stolen = case(fleet.id, vehicle.id)
+    await store.theft_cases.create(stolen, hold_of(stolen))
+    assert await store.geofences.purge_before(fleet.id, 10) == 2  # the other vehicle's only
+    kept = (await store.geofences.events(fleet.id)).items
+    assert {e.vehicle_id for e in kept} == {vehicle.id} and len(kept) == 2
+
+
 async def test_fleet_erasure_erases_fences_states_crossings(
     store: Store, fleet: Fleet, other_fleet: Fleet
 ) -> None:
