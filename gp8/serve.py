@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from gp8.metrics import FamilyCollector
 from gp8.settings import Settings
 
 log = logging.getLogger("gp8.serve")
@@ -184,6 +186,24 @@ async def _start(run: Running, settings: Settings) -> None:
     async def stream_health() -> dict[str, Any]:
         return {"stream": stream_hub.health()}
 
+    metrics.register(
+        FamilyCollector(
+            "gp8_stream_clients",
+            "Live-stream clients connected to this process.",
+            (),
+            lambda: [((), stream_hub.health()["clients"])],
+            gauge=True,
+        )
+    )
+    metrics.register(
+        FamilyCollector(
+            "gp8_stream_slow_consumers_dropped",
+            "Live-stream clients dropped for not keeping up.",
+            (),
+            lambda: [((), stream_hub.dropped)],
+        )
+    )
+
     health_parts.append(stream_health)
 
     if settings.webhooks.enabled:
@@ -204,6 +224,15 @@ async def _start(run: Running, settings: Settings) -> None:
         async def webhooks_health() -> dict[str, Any]:
             return {"webhooks": webhooks.health()}
 
+        metrics.register(
+            FamilyCollector(
+                "gp8_webhook_deliveries",
+                "Webhook deliveries and attempts by result.",
+                ("result",),
+                lambda: [((k,), v) for k, v in dataclasses.asdict(webhooks.counters).items()],
+            )
+        )
+
         health_parts.append(webhooks_health)
 
     from tracking.offline import OfflineSweep
@@ -223,6 +252,23 @@ async def _start(run: Running, settings: Settings) -> None:
         }
 
     health_parts.append(tracking_health)
+    tracked = {
+        "alert_rules": alert_rules.counters,
+        "parked_guard": parked_guard.counters,
+        "offline": offline_sweep.counters,
+    }
+    metrics.register(
+        FamilyCollector(
+            "gp8_tracking",
+            "What the tracking handlers did: alerts raised, updated, closed; failures.",
+            ("handler", "result"),
+            lambda: [
+                ((name, result), count)
+                for name, counts in tracked.items()
+                for result, count in sorted(counts.items())
+            ],
+        )
+    )
 
     async def health() -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -51,3 +51,10 @@ async def test_metrics_move_after_a_simulated_run(gp8: Gp8, fleet: FleetAccess) 
     assert _get(after, "gp8_gateway_ack_latency_seconds_count") > 0
     # The command service's collector is registered too (every status shown, from zero).
     assert any(name == "gp8_commands_total" for name, _ in after)
+    # And the parts that keep plain counters: stream, webhooks, tracking.
+    assert after[("gp8_stream_clients", ())] == 0
+    assert ("gp8_stream_slow_consumers_dropped_total", ()) in after
+    assert ("gp8_webhook_deliveries_total", (("result", "delivered"),)) in after
+    # The tracking handlers' counts, by handler and result (the offline sweep ran at start).
+    tracking = {labels for name, labels in after if name == "gp8_tracking_total"}
+    assert (("handler", "offline"), ("result", "sweeps")) in tracking
