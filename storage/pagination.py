@@ -69,6 +69,12 @@ def decode_id_cursor(cursor: str, kind: str) -> str:
     return item_id
 
 
+def id_key(cursor: str | None, kind: str) -> tuple[str] | None:
+    """The keyset key of an id-ordered listing's cursor (None: the first page), for either
+    engine's ``after`` condition."""
+    return None if cursor is None else (decode_id_cursor(cursor, kind),)
+
+
 def make_page(rows: list[T], limit: int, kind: str, key: Callable[[T], CursorKey]) -> Page[T]:
     """A page from ``rows`` fetched with ``LIMIT limit + 1``: the extra row only tells that
     another page exists, so the last page never ends with a cursor to an empty page."""

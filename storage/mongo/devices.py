@@ -25,9 +25,9 @@ from storage.models import (
 )
 from storage.mongo import documents as docs
 from storage.mongo.db import Doc, MongoDb
-from storage.mongo.query import ASC
+from storage.mongo.query import ASC, after
 from storage.mongo.schema import CONNECTIONS, DEVICES, FITTINGS, VEHICLES
-from storage.pagination import decode_id_cursor, make_page, page_limit
+from storage.pagination import id_key, make_page, page_limit
 
 
 class MongoDevices:
@@ -86,8 +86,7 @@ class MongoDevices:
             query["protocol"] = {"$in": [protocol.value, None]}
         elif protocol is not None:
             query["protocol"] = protocol.value
-        if cursor is not None:
-            query["_id"] = {"$gt": decode_id_cursor(cursor, "device")}
+        query.update(after(["_id"], id_key(cursor, "device")))
         if imei is not None:
             query["imei"] = imei
         if model is not None:

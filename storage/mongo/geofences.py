@@ -36,7 +36,7 @@ from storage.mongo.errors import DUPLICATE_KEY
 from storage.mongo.query import ASC, after
 from storage.mongo.schema import GEOFENCE_EVENTS, GEOFENCE_STATES, GEOFENCES
 from storage.mongo.tracking import held_vehicles
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 
 
 class MongoGeofences:
@@ -61,9 +61,7 @@ class MongoGeofences:
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
     ) -> Page[Geofence]:
         limit = page_limit(limit)
-        query: Doc = {"fleet_id": fleet_id}
-        if cursor is not None:
-            query["_id"] = {"$gt": decode_id_cursor(cursor, "geofence")}
+        query: Doc = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "geofence"))}
         found = await self._db.find(GEOFENCES, query, [("_id", ASC)], limit + 1)
         return make_page([to_fence(d) for d in found], limit, "geofence", lambda f: (f.id,))
 

@@ -20,11 +20,7 @@ from storage.mongo.schema import (
     LAST_POSITIONS,
     VEHICLES,
 )
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
-
-
-def _id_after(cursor: str | None, kind: str) -> Doc:
-    return {} if cursor is None else {"_id": {"$gt": decode_id_cursor(cursor, kind)}}
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 
 
 class MongoFleets:
@@ -43,7 +39,9 @@ class MongoFleets:
 
     async def list(self, *, cursor: str | None = None, limit: int = 100) -> Page[Fleet]:
         limit = page_limit(limit)
-        found = await self._db.find(FLEETS, _id_after(cursor, "fleet"), [("_id", ASC)], limit + 1)
+        found = await self._db.find(
+            FLEETS, after(["_id"], id_key(cursor, "fleet")), [("_id", ASC)], limit + 1
+        )
         return make_page([docs.to_fleet(d) for d in found], limit, "fleet", lambda f: (f.id,))
 
     async def delete(self, fleet_id: str) -> None:
@@ -82,7 +80,7 @@ class MongoKeys:
         self, fleet_id: str | None, *, cursor: str | None = None, limit: int = 100
     ) -> Page[ApiKey]:
         limit = page_limit(limit)
-        query = {"fleet_id": fleet_id, **_id_after(cursor, "key")}
+        query = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "key"))}
         found = await self._db.find(KEYS, query, [("_id", ASC)], limit + 1)
         return make_page([docs.to_key(d) for d in found], limit, "key", lambda k: (k.id,))
 
@@ -136,7 +134,7 @@ class MongoVehicles:
         fitted: bool | None = None,
     ) -> Page[Vehicle]:
         limit = page_limit(limit)
-        query: Doc = {"fleet_id": fleet_id, **_id_after(cursor, "vehicle")}
+        query: Doc = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "vehicle"))}
         if vin is not None:
             query["vin"] = vin
         if plate is not None:

@@ -30,9 +30,9 @@ from storage.models import (
 )
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
-from storage.mongo.query import ASC
+from storage.mongo.query import ASC, after
 from storage.mongo.webhook_schema import WEBHOOK_DELIVERIES, WEBHOOKS
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 
 _PENDING = DeliveryStatus.PENDING.value
 
@@ -59,9 +59,7 @@ class MongoWebhooks:
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
     ) -> Page[WebhookEndpoint]:
         limit = page_limit(limit)
-        query: Doc = {"fleet_id": fleet_id}
-        if cursor is not None:
-            query["_id"] = {"$gt": decode_id_cursor(cursor, "webhook")}
+        query: Doc = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "webhook"))}
         found = await self._db.find(WEBHOOKS, query, [("_id", ASC)], limit + 1)
         return make_page([to_endpoint(d) for d in found], limit, "webhook", lambda e: (e.id,))
 

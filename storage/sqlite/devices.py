@@ -19,7 +19,7 @@ from storage.models import (
     new_id,
     now_ms,
 )
-from storage.pagination import decode_id_cursor, make_page, page_limit
+from storage.pagination import id_key, make_page, page_limit
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 from storage.sqlite.query import (
@@ -87,8 +87,7 @@ class SqliteDevices:
         equal_filters(where, params, imei=imei, model=model, protocol=protocol)
         if fitted is not None:
             where.append("vehicle_id IS NOT NULL" if fitted else "vehicle_id IS NULL")
-        key = None if cursor is None else (decode_id_cursor(cursor, "device"),)
-        cond, after_params = after(["id"], key)
+        cond, after_params = after(["id"], id_key(cursor, "device"))
         sql = (
             f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE {' AND '.join(where)}{cond}"
             " ORDER BY id LIMIT ?"

@@ -27,7 +27,7 @@ from storage.models import (
     Page,
     now_ms,
 )
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one, get_one, require_fleet
 from storage.sqlite.tracking_schema import HELD_VEHICLES_SQL
@@ -85,8 +85,7 @@ class SqliteGeofences:
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
     ) -> Page[Geofence]:
         limit = page_limit(limit)
-        key = None if cursor is None else (decode_id_cursor(cursor, "geofence"),)
-        cond, params = after(["id"], key)
+        cond, params = after(["id"], id_key(cursor, "geofence"))
         sql = f"SELECT {FENCE_COLUMNS} FROM geofences WHERE fleet_id = ?{cond} ORDER BY id LIMIT ?"
         found = await self._db.read(fetch_all, sql, [fleet_id, *params, limit + 1])
         return make_page([_to_fence(r) for r in found], limit, "geofence", lambda f: (f.id,))

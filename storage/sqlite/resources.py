@@ -8,7 +8,7 @@ from typing import Any
 
 from storage.latest import vehicle_subject
 from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 from storage.sqlite import rows, schema
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, equal_filters, fetch_all, get_one, require_fleet
@@ -30,7 +30,7 @@ class SqliteFleets:
 
     async def list(self, *, cursor: str | None = None, limit: int = 100) -> Page[Fleet]:
         limit = page_limit(limit)
-        cond, params = after(["id"], _id_key(cursor, "fleet"))
+        cond, params = after(["id"], id_key(cursor, "fleet"))
         sql = f"SELECT {rows.FLEET_COLUMNS} FROM fleets WHERE 1{cond} ORDER BY id LIMIT ?"
         found = await self._db.read(fetch_all, sql, [*params, limit + 1])
         return make_page([rows.to_fleet(r) for r in found], limit, "fleet", lambda f: (f.id,))
@@ -61,7 +61,7 @@ class SqliteKeys:
         self, fleet_id: str | None, *, cursor: str | None = None, limit: int = 100
     ) -> Page[ApiKey]:
         limit = page_limit(limit)
-        cond, params = after(["id"], _id_key(cursor, "key"))
+        cond, params = after(["id"], id_key(cursor, "key"))
         sql = (
             f"SELECT {rows.KEY_COLUMNS} FROM api_keys WHERE fleet_id IS ?{cond} ORDER BY id LIMIT ?"
         )
@@ -107,7 +107,7 @@ class SqliteVehicles:
         equal_filters(where, params, vin=vin, plate=plate)
         if fitted is not None:
             where.append("device_id IS NOT NULL" if fitted else "device_id IS NULL")
-        cond, after_params = after(["id"], _id_key(cursor, "vehicle"))
+        cond, after_params = after(["id"], id_key(cursor, "vehicle"))
         sql = (
             f"SELECT {rows.VEHICLE_COLUMNS} FROM vehicles WHERE {' AND '.join(where)}{cond}"
             " ORDER BY id LIMIT ?"
@@ -159,10 +159,6 @@ class SqliteAccessLog:
         return make_page(
             [rows.to_access(r) for r in found], limit, "access", lambda e: (e.time_ms, e.id)
         )
-
-
-def _id_key(cursor: str | None, kind: str) -> tuple[str] | None:
-    return None if cursor is None else (decode_id_cursor(cursor, kind),)
 
 
 # --- run on the writer / reader thread ---------------------------------------------------

@@ -24,7 +24,7 @@ from storage.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from storage.pagination import decode_cursor, decode_id_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, page_limit
 from storage.sqlite.db import Database
 from storage.sqlite.query import after, fetch_all, fetch_one, get_one, require_fleet
 
@@ -61,8 +61,7 @@ class SqliteWebhooks:
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
     ) -> Page[WebhookEndpoint]:
         limit = page_limit(limit)
-        key = None if cursor is None else (decode_id_cursor(cursor, "webhook"),)
-        cond, params = after(["id"], key)
+        cond, params = after(["id"], id_key(cursor, "webhook"))
         sql = (
             f"SELECT {ENDPOINT_COLUMNS} FROM webhooks WHERE fleet_id = ?{cond} ORDER BY id LIMIT ?"
         )
