@@ -204,9 +204,8 @@ class Connection:
         self.last_activity = asyncio.get_running_loop().time()
         if self._core.context is not None:
             await self._refresh_fittings(self._core.context)
-        was_authenticated = self._protocol.authenticated
         step = await self._core.handle(data, now_ms())
-        if step.logged_in and not was_authenticated:
+        if step.logged_in:  # at most once: the session allows one login
             self._fittings_loaded = asyncio.get_running_loop().time()
             # Before LOGIN_RESULT goes out: a duplicate-box freeze precedes any command.
             await self._s.registry.register(self)
