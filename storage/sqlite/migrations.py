@@ -1,0 +1,197 @@
+"""Numbered schema migrations of the SQLite engine, stamped in ``PRAGMA user_version``.
+
+Version 1 is the schema of the first release (git 8ff05ce; frozen as
+tests/storage/fixtures/sqlite_v1.sql). Each later change is one row of `MIGRATIONS`: a step
+that takes a file from the version before to its own, run in one transaction with the stamp
+(SQLite's DDL is transactional), so a crash leaves the file at one version or the next and a
+second `gp8 migrate` resumes. A fresh file skips the steps: it is created whole by
+`schema.create_current` at `SCHEMA_VERSION`.
+
+To change the schema: change the DDL in schema.py (what a fresh file gets) and append a step
+here that does the same to an existing file (e.g. `_add_column`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage.migrations import SchemaState, check_version
+from storage.secrets import SecretBox, device_context, webhook_context
+from storage.sqlite import schema
+from storage.sqlite.audit_chain import chain_existing
+
+Step = Callable[[sqlite3.Connection, SecretBox], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int  # the version a file is at once this step ran
+    what: str
+    apply: Step
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return row.fetchone() is not None
+
+
+def _ensure_column(conn: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    # Idempotent and tolerant of a missing table: a table the file lacks is created afterwards,
+    # whole, by schema.create_current.
+    if not _has_table(conn, table):
+        return
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    if column not in present:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def _add_column(table: str, column: str, definition: str) -> Step:
+    """A step adding a column (with the default old rows take): an older gp8 names its
+    columns in every query, so it would never see the new one."""
+
+    def step(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+        _ensure_column(conn, table, column, definition)
+
+    return step
+
+
+# Columns that files of the first release may still lack: before versioned migrations, they
+# were added at start (ALTER TABLE when missing) without changing the stamp 1.
+_V1_LATE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("devices", "protocol", "TEXT NOT NULL DEFAULT 'gp8'"),
+)
+
+# (table, context of a row's secret): every column of a secret gp8 must be able to read back.
+SEALED_COLUMNS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("devices", device_context),
+    ("webhooks", webhook_context),
+)
+
+
+def _seal_clear_secrets(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    # Up to version 1 every secret was stored in clear.
+    for table, context in SEALED_COLUMNS:
+        if not _has_table(conn, table):
+            continue
+        found = conn.execute(f"SELECT id, secret FROM {table}").fetchall()
+        conn.executemany(
+            f"UPDATE {table} SET secret = ? WHERE id = ?",
+            [(secrets.seal(secret, context(row_id)), row_id) for row_id, secret in found],
+        )
+
+
+def reseal_secrets(conn: sqlite3.Connection, secrets: SecretBox) -> dict[str, int]:
+    """Seal again with the current key every secret sealed with an older one (one
+    transaction: an unknown key id fails it whole). The count re-sealed, by table."""
+    counts: dict[str, int] = {}
+    for table, context in SEALED_COLUMNS:
+        found = conn.execute(f"SELECT id, secret FROM {table}").fetchall()
+        updates: list[tuple[str, str]] = []
+        for row_id, stored in found:
+            sealed = secrets.reseal(stored, context(row_id))
+            if sealed is not None:
+                updates.append((sealed, row_id))
+        conn.executemany(f"UPDATE {table} SET secret = ? WHERE id = ?", updates)
+        counts[table] = len(updates)
+    return counts
+
+
+def _connection_order(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    # Old rows keep version 0, which any versioned observation outranks. The counters table is
+    # new: schema.create_current adds it after the steps.
+    _ensure_column(conn, "connections", "version", "INTEGER NOT NULL DEFAULT 0")
+    _ensure_column(conn, "connections", "seen_ms", "INTEGER")
+
+
+def _chain_and_key_owners(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    # Existing keys get the unknown owner address "" (docs/security.md, "Key owners").
+    _ensure_column(conn, "api_keys", "email", "TEXT NOT NULL DEFAULT ''")
+    _ensure_column(conn, "api_keys", "last_used_ms", "INTEGER")
+    chain_existing(conn)
+
+
+def _retention_tables(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    # Only new tables (storage/sqlite/retention_schema.py): schema.create_current adds them
+    # after the steps; the step exists so that the stamp says a file has them.
+    return None
+
+
+# Registered on the writer connection by SqliteStore (storage/pseudonyms.py, the store's key).
+PSEUDONYM_FUNCTION = "gp8_badge_pseudonym"
+
+
+def _pseudonymise_badges(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    # Badges stored before version 7 are badge numbers: each becomes its pseudonym under the
+    # store's driver key, in the positions and the events' copies
+    # (one transaction with the stamp: never hashed twice). The privacy tables and the drivers
+    # are new: schema.create_current adds them after the steps. Badge policies keep their
+    # numbers: PUT /v1/badge-policy again (docs/privacy.md, "Upgrading").
+    fn = PSEUDONYM_FUNCTION
+    if _has_table(conn, "positions"):
+        conn.execute(
+            f"UPDATE positions SET driver_badge = {fn}(driver_badge) WHERE driver_badge IS NOT NULL"
+        )
+    if _has_table(conn, "events"):
+        conn.execute(
+            "UPDATE events SET position = json_set(position, '$.driver_badge',"
+            f" {fn}(json_extract(position, '$.driver_badge')))"
+            " WHERE json_extract(position, '$.driver_badge') IS NOT NULL"
+        )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "seal the device and webhook secrets (storage/secrets.py)", _seal_clear_secrets),
+    Migration(3, "positions.io: raw IO elements", _add_column("positions", "io", "TEXT")),
+    Migration(4, "connections: version and seen_ms (several processes)", _connection_order),
+    Migration(5, "audit hash chains; API keys' owner email and last use", _chain_and_key_owners),
+    Migration(6, "retention, exports and offboarding tables (docs/gdpr.md)", _retention_tables),
+    # Tables only for now: the badge conversion (_pseudonymise_badges) must ship together with
+    # hashing at ingest and in the badge policy, or stored badges would mix both forms.
+    Migration(7, "privacy and drivers tables (docs/privacy.md)", _retention_tables),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def stored_version(conn: sqlite3.Connection) -> int:
+    """The file's version: 0 when it is empty (fresh)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == 0 and conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+        return 1  # tables but no stamp: a build of the first release that did not stamp
+    return int(version)
+
+
+def open_schema(conn: sqlite3.Connection, secrets: SecretBox, *, migrate: bool) -> SchemaState:
+    """Make the file servable on the writer connection (autocommit), or refuse it.
+
+    Fresh: created at `SCHEMA_VERSION`. Current: left alone. Older: migrated when ``migrate``,
+    else SchemaTooOld. Newer: SchemaTooNew, always.
+    """
+    found = stored_version(conn)
+    check_version(found, SCHEMA_VERSION, migrate=migrate)
+    if found == SCHEMA_VERSION:
+        return SchemaState("sqlite", found, found)
+    if found == 0:
+        schema.create_current(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return SchemaState("sqlite", 0, SCHEMA_VERSION)
+    applied: list[str] = []
+    for table, column, definition in _V1_LATE_COLUMNS:
+        _ensure_column(conn, table, column, definition)
+    for migration in MIGRATIONS:
+        if migration.version <= found:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migration.apply(conn, secrets)
+            conn.execute(f"PRAGMA user_version = {migration.version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        applied.append(f"{migration.version}: {migration.what}")
+    # Tables and indexes new since the file's version: CREATE ... IF NOT EXISTS.
+    schema.create_current(conn)
+    return SchemaState("sqlite", found, SCHEMA_VERSION, tuple(applied))

@@ -1,0 +1,217 @@
+"""Versioned migrations: a database of the first release (schema version 1, frozen in
+tests/storage/fixtures/) migrated to the current version with every record intact and its
+secrets sealed; an older database refused without `migrate`, a newer one always."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import IndexModel
+from pymongo_async_mock import AsyncMongoMockClient
+
+from storage.migrations import SchemaTooNew, SchemaTooOld
+from storage.models import Device, DeviceModel, DeviceProtocol, DeviceStatus, Fleet
+from storage.mongo import MongoStore
+from storage.mongo import documents as docs
+from storage.mongo import migrations as mongo_migrations
+from storage.mongo.schema import INDEXES
+from storage.mongo.webhooks import endpoint_doc
+from storage.secrets import PREFIX, SecretBox
+from storage.sqlite import SqliteStore
+from storage.sqlite import migrations as sqlite_migrations
+from storage.sqlite.webhooks import _endpoint_values
+from tests.storage.factories import position
+from tests.storage.test_webhooks import endpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BOX = SecretBox(bytes(range(32)))
+FLEET = Fleet("flt_v1", "Fleet of release 1", 1_000)
+DEVICE = Device(
+    id="dev_v1",
+    fleet_id=FLEET.id,
+    imei="356938035643809",
+    model=DeviceModel.GP8500,
+    secret="clear-box-secret-v1",
+    created_ms=1_000,
+    status=DeviceStatus.ACTIVE,
+    protocol=DeviceProtocol.GP8,
+)
+HOOK = endpoint(FLEET.id, id="whk_v1", secret="whsec_Y2xlYXItd2ViaG9vay1zZWNyZXQtdjE=")
+POSITION = position(FLEET.id, DEVICE.id, "veh_v1", 5_000)
+
+
+# --- SQLite ----------------------------------------------------------------------------------
+
+
+def _filler(table: str, column: tuple[Any, ...]) -> object:
+    _, name, sql_type, _notnull, _default, _pk = column
+    if sql_type == "INTEGER":
+        return 7
+    if sql_type == "REAL":
+        return 1.5
+    if sql_type == "BLOB":
+        return b"{}"
+    return f"{table}.{name}"
+
+
+def _v1_file(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """A version-1 file with one row in every table; by table, its columns and rows."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript((FIXTURES / "sqlite_v1.sql").read_text())
+    tables = [
+        r[0]
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    ]
+    written = {
+        "fleets": (FLEET.id, FLEET.name, FLEET.created_ms),
+        "devices": (
+            *(DEVICE.id, DEVICE.fleet_id, DEVICE.imei, DEVICE.model.value, DEVICE.secret),
+            *(DEVICE.created_ms, DEVICE.status.value, None, DEVICE.protocol.value),
+        ),
+        "webhooks": _endpoint_values(HOOK),
+        # A position row of release 1: every column but io, which came later.
+        "positions": tuple(v for k, v in POSITION._asdict().items() if k != "io"),
+    }
+    for table in tables:
+        columns = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        values = written.get(table) or tuple(_filler(table, c) for c in columns)
+        conn.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", values)
+    rows = {
+        t: (
+            [c[1] for c in conn.execute(f"PRAGMA table_info({t})")],
+            conn.execute(f"SELECT * FROM {t}").fetchall(),
+        )
+        for t in tables
+    }
+    conn.close()
+    return rows
+
+
+async def test_a_version_1_sqlite_file_is_migrated_with_every_record_intact(
+    db_dir: Path,
+) -> None:
+    path = db_dir / "gp8.sqlite3"
+    before = _v1_file(path)
+    refused = SqliteStore(path, secrets=BOX)
+    with pytest.raises(SchemaTooOld, match=r"version 1 is older .*gp8 migrate"):
+        await refused.start()
+    await refused.close()
+
+    store = SqliteStore(path, secrets=BOX, migrate=True)
+    await store.start()
+    try:
+        assert store.schema is not None
+        assert (store.schema.found, store.schema.version) == (1, sqlite_migrations.SCHEMA_VERSION)
+        # Every step since the first release, in order (each a str "N: what").
+        assert [s.split(":")[0] for s in store.schema.applied] == [
+            str(m.version) for m in sqlite_migrations.MIGRATIONS
+        ]
+        # Through the repositories: the secrets read back clear, the old position reads.
+        assert await store.devices.get_by_imei(DEVICE.imei) == DEVICE
+        assert await store.webhooks.get(FLEET.id, HOOK.id) == HOOK
+        page = await store.telemetry.positions(FLEET.id, "veh_v1", from_ms=0, to_ms=10_000)
+        assert page.items == [POSITION._replace(io=None)]
+    finally:
+        await store.close()
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_migrations.SCHEMA_VERSION,)
+        for table, (columns, rows) in before.items():
+            # The columns of release 1, as they were: later steps only add columns and rows.
+            after = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            if table in ("devices", "webhooks"):
+                secret = 4
+                assert after[0][secret].startswith(PREFIX)
+                after = [(*r[:secret], rows[0][secret], *r[secret + 1 :]) for r in after]
+            assert after == rows, table
+
+    # Migrated once: a plain start serves it, a second migrate does nothing.
+    again = SqliteStore(path, secrets=BOX, migrate=True)
+    await again.start()
+    assert again.schema is not None and again.schema.applied == ()
+    await again.close()
+
+
+async def test_a_fresh_sqlite_file_is_created_at_the_current_version(db_dir: Path) -> None:
+    store = SqliteStore(db_dir / "gp8.sqlite3")
+    await store.start()
+    await store.close()
+    assert store.schema is not None
+    assert (store.schema.found, store.schema.version) == (0, sqlite_migrations.SCHEMA_VERSION)
+
+
+async def test_a_newer_sqlite_file_is_refused_even_to_migrate(db_dir: Path) -> None:
+    path = db_dir / "gp8.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {sqlite_migrations.SCHEMA_VERSION + 1}")
+    store = SqliteStore(path, migrate=True)
+    with pytest.raises(SchemaTooNew, match=f"version {sqlite_migrations.SCHEMA_VERSION + 1} "):
+        await store.start()
+    await store.close()
+
+
+# --- MongoDB (the fake) ----------------------------------------------------------------------
+
+
+def _v1_indexes() -> dict[str, list[IndexModel]]:
+    spec = json.loads((FIXTURES / "mongo_v1_indexes.json").read_text())
+    return {
+        name: [
+            IndexModel([tuple(k) for k in index.pop("key")], name=index.pop("name"), **index)
+            for index in indexes
+        ]
+        for name, indexes in spec.items()
+    }
+
+
+async def test_a_version_1_mongo_database_is_migrated_with_every_record_intact() -> None:
+    client = AsyncMongoMockClient()
+    database = client.get_database("gp8_v1")
+    for name, indexes in _v1_indexes().items():
+        await database.get_collection(name).create_indexes(indexes)
+    position_doc = {k: v for k, v in docs.position_doc(POSITION).items() if k != "io"}
+    originals = {
+        "fleets": docs.fleet_doc(FLEET),
+        "devices": docs.device_doc(DEVICE),
+        "webhooks": endpoint_doc(HOOK),
+        "positions": position_doc,
+    }
+    for name, doc in originals.items():
+        await database.get_collection(name).insert_one(dict(doc))
+
+    with pytest.raises(SchemaTooOld):
+        await MongoStore(client, "gp8_v1", secrets=BOX).start()
+    store = MongoStore(client, "gp8_v1", secrets=BOX, migrate=True)
+    await store.start()
+    try:
+        assert store.schema is not None
+        assert (store.schema.found, store.schema.version) == (1, mongo_migrations.SCHEMA_VERSION)
+        assert await store.devices.get_by_imei(DEVICE.imei) == DEVICE
+        assert await store.webhooks.get(FLEET.id, HOOK.id) == HOOK
+        page = await store.telemetry.positions(FLEET.id, "veh_v1", from_ms=0, to_ms=10_000)
+        assert page.items == [POSITION._replace(io=None)]
+    finally:
+        await store.close()
+
+    version = await database.get_collection(mongo_migrations.SCHEMA_COLLECTION).find_one({})
+    assert version is not None and version["version"] == mongo_migrations.SCHEMA_VERSION
+    for name, original in originals.items():
+        (stored,) = await database.get_collection(name).find({}).to_list()
+        if "secret" in original:
+            assert stored["secret"].startswith(PREFIX)
+            stored["secret"] = original["secret"]
+        assert stored == original, name
+    for name, indexes in INDEXES.items():
+        info = await database.get_collection(name).index_information()
+        assert {i.document["name"] for i in indexes} <= set(info), name
+
+    # A database stamped newer than this gp8 is refused, migrate or not.
+    await database.get_collection(mongo_migrations.SCHEMA_COLLECTION).update_one(
+        {}, {"$set": {"version": mongo_migrations.SCHEMA_VERSION + 1}}
+    )
+    with pytest.raises(SchemaTooNew):
+        await MongoStore(client, "gp8_v1", secrets=BOX, migrate=True).start()
