@@ -1,0 +1,198 @@
+"""Onboarding: a bulk import of 10,000 vehicles with their boxes, and API writes one by one.
+
+A whole gp8 runs in this process (`gp8.serve.start_services`: SQLite, uvicorn on a real port).
+
+* Bulk import: POST /v1/imports with a CSV of N vehicles, each with its box fitted, timed from
+  the POST to the 201 (validated whole, stored in one transaction). The floor beside it is the
+  storage write alone (`ImportRepo.provision` of the same number of rows into another fleet,
+  same run): what is left is parsing, validation and the HTTP answer.
+* API writes: POST /v1/vehicles with 16 requests in flight, writes/s. The SQLite writer commits
+  the writes queued together in one transaction (storage/sqlite/db.py, group commit); the floor
+  is the data directory's rate of fsynced commits, one small transaction each: what one commit
+  per request would allow.
+
+Summary lines (bench/summary.py): the import's seconds (goal ≤ 30 s for 10,000) and the API
+writes/s (goal ≥ 1,000).
+
+Run: ``.venv/bin/python bench/bench_import.py [--vehicles 10000] [--writes 2000]
+[--data-dir DIR] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.security import new_api_key
+from bench.bench_commands import commit_floor
+from bench.summary import report
+from gp8.serve import start_services, stop_services
+from gp8.settings import ApiSettings, Settings, TcpSettings
+from storage.models import Device, DeviceModel, Fitting, Role, Vehicle, new_id, now_ms
+from tests.api.helpers import luhn_imei
+
+BOOTSTRAP_KEY = "gp8_bench-import-operator-key-0123456789abcdef"
+BENCH = "import"
+GOAL_IMPORT_S = 30.0
+GOAL_IMPORT_VEHICLES = 10_000
+GOAL_WRITES_PER_S = 1000.0
+CONCURRENCY = 16
+FLOOR_COMMITS = 300
+TIMEOUT_S = 120.0
+
+
+def vin(n: int) -> str:
+    return f"WVWZZZ1JZ{n:08d}"  # European: no check digit
+
+
+def imei(n: int) -> str:
+    return luhn_imei(f"3539{n:010d}")
+
+
+def csv_text(first: int, n: int) -> str:
+    lines = ["vin,plate,label,imei,model"]
+    lines += [f"{vin(i)},B-{i},van,{imei(i)},GP8000" for i in range(first, first + n)]
+    return "\n".join(lines) + "\n"
+
+
+def rows(fleet_id: str, first: int, n: int) -> tuple[list[Vehicle], list[Device], list[Fitting]]:
+    at = now_ms()
+    vehicles, devices, fittings = [], [], []
+    for i in range(first, first + n):
+        vehicle_id, device_id = new_id("veh"), new_id("dev")
+        vehicles.append(Vehicle(vehicle_id, fleet_id, vin(i), f"B-{i}", "van", at, device_id))
+        devices.append(
+            Device(
+                device_id,
+                fleet_id,
+                imei(i),
+                DeviceModel.GP8000,
+                "s" * 32,
+                at,
+                vehicle_id=vehicle_id,
+            )
+        )
+        fittings.append(Fitting(fleet_id, device_id, vehicle_id, at))
+    return vehicles, devices, fittings
+
+
+async def api_writes(http: httpx.AsyncClient, key: str, first: int, n: int) -> float:
+    """POST /v1/vehicles ``n`` times, CONCURRENCY in flight; writes/s."""
+    headers = {"Authorization": f"Bearer {key}"}
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(i: int) -> None:
+        async with gate:
+            body = {"vin": vin(i), "plate": f"W-{i}", "label": "van"}
+            r = await http.post("/v1/vehicles", json=body, headers=headers)
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /v1/vehicles answered {r.status_code}: {r.text}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(first, first + n)))
+    return n / (time.perf_counter() - started)
+
+
+async def main(args: argparse.Namespace) -> None:
+    own_dir = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="gp8-bench-import-")) if own_dir else args.data_dir
+    settings = Settings(
+        data_dir=data_dir,
+        bootstrap_key=BOOTSTRAP_KEY,
+        log_level="warning",
+        tcp=TcpSettings(host="127.0.0.1", port=0),
+        api=ApiSettings(host="127.0.0.1", port=0, rate_limit_per_minute=1_000_000_000),
+    )
+    try:
+        run = await start_services(settings)
+    except BaseException:
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    try:
+        store = run.store
+        fleet = await store.fleets.create("bench import")
+        floor_fleet = await store.fleets.create("bench import floor")
+        key, record = new_api_key(fleet_id=fleet.id, role=Role.ADMIN, name="bench")
+        await store.keys.create(record)
+        n = args.vehicles
+        floor = commit_floor(data_dir, FLOOR_COMMITS)
+        print(f"floor: {floor:.0f} fsynced commits/s on {data_dir}")
+
+        batch = rows(floor_fleet.id, 10 * n, n)
+        started = time.perf_counter()
+        await store.imports.provision(floor_fleet.id, *batch)
+        provision_s = time.perf_counter() - started
+        print(f"storage alone: {n} vehicles with boxes and fittings in {provision_s:.2f} s")
+
+        text = csv_text(0, n)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{run.api_port}",
+            timeout=TIMEOUT_S,
+            limits=httpx.Limits(max_connections=CONCURRENCY + 4),
+        ) as http:
+            started = time.perf_counter()
+            r = await http.post(
+                "/v1/imports",
+                content=text.encode(),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"},
+            )
+            import_s = time.perf_counter() - started
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /v1/imports answered {r.status_code}: {r.text[:500]}")
+            body = r.json()
+            print(
+                f"POST /v1/imports ({len(text) / 1e6:.2f} MB): {len(body['vehicles'])} vehicles,"
+                f" {len(body['boxes'])} boxes, {body['fittings']} fittings in {import_s:.2f} s"
+            )
+            rate = await api_writes(http, key, 20 * n, args.writes)
+            print(f"POST /v1/vehicles, {CONCURRENCY} in flight: {rate:.0f} writes/s")
+        report(
+            BENCH,
+            f"bulk import of {n} vehicles with boxes",
+            import_s,
+            "s",
+            op="<=",
+            goal=GOAL_IMPORT_S * n / GOAL_IMPORT_VEHICLES,
+            floor=provision_s,
+            floor_name="storage write alone",
+        )
+        report(
+            BENCH,
+            f"API writes/s (POST /v1/vehicles, {CONCURRENCY} in flight)",
+            rate,
+            "writes/s",
+            op=">=",
+            goal=GOAL_WRITES_PER_S,
+            floor=floor,
+            floor_name="one fsynced commit per write",
+        )
+    finally:
+        await stop_services(run)
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vehicles", type=int, default=GOAL_IMPORT_VEHICLES)
+    parser.add_argument("--writes", type=int, default=2000, help="POST /v1/vehicles measured")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument("--quick", action="store_true", help="1,000 vehicles, 300 writes")
+    args = parser.parse_args()
+    if args.quick:
+        args.vehicles, args.writes = 1000, 300
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
