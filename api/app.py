@@ -7,22 +7,26 @@ store's lifetime belongs to the caller, which may share it with the gateway.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
+from api.params import check_request
 from api.problems import (
     BodyLimitMiddleware,
     InternalErrorMiddleware,
     Problem,
     ValidationIssue,
+    complete_responses,
     install_handlers,
 )
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, RateLimitHeaders
+from api.request_id import RequestIdMiddleware
 from api.routes import (
     access_log,
     audit,
@@ -38,15 +42,26 @@ from api.routes import (
     vehicles,
 )
 from api.routes import alert_rules as alert_rule_routes
+from api.routes import console as console_routes
+from api.routes import docs as docs_routes
+from api.routes import drivers as driver_routes
+from api.routes import erasure as erasure_routes
+from api.routes import exports as export_routes
 from api.routes import geofences as geofence_routes
 from api.routes import health as health_routes
+from api.routes import imports as import_routes
+from api.routes import me as me_routes
 from api.routes import metrics as metrics_routes
+from api.routes import privacy as privacy_routes
+from api.routes import retention as retention_routes
 from api.routes import stream as stream_routes
 from api.routes import theft as theft_routes
 from api.routes import webhooks as webhook_routes
 from api.schemas.positions import PositionsFeatureCollection, TrackFeature
-from api.security import ensure_operator_key
+from api.security import DEFAULT_KEY_TTL_DAYS, ensure_operator_key, refuse_key_in_url
+from api.services.privacy import EntryPrivacy
 from api.stream import StreamHub
+from storage.pseudonyms import BadgePseudonyms
 from storage.repository import Store
 
 logger = logging.getLogger(__name__)
@@ -77,11 +92,18 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     stream_hub: StreamHub | None = None,
     webhook_allow_private: bool = False,
+    console: console_routes.ConsoleOptions | None = None,
+    ops_only: bool = False,
+    readiness: Mapping[str, health_routes.ReadyCheck] | None = None,
+    key_ttl_days: int = DEFAULT_KEY_TTL_DAYS,
+    pseudonyms: BadgePseudonyms | None = None,
 ) -> FastAPI:
     """The API over ``store`` (already started). ``rate_limit_per_minute`` None disables the
-    limit; ``health`` adds components (gateway, ...) to GET /health; ``metrics`` is what
+    limit; ``health`` adds components (gateway, ...) to GET /health, ``readiness`` checks
+    (the broker link, ...) to GET /ready; ``metrics`` is what
     GET /metrics renders; ``stream_hub`` is the live stream's fan-out, owned by the caller
-    (without one, the app runs its own for its lifespan)."""
+    (without one, the app runs its own for its lifespan); ``ops_only`` serves only /, /health,
+    /ready and /metrics (`gp8 serve --role gateway`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,39 +113,65 @@ def create_app(
         # Without a hub handed in (gp8 serve passes its own), the app runs one for its life.
         owned_hub = None
         if app.state.stream_hub is None:
-            owned_hub = app.state.stream_hub = StreamHub(app.state.store.stream)
+            owned_hub = app.state.stream_hub = StreamHub(
+                app.state.store.stream, privacy=EntryPrivacy(app.state.store)
+            )
         yield
+        if app.state.rate_limiter is not None:
+            await app.state.rate_limiter.aclose()  # before the caller closes the store
         if owned_hub is not None:
             await owned_hub.stop()
             app.state.stream_hub = None
 
-    app = FastAPI(
+    # Swagger UI and ReDoc with their assets served by gp8, not a CDN (api/routes/docs.py).
+    app = FastAPIOffline(
         title="gp8 fleet API",
         version=API_VERSION,
         description=_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-        openapi_url="/openapi.json",
+        docs_url=docs_routes.DOCS_URL,
+        redoc_url=docs_routes.REDOC_URL,
+        openapi_url=docs_routes.OPENAPI_URL,
+        static_url=docs_routes.DOCS_ASSETS_URL,
+        # Every route refuses query parameters and Accept headers it does not declare.
+        # A key in the URL is refused first, whatever the route (api/security.py).
+        dependencies=[Depends(refuse_key_in_url), Depends(check_request)],
     )
     app.state.store = store
+    # The driver key: badges a client names are pseudonymised as the gateway does.
+    app.state.pseudonyms = pseudonyms or BadgePseudonyms.development()
+    app.state.key_ttl_days = key_ttl_days  # a new key's lifetime when none is asked for
     app.state.stream_hub = stream_hub
     # Webhook URLs may name private and loopback hosts: tests and development only.
     app.state.webhook_allow_private = webhook_allow_private
     app.state.health = health
+    # GET /ready's checks beyond storage (the broker link, ...): name -> check.
+    app.state.readiness = dict(readiness or {})
+    # The web console's tile server and map library (api/routes/console.py, docs/console.md).
+    app.state.console = console or console_routes.ConsoleOptions()
     app.state.metrics = metrics
-    app.state.rate_limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute else None
+    # Shared through storage: a key's limit holds across API processes (docs/scaling.md).
+    app.state.rate_limiter = (
+        RateLimiter(rate_limit_per_minute, counters=store.counters)
+        if rate_limit_per_minute
+        else None
+    )
     install_handlers(app)
     # Added last = outermost: the body limit applies before anything reads the body.
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    # Outermost of all: even a refused body or an internal error carries its X-Request-ID.
+    app.add_middleware(RequestIdMiddleware)
     for router in (
+        docs_routes.router,
         health_routes.router,
         metrics_routes.router,
         fleets.router,
         keys.router,
         vehicles.router,
         devices.router,
+        import_routes.router,
         positions.router,
         events.router,
         trips.router,
@@ -137,12 +185,24 @@ def create_app(
         webhook_routes.router,
         alert_rule_routes.router,
         theft_routes.router,
+        me_routes.router,
+        retention_routes.router,
+        export_routes.router,
+        erasure_routes.router,
+        privacy_routes.router,
+        driver_routes.router,
+        console_routes.router,
         *extra_routers,
     ):
-        app.include_router(router)
+        # ops_only (`gp8 serve --role gateway`): what a load balancer and monitoring call.
+        if not ops_only or router in _OPS_ROUTERS:
+            app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
+
+# The operational endpoints (/, /health, /metrics): served whatever the process's role.
+_OPS_ROUTERS = (docs_routes.router, health_routes.router, metrics_routes.router)
 
 # Models referenced by hand-written OpenAPI fragments (problem responses, export formats),
 # which FastAPI cannot discover from the route signatures.
@@ -166,5 +226,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for name, definition in model_schema.pop("$defs", {}).items():
             components.setdefault(name, definition)
         components.setdefault(model.__name__, model_schema)
+    complete_responses(schema)
     app.openapi_schema = schema
     return schema

@@ -10,15 +10,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.audit import Audit
+from api.offboarding import refuse_writes_while_offboarding
 from api.params import Id
 from api.problems import ApiProblem
 from api.ratelimit import RateLimiter
-from api.security import authenticate, bearer
-from storage.models import ApiKey, Role
+from api.security import EXPIRES_HEADER, KeyThrottle, authenticate, bearer, expiry_warning
+from storage.models import ApiKey, Role, now_ms
 from storage.repository import Store
 
 # Fleet roles from least to most privileged; the operator is outside this order on purpose.
@@ -34,11 +35,20 @@ StoreDep = Annotated[Store, Depends(get_store)]
 
 async def current_key(
     request: Request,
+    response: Response,
     store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
     limiter = cast(RateLimiter | None, request.app.state.rate_limiter)
-    return await authenticate(store, limiter, credentials)
+    # Invalid keys are throttled per client address (api/security.py, KeyThrottle).
+    throttle = cast(KeyThrottle | None, getattr(request.app.state, "key_throttle", None))
+    source = request.client.host if request.client is not None else None
+    key = await authenticate(store, limiter, credentials, throttle=throttle, source=source)
+    request.state.key_id = key.id  # for the request's log line (api/request_id.py)
+    warning = expiry_warning(key, now_ms())
+    if warning is not None:
+        response.headers[EXPIRES_HEADER] = warning
+    return key
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
@@ -75,13 +85,15 @@ async def fleet_key(key: CurrentKey) -> FleetCaller:
 FleetKey = Annotated[FleetCaller, Depends(fleet_key)]
 
 
-def require_role(minimum: Role) -> Callable[[FleetCaller], Awaitable[FleetCaller]]:
+def require_role(minimum: Role) -> Callable[..., Awaitable[FleetCaller]]:
     """A dependency admitting fleet keys of role ``minimum`` or higher."""
     if minimum not in ROLE_RANK:
         raise ValueError(f"{minimum} is not a fleet role")
 
-    async def check(caller: FleetKey) -> FleetCaller:
+    async def check(caller: FleetKey, request: Request, store: StoreDep) -> FleetCaller:
         caller.require(minimum)
+        # A fleet being offboarded takes no writes (api/offboarding.py).
+        await refuse_writes_while_offboarding(request, store, caller.fleet_id)
         return caller
 
     return check
@@ -94,15 +106,18 @@ Admin = Annotated[FleetCaller, Depends(require_role(Role.ADMIN))]
 
 def require_role_on_vehicle(
     minimum: Role,
-) -> Callable[[str, FleetCaller, Store], Awaitable[FleetCaller]]:
+) -> Callable[..., Awaitable[FleetCaller]]:
     """Like `require_role` for a route on ``{vehicle_id}``, but the vehicle is looked up first:
     another fleet's vehicle is a 404 whatever the key's role, and only then a low role a 403."""
     if minimum not in ROLE_RANK:
         raise ValueError(f"{minimum} is not a fleet role")
 
-    async def check(vehicle_id: Id, caller: FleetKey, store: StoreDep) -> FleetCaller:
+    async def check(
+        vehicle_id: Id, caller: FleetKey, store: StoreDep, request: Request
+    ) -> FleetCaller:
         await store.vehicles.get(caller.fleet_id, vehicle_id)
         caller.require(minimum)
+        await refuse_writes_while_offboarding(request, store, caller.fleet_id)
         return caller
 
     return check

@@ -7,6 +7,7 @@ become responses; nothing else in `api/` builds an error body.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from commands.errors import (
@@ -111,6 +113,12 @@ def _title(status: int) -> str:
         return "Error"
 
 
+# FastAPI's answer to a body json.loads could not read for another reason than a syntax error
+# (nesting beyond the recursion limit, an integer of more than 4,300 digits): the same
+# malformed-JSON problem as a syntax error.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if exc.detail != _title(exc.status_code) else None
@@ -118,18 +126,111 @@ async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
         return problem_response(
             request, exc.status_code, detail, type_=exc.type, headers=exc.headers, **exc.extra
         )
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        return _unreadable_json(request, exc.__cause__)
+    if exc.status_code == 404 and detail is None:
+        detail = f"no resource at {request.url.path}"
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        return problem_response(
+            request,
+            405,
+            f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+            headers={**(exc.headers or {}), "Allow": ", ".join(allowed)},
+        )
     return problem_response(request, exc.status_code, detail, headers=exc.headers)
 
 
-def _issue(error: Mapping[str, Any]) -> dict[str, Any]:
+def _unreadable_json(request: Request, cause: BaseException | None) -> ProblemResponse:
+    if isinstance(cause, RecursionError):
+        reason = "nested too deeply"
+    elif isinstance(cause, ValueError):
+        reason = str(cause).split(";")[0]  # "Exceeds the limit (4300 digits) for integer ..."
+    else:
+        reason = "cannot be decoded"
+    msg = f"malformed JSON: {reason}"
+    issues = [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]
+    return problem_response(
+        request, 400, f"body: {msg}", type_="urn:gp8:problem:malformed-json", errors=issues
+    )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only those of
+    the first route whose path matched (GET and POST of one path are two routes here), so the
+    answer is read from the OpenAPI document's paths, compiled once per app."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = [
+            (compile_path(path)[0], frozenset(m.upper() for m in operations))
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = table
+    methods: set[str] = set()
+    for pattern, path_methods in table:
+        if pattern.match(request.url.path):
+            methods.update(path_methods)
+    return sorted(methods)
+
+
+# What the tag of a discriminated union is called in a message ("unknown command type 'x'").
+_TAG_NOUNS = {"type": "command type"}
+
+
+def _issue(error: Mapping[str, Any], body: Any = None) -> dict[str, Any]:
     msg = str(error.get("msg", "invalid"))
     # Pydantic prefixes messages of our own validators; the client only needs the reason.
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if error.get("type") == "json_invalid":
-        ctx = error.get("ctx") or {}
-        msg = f"malformed JSON: {ctx.get('error', 'cannot be decoded')}"
-    loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
-    return {"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))}
+    loc: list[str | int] = [
+        part if isinstance(part, int) else str(part) for part in error.get("loc", ())
+    ]
+    ctx = error.get("ctx") or {}
+    kind = str(error.get("type", "value_error"))
+    if kind == "json_invalid":
+        # FastAPI puts the character offset in the location, where it reads like a field.
+        offset = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        where = f" at character {offset}" if offset is not None else ""
+        msg = f"malformed JSON{where}: {ctx.get('error', 'cannot be decoded')}"
+        loc = loc[:1]
+    elif kind == "union_tag_invalid":
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        noun = _TAG_NOUNS.get(field, field)
+        msg = f"unknown {noun} {ctx.get('tag')!r}; known: {ctx.get('expected_tags')}"
+        loc = [*loc, field]
+    elif kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        msg = f"{field} is required"
+        loc = [*loc, field]
+    else:
+        loc = _without_union_tags(loc, body)
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def _without_union_tags(loc: list[str | int], body: Any) -> list[str | int]:
+    """``loc`` without the tags pydantic inserts for discriminated unions (``body.lock.ttl_s``
+    is ``body.ttl_s`` of a ``{"type": "lock"}`` body): the client should see only the fields
+    it sent. Found by walking the body: a part that is no key of an object but one of its
+    string values is a tag."""
+    if not loc or loc[0] != "body":
+        return loc
+    kept: list[str | int] = [loc[0]]
+    current = body
+    for part in loc[1:]:
+        if isinstance(current, dict) and isinstance(part, str) and part not in current:
+            if part in {v for v in current.values() if isinstance(v, str)}:
+                continue
+            current = None
+        elif isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            current = None
+        kept.append(part)
+    return kept
 
 
 def describe(issues: Sequence[Mapping[str, Any]]) -> str:
@@ -145,7 +246,7 @@ def describe(issues: Sequence[Mapping[str, Any]]) -> str:
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
     raw = list(exc.errors())
-    issues = [_issue(error) for error in raw]
+    issues = [_issue(error, exc.body) for error in raw]
     if any(error.get("type") == "json_invalid" for error in raw):
         # Not JSON at all is a malformed request, not a semantically invalid one.
         status = 400
@@ -161,6 +262,20 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
             "the request body must be JSON with Content-Type: application/json",
             type_="urn:gp8:problem:unsupported-media-type",
         )
+    elif raw and all(
+        tuple(error.get("loc", ())) == ("query", "format")
+        and error.get("type") in ("enum", "literal_error")
+        for error in raw
+    ):
+        # A format the route cannot produce is the query form of an unmet Accept header.
+        expected = str((raw[0].get("ctx") or {}).get("expected", ""))
+        return problem_response(
+            request,
+            406,
+            f"format={raw[0].get('input')!r} cannot be produced here; formats: {expected}",
+            type_="urn:gp8:problem:not-acceptable",
+            errors=issues,
+        )
     else:
         status = 422
         type_ = "urn:gp8:problem:validation"
@@ -171,9 +286,32 @@ async def _not_found(request: Request, exc: Exception) -> ProblemResponse:
     return problem_response(request, 404, str(exc) or "not found")
 
 
+# What a unique constraint protects, in the API's words, by its fields (fleet_id, which scopes
+# most of them, left out). Both engines report the same field names (storage.errors.Conflict).
+_CONFLICTS: dict[tuple[str, ...], str] = {
+    ("vin",): "the fleet already has a vehicle with this VIN",
+    ("imei",): "a box with this IMEI is already provisioned (IMEIs are unique across fleets)",
+    ("key_hash",): "an API key with this secret already exists",
+    ("id",): "a record with this id already exists",
+    ("idempotency_key",): "a command with this Idempotency-Key already exists",
+    # One open theft case per vehicle: sqlite's partial index is on vehicle_id, Mongo's sparse
+    # one on open_vehicle.
+    ("vehicle_id",): "the vehicle already has an open theft case",
+    ("open_vehicle",): "the vehicle already has an open theft case",
+}
+
+
+def conflict_detail(exc: Conflict) -> str:
+    """The client's words for a conflict: the engine's constraint names never leave the API."""
+    if not exc.fields:
+        return str(exc) or "conflicts with an existing record"
+    fields = tuple(field for field in exc.fields if field != "fleet_id")
+    return _CONFLICTS.get(fields, "conflicts with an existing record")
+
+
 async def _conflict(request: Request, exc: Exception) -> ProblemResponse:
-    detail = str(exc) or "conflicts with an existing record"
-    return problem_response(request, 409, detail, type_="urn:gp8:problem:conflict")
+    assert isinstance(exc, Conflict)
+    return problem_response(request, 409, conflict_detail(exc), type_="urn:gp8:problem:conflict")
 
 
 async def _invalid_cursor(request: Request, exc: Exception) -> ProblemResponse:
@@ -233,9 +371,23 @@ _COMMAND_PROBLEMS: dict[type[CommandError], _CommandProblem] = {
 }
 
 
+def _command_problem(exc: CommandError) -> _CommandProblem:
+    return next(_COMMAND_PROBLEMS[cls] for cls in type(exc).__mro__ if cls in _COMMAND_PROBLEMS)
+
+
+def refusal_members(exc: CommandError | NotFound) -> dict[str, Any]:
+    """The problem members of one refusal inside an answer that carries several (a bulk
+    order's vehicles): what the single request would have answered as its problem."""
+    if isinstance(exc, NotFound):
+        return {"type": "about:blank", "title": _title(404), "status": 404, "detail": str(exc)}
+    problem = _command_problem(exc)
+    members = {"type": problem.type_, "title": _title(problem.status), "status": problem.status}
+    return {**members, "detail": str(exc), **problem.extra(exc)}
+
+
 async def _command_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, CommandError)
-    problem = next(_COMMAND_PROBLEMS[cls] for cls in type(exc).__mro__ if cls in _COMMAND_PROBLEMS)
+    problem = _command_problem(exc)
     return problem_response(
         request,
         problem.status,
@@ -394,3 +546,32 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def invalid(loc: tuple[str | int, ...], msg: str, value: object = None) -> RequestValidationError:
     """A validation error found by hand (after pydantic), answered like pydantic's own."""
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
+
+
+# Problems any route can answer whatever it declares itself (api/params.py, check_request): an
+# unknown query parameter, an Accept header the route cannot satisfy.
+COMMON_PROBLEMS = (400, 406)
+
+
+def complete_responses(openapi: dict[str, Any]) -> None:
+    """Make every operation of an OpenAPI document say what it answers: `COMMON_PROBLEMS`
+    added where missing, and each success status declared by hand (a replay's 200, an
+    approval's 202) given the body of the route's main success status, which is what such
+    routes return (FastAPI documents the response model on ``status_code`` only)."""
+    common = problem_responses(*COMMON_PROBLEMS)
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, entry in common.items():
+                responses.setdefault(str(status), entry)
+            success = [
+                entry
+                for status, entry in responses.items()
+                if str(status).startswith("2") and str(status) != "204"
+            ]
+            content = next((e["content"] for e in success if e.get("content")), None)
+            for entry in success:
+                if content is not None and not entry.get("content"):
+                    entry["content"] = content

@@ -1,7 +1,7 @@
-"""Time values at the API boundary: storage speaks epoch milliseconds, clients ISO-8601.
+"""Time values at the API boundary: storage speaks epoch milliseconds, clients RFC 3339.
 
 Every time the API writes is UTC with exactly three decimals (``2024-05-01T12:00:00.250Z``) so
-clients can compare them as strings; every time it reads may be ISO-8601 or epoch ms.
+clients can compare them as strings; every time it reads may be RFC 3339 or epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -51,22 +51,45 @@ def datetime_to_ms(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+# Epoch numbers are milliseconds; one below this (before 1973-03-03 as ms) that is a plausible
+# time in seconds (after 2001-09-09) was most likely meant as seconds: the messages say so.
+_SECONDS_HINT_MIN = 1_000_000_000
+_SECONDS_HINT_MAX = 100_000_000_000
+
+
+def is_epoch_number(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
+
+
 def parse_time(text: str) -> int:
-    """Parse a query time: epoch milliseconds (digits) or ISO-8601 (naive means UTC).
+    """Parse a query time: RFC 3339 / ISO-8601 (``2024-05-01T12:00:00Z``, a date alone, no
+    zone = UTC) or epoch milliseconds (digits).
 
     Raises ValueError with a message fit for a client.
     """
     value = text.strip()
-    if value.lstrip("-").isdigit():
+    if is_epoch_number(value):
         ms = int(value)
     else:
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case t/z and a space for the T; fromisoformat wants "T".
+            parsed = datetime.fromisoformat(value.upper().replace(" ", "T", 1))
             ms = datetime_to_ms(parsed)
         except (ValueError, OverflowError):
             raise ValueError(
-                f"{text!r} is neither ISO-8601 (2024-05-01T12:00:00Z) nor epoch milliseconds"
+                f"{text!r} is neither RFC 3339 (2024-05-01T12:00:00Z) nor epoch milliseconds"
             ) from None
     if not MIN_MS <= ms <= MAX_MS:
         raise ValueError(f"{text!r} is out of the supported time range")
     return ms
+
+
+def understood(text: str, ms: int) -> str:
+    """How ``text`` was read, for an error message: ``'1796150000' (read as epoch milliseconds:
+    1970-01-21T18:55:50.000Z; epoch seconds need 3 more digits)``."""
+    if not is_epoch_number(text):
+        return f"{text!r} (read as {iso_ms(ms)})"
+    hint = ""
+    if _SECONDS_HINT_MIN <= abs(ms) < _SECONDS_HINT_MAX:
+        hint = f"; for epoch seconds, send {ms * 1000} or an RFC 3339 time"
+    return f"{text!r} (read as epoch milliseconds: {iso_ms(ms)}{hint})"

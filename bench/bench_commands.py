@@ -6,14 +6,21 @@ process and stay logged in over real TCP connections. The bench then POSTs comma
 unlock, manager key) over HTTP to random vehicles and measures, for each, the time from just
 before the POST leaves to the moment the box's COMMAND_RESULT is stored as ``acknowledged``
 (the command service's listener fires right after that commit; a GET would show it from then
-on). Prints p50/p90/p99/max and the throughput, sequential and with concurrent requests.
+on). Prints p50/p90/p99/max and the throughput, sequential and with concurrent requests; then
+a bulk lock of every vehicle (POST /v1/commands/bulk, ``"all": true``) timed from the POST to
+the last box's answer stored as acknowledged.
 
 Every command is several committed writes (request + audit, sent + audit, result + audit,
-vehicle state), each fsynced by SQLite (synchronous=FULL): the data directory's disk sets the
-floor. ``--data-dir /dev/shm/...`` shows the software alone.
+vehicle state), each fsynced by SQLite (synchronous=FULL); the SQLite writer commits the writes
+queued together in one transaction (storage/sqlite/db.py, group commit). The floor printed
+beside the throughput is the data directory's own rate of fsynced commits (one small
+transaction each, measured in the same run): what one commit per command would allow.
+``--data-dir /dev/shm/...`` shows the software alone.
+
+Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
 Run: ``.venv/bin/python bench/bench_commands.py [--boxes 1000] [--commands 1000]
-[--concurrency 1 16] [--data-dir DIR]``.
+[--concurrency 1 16] [--data-dir DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import multiprocessing.connection
 import random
 import secrets
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -36,6 +44,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.security import new_api_key
+from bench.summary import report
 from gp8.serve import Running, start_services, stop_services
 from gp8.settings import ApiSettings, Settings, TcpSettings
 from protocol.gp8 import Model
@@ -49,6 +58,13 @@ CONNECT_CONCURRENCY = 100
 # The first commands warm up caches, connection pools and SQLite's page cache.
 WARMUP = 50
 ROUND_TRIP_TIMEOUT_S = 30.0
+BENCH = "commands"
+# The goals (issue 15): at 16 in flight, with 1,000 boxes connected.
+GOAL_COMMANDS_PER_S = 1000.0
+GOAL_P99_MS = 50.0
+GOAL_BULK_S = 2.0
+GOAL_CONCURRENCY = 16
+FLOOR_COMMITS = 300
 
 
 def imei_for(i: int) -> str:
@@ -171,6 +187,46 @@ async def drive(
     return latencies, time.perf_counter() - started
 
 
+async def bulk_lock(
+    http: httpx.AsyncClient, key: str, acks: Acks, vehicles: int
+) -> tuple[float, int]:
+    """POST one bulk lock of the whole fleet; seconds until every command is acknowledged."""
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": secrets.token_hex(8)}
+    started = time.perf_counter()
+    r = await http.post("/v1/commands/bulk", json={"type": "lock", "all": True}, headers=headers)
+    answered = time.perf_counter()
+    if r.status_code != 200:
+        raise RuntimeError(f"bulk POST answered {r.status_code}: {r.text}")
+    body = r.json()
+    if body["created"] != vehicles:
+        raise RuntimeError(f"bulk created {body['created']} of {vehicles}: {body['data'][:3]}")
+    ids = [item["command_id"] for item in body["data"]]
+    last = max(await asyncio.gather(*(acks.wait(i) for i in ids)))
+    print(f"bulk POST answered in {(answered - started) * 1000:.0f} ms")
+    return last - started, len(ids)
+
+
+def commit_floor(data_dir: Path, commits: int) -> float:
+    """Fsynced commits per second on ``data_dir``: one small transaction each, WAL and
+    synchronous=FULL as gp8's writer uses them."""
+    path = data_dir / "commit-floor.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        started = time.perf_counter()
+        for i in range(commits):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (body) VALUES (?)", (f"command {i}",))
+            conn.execute("COMMIT")
+        return commits / (time.perf_counter() - started)
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -186,7 +242,12 @@ async def main(args: argparse.Namespace) -> None:
         tcp=TcpSettings(host="127.0.0.1", port=0),
         api=ApiSettings(host="127.0.0.1", port=0, rate_limit_per_minute=1_000_000_000),
     )
-    run = await start_services(settings)
+    try:
+        run = await start_services(settings)
+    except BaseException:
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
     child: multiprocessing.process.BaseProcess | None = None
@@ -204,12 +265,15 @@ async def main(args: argparse.Namespace) -> None:
             f"{connected} boxes logged in in {time.perf_counter() - t:.1f} s "
             f"(gateway sessions: {len(run.gateway.registry)})"
         )
+        floor = commit_floor(data_dir, FLOOR_COMMITS)
+        print(f"floor: {floor:.0f} fsynced commits/s on {data_dir}")
         acks = Acks()
         run.commands.add_listener(acks.listener)
+        measured: dict[int, tuple[float, float]] = {}
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{run.api_port}",
             timeout=ROUND_TRIP_TIMEOUT_S,
-            limits=httpx.Limits(max_connections=max(args.concurrency) + 4),
+            limits=httpx.Limits(max_connections=max(args.concurrency, default=1) + 4),
         ) as http:
             print(
                 f"\ncommand round trip, API request -> acknowledged, {len(run.gateway.registry)} "
@@ -224,11 +288,39 @@ async def main(args: argparse.Namespace) -> None:
                     http, key, vehicles, acks, args.commands, concurrency
                 )
                 ms = [x * 1000 for x in latencies]
+                measured[concurrency] = (
+                    (args.commands + WARMUP) / elapsed,
+                    percentile(ms, 0.99),
+                )
                 print(
                     f"{concurrency:>11} {len(ms):>8} {statistics.median(ms):>8.1f} "
                     f"{percentile(ms, 0.90):>8.1f} {percentile(ms, 0.99):>8.1f} {max(ms):>8.1f} "
                     f"{(args.commands + WARMUP) / elapsed:>7.0f}"
                 )
+            bulk_s, bulk_n = await bulk_lock(http, key, acks, len(vehicles))
+            print(f"bulk lock of {bulk_n} vehicles: all acknowledged in {bulk_s:.2f} s")
+        if GOAL_CONCURRENCY in measured:
+            rate, p99 = measured[GOAL_CONCURRENCY]
+            at = f"{GOAL_CONCURRENCY} in flight, {args.boxes} boxes"
+            report(
+                BENCH,
+                f"commands acknowledged/s ({at})",
+                rate,
+                "cmd/s",
+                op=">=",
+                goal=GOAL_COMMANDS_PER_S,
+                floor=floor,
+                floor_name="one fsynced commit per command",
+            )
+            report(BENCH, f"p99 round trip ({at})", p99, "ms", op="<=", goal=GOAL_P99_MS)
+        report(
+            BENCH,
+            f"bulk lock of {bulk_n} vehicles acknowledged",
+            bulk_s,
+            "s",
+            op="<=",
+            goal=GOAL_BULK_S,
+        )
         parent_end.send("stop")
         status, executed = await loop.run_in_executor(None, parent_end.recv)
         print(
@@ -249,10 +341,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--boxes", type=int, default=1000)
     parser.add_argument("--commands", type=int, default=1000, help="measured per run")
     parser.add_argument(
-        "--concurrency", type=int, nargs="+", default=[1, 16], help="requests in flight"
+        "--concurrency",
+        type=int,
+        nargs="*",
+        default=[1, 16],
+        help="requests in flight, a run each (none: the bulk lock alone)",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temp dir")
-    return parser.parse_args()
+    parser.add_argument(
+        "--quick", action="store_true", help="50 boxes, 100 commands: checks the bench runs"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.boxes, args.commands = 50, 100
+    return args
 
 
 if __name__ == "__main__":

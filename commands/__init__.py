@@ -29,12 +29,14 @@ from commands.errors import (
 from commands.metrics import CommandMetrics
 from commands.ports import CommandStore, Listener, Sender
 from commands.replies import BoxReply
-from commands.requests import CommandRequest, Requester
+from commands.requests import BulkOutcome, BulkRequest, CommandRequest, Requester
 from commands.service import CommandService
 
 __all__ = [
     "SYSTEM_CLOCK",
     "BoxReply",
+    "BulkOutcome",
+    "BulkRequest",
     "Clock",
     "CommandError",
     "CommandMetrics",

@@ -15,6 +15,7 @@ from storage.repository import (
     AlertRepo,
     AuditRepo,
     CommandRepo,
+    CounterRepo,
     DeviceRepo,
     PolicyRepo,
     VehicleRepo,
@@ -49,6 +50,8 @@ class CommandStore(Protocol):
     def vehicles(self) -> VehicleRepo: ...
     @property
     def devices(self) -> DeviceRepo: ...
+    @property
+    def counters(self) -> CounterRepo: ...  # the hourly engine-start cap, across processes
 
 
 Listener = Callable[[CommandRecord], None]

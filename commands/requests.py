@@ -9,7 +9,8 @@ worth a line too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from commands import rules
@@ -18,8 +19,10 @@ from commands.audit import describe, key_actor
 from commands.context import CommandContext
 from commands.delivery import Delivery
 from commands.errors import (
+    CommandError,
     EngineStartCapReached,
     ImmobilizationSuspended,
+    InvalidCommand,
     NoBoxFitted,
     NotAllowed,
     VehicleFrozen,
@@ -27,16 +30,19 @@ from commands.errors import (
 )
 from commands.kill_switch import KillSwitchView
 from commands.locks import KeyedLocks
-from storage.errors import StorageError
+from storage.errors import NotFound, StorageError
 from storage.models import (
     Alert,
+    AuditEntry,
     CommandChanges,
     CommandKind,
     CommandPolicy,
     CommandRecord,
     CommandState,
+    Device,
     KillSwitch,
     Role,
+    Vehicle,
     new_id,
 )
 
@@ -61,8 +67,49 @@ class CommandRequest:
     idempotency_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BulkRequest:
+    """One command type for many vehicles (POST /v1/commands/bulk)."""
+
+    kind: CommandKind
+    vehicle_ids: Sequence[str] | None  # None: every vehicle of the fleet
+    params: Mapping[str, object] = field(default_factory=dict)
+    ttl_s: int = rules.DEFAULT_TTL_S
+    reason: str = ""
+    theft_case_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """One vehicle's part of a bulk order: its command (``created`` False: a replay) or the
+    refusal that stopped it (a CommandError, or NotFound for a vehicle not in the fleet)."""
+
+    vehicle_id: str
+    command: CommandRecord | None = None
+    created: bool = False
+    refusal: CommandError | NotFound | None = None
+
+
 Refusal = Callable[[str], Awaitable[None]]
 _NO_LOCK = contextlib.nullcontext()
+# Vehicles one bulk order may name (or "all" may cover): a fleet-wide order of this size is
+# answered within the API's timeouts; a bigger fleet is commanded in several orders.
+MAX_BULK_VEHICLES = 10_000
+# Vehicles read per page when an order covers the whole fleet.
+PAGE = 1000
+
+
+def _checked(requester: Requester, request: CommandRequest) -> int:
+    """The checks of the order itself, whatever the vehicle: the key's role may send this
+    kind; parameters, TTL and texts are valid. Returns the wire parameter."""
+    kind = request.kind
+    if not rules.role_allows(requester.role, kind):
+        raise NotAllowed(f"{kind.value} needs the {rules.required_role(kind)} role")
+    param = rules.wire_param(kind, request.params)
+    rules.check_ttl(request.ttl_s)
+    rules.check_texts(request.reason, request.theft_case_id, request.idempotency_key)
+    return param
 
 
 class Requests:
@@ -91,71 +138,22 @@ class Requests:
         kind = request.kind
         fleet_id = requester.fleet_id
         vehicle = await store.vehicles.get(fleet_id, request.vehicle_id)
-        if not rules.role_allows(requester.role, kind):
-            raise NotAllowed(f"{kind.value} needs the {rules.required_role(kind)} role")
-        param = rules.wire_param(kind, request.params)
-        rules.check_ttl(request.ttl_s)
-        rules.check_texts(request.reason, request.theft_case_id, request.idempotency_key)
-        key = request.idempotency_key
-        if key is not None:
-            existing = await store.commands.by_idempotency_key(fleet_id, key)
-            if existing is not None:
-                rules.check_same_order(existing, vehicle.id, kind, param)
-                return existing, False
+        param = _checked(requester, request)
+        replay = await self._replay(fleet_id, request, vehicle.id, param)
+        if replay is not None:
+            return replay, False
+        policy = await store.policies.get(fleet_id)
+        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
+        # A capped command is counted and stored under the fleet's lock: the shared count
+        # (storage counters) holds across processes; the lock keeps this process's order.
         if vehicle.device_id is None:
             raise NoBoxFitted(f"vehicle {vehicle.id} has no box fitted")
         device = await store.devices.get(fleet_id, vehicle.device_id)
-        now = self._ctx.clock.now_ms()
-        refuse = self._refusal(requester, request, vehicle.id)
         frozen = await self._alerts.freezing(device)
-        if frozen:
-            await refuse("frozen by a duplicate-box alert")
-            raise VehicleFrozen(
-                "commands to this vehicle are frozen: a second box claimed its IMEI while it was"
-                " online; an admin must clear the alert",
-                frozen,
-            )
-        if kind in rules.IMMOBILIZATION_KINDS and (await self._kill_switch.current()).engaged:
-            await refuse("immobilizations suspended by the platform kill switch")
-            raise ImmobilizationSuspended("immobilization commands are suspended platform-wide")
-        policy = await store.policies.get(fleet_id)
-        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
-        # A capped command is counted and stored under the fleet's lock, so concurrent requests
-        # cannot overrun the cap together (within this process: docs/commands.md).
+        switch = await self._switch(kind)
         async with self._fleets.hold(fleet_id) if capped else _NO_LOCK:
-            if capped:
-                await self._check_cap(policy, vehicle.id, now, refuse)
-            status = (
-                CommandState.PENDING_APPROVAL
-                if policy.four_eyes and kind in rules.FOUR_EYES_KINDS
-                else CommandState.QUEUED
-            )
-            ttl_ms = (request.ttl_s or rules.NOW_OR_NEVER_ANSWER_S) * 1000
-            record = CommandRecord(
-                id=new_id("cmd"),
-                fleet_id=fleet_id,
-                vehicle_id=vehicle.id,
-                device_id=device.id,
-                imei=device.imei,
-                kind=kind,
-                param=param,
-                seq=0,
-                status=status,
-                created_ms=now,
-                updated_ms=now,
-                expires_ms=now + ttl_ms,
-                ttl_s=request.ttl_s,
-                requested_by=requester.key_id,
-                reason=request.reason,
-                theft_case_id=request.theft_case_id,
-                idempotency_key=key,
-            )
-            requested = self._ctx.lines.about(
-                record,
-                "command.requested",
-                actor=key_actor(requester.key_id),
-                key_id=requester.key_id,
-                detail=describe(record),
+            record, requested = await self._prepare(
+                requester, request, vehicle, device, frozen, param, policy, switch
             )
             stored, created = await store.commands.create(record, requested)
         if not created:
@@ -165,6 +163,91 @@ class Requests:
         if stored.status is CommandState.QUEUED:
             stored = await self._delivery.dispatch(stored, device)
         return stored, True
+
+    async def create_bulk(self, requester: Requester, bulk: BulkRequest) -> list[BulkOutcome]:
+        """One order for many vehicles: every rule of `create` per vehicle, the commands
+        stored together (`CommandRepo.create_many`: one transaction), then delivered.
+
+        A refusal of the whole order (role, parameters, TTL, texts, too many vehicles) raises
+        as `create` does; what refuses one vehicle (not found, no box, frozen, kill switch,
+        cap, a key reused for another order) is that vehicle's outcome. The Idempotency-Key
+        covers the order: each vehicle's command is stored under ``<key>#<vehicle id>``, so a
+        retry answers the same command per vehicle and creates none twice.
+        """
+        store = self._ctx.store
+        fleet_id = requester.fleet_id
+        kind = bulk.kind
+        base = CommandRequest(
+            vehicle_id="",
+            kind=kind,
+            params=bulk.params,
+            ttl_s=bulk.ttl_s,
+            reason=bulk.reason,
+            theft_case_id=bulk.theft_case_id,
+            idempotency_key=bulk.idempotency_key,
+        )
+        param = _checked(requester, base)
+        targets = await self._bulk_targets(fleet_id, bulk.vehicle_ids)
+        policy = await store.policies.get(fleet_id)
+        switch = await self._switch(kind)
+        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
+        key = bulk.idempotency_key
+        keys = {} if key is None else {vehicle_id: f"{key}#{vehicle_id}" for vehicle_id in targets}
+        replays = await store.commands.by_idempotency_keys(fleet_id, keys.values()) if keys else {}
+        fitted = [v.device_id for v in targets.values() if v is not None and v.device_id]
+        devices = await self._devices(fleet_id, fitted)
+        frozen = await self._alerts.freezing_many(fleet_id, devices.values())
+        outcomes: dict[str, BulkOutcome] = {}
+        batch: list[tuple[CommandRecord, AuditEntry, Device]] = []
+        async with self._fleets.hold(fleet_id) if capped else _NO_LOCK:
+            for vehicle_id, vehicle in targets.items():
+                request = dataclasses.replace(
+                    base, vehicle_id=vehicle_id, idempotency_key=keys.get(vehicle_id)
+                )
+                try:
+                    if vehicle is None:
+                        raise NotFound(f"vehicle {vehicle_id}")
+                    replay = replays.get(keys.get(vehicle_id, ""))
+                    if replay is not None:
+                        rules.check_same_order(replay, vehicle_id, kind, param)
+                        outcomes[vehicle_id] = BulkOutcome(vehicle_id, replay)
+                        continue
+                    if vehicle.device_id is None:
+                        raise NoBoxFitted(f"vehicle {vehicle.id} has no box fitted")
+                    device = devices.get(vehicle.device_id)
+                    if device is None:  # unfitted and deleted since the vehicle was read
+                        raise NoBoxFitted(f"vehicle {vehicle.id} has no box fitted")
+                    record, requested = await self._prepare(
+                        requester,
+                        request,
+                        vehicle,
+                        device,
+                        frozen.get(device.id, []),
+                        param,
+                        policy,
+                        switch,
+                    )
+                except (CommandError, NotFound) as exc:
+                    outcomes[vehicle_id] = BulkOutcome(vehicle_id, refusal=exc)
+                    continue
+                batch.append((record, requested, device))
+            answers = await store.commands.create_many([(r, a) for r, a, _ in batch])
+        for (record, _, device), (stored, created) in zip(batch, answers, strict=True):
+            if not created:
+                # Stored meanwhile under the same key (a concurrent retry of this order).
+                try:
+                    rules.check_same_order(stored, record.vehicle_id, kind, param)
+                    outcomes[record.vehicle_id] = BulkOutcome(record.vehicle_id, stored)
+                except CommandError as exc:
+                    outcomes[record.vehicle_id] = BulkOutcome(record.vehicle_id, refusal=exc)
+                continue
+            self._ctx.stored(stored)
+            outcomes[stored.vehicle_id] = BulkOutcome(stored.vehicle_id, stored, created=True)
+            if stored.status is CommandState.QUEUED:
+                # In the background: the order is answered once stored (each command
+                # "queued"), and the boxes are written side by side, each on its own link.
+                self._ctx.spawn(self._delivery.dispatch(stored, device))
+        return [outcomes[vehicle_id] for vehicle_id in targets]
 
     async def cancel(self, requester: Requester, command_id: str) -> CommandRecord:
         """Cancel a command not sent yet (pending approval or queued); WrongState after."""
@@ -301,6 +384,150 @@ class Requests:
             raise WrongState(too_late(current.status))
         return changed
 
+    async def _replay(
+        self, fleet_id: str, request: CommandRequest, vehicle_id: str, param: int
+    ) -> CommandRecord | None:
+        """The command an earlier request with this Idempotency-Key created, if any."""
+        key = request.idempotency_key
+        if key is None:
+            return None
+        existing = await self._ctx.store.commands.by_idempotency_key(fleet_id, key)
+        if existing is not None:
+            rules.check_same_order(existing, vehicle_id, request.kind, param)
+        return existing
+
+    async def _switch(self, kind: CommandKind) -> KillSwitch | None:
+        """The kill switch, read only for the kinds it suspends."""
+        if kind in rules.IMMOBILIZATION_KINDS:
+            return await self._kill_switch.current()
+        return None
+
+    async def _prepare(
+        self,
+        requester: Requester,
+        request: CommandRequest,
+        vehicle: Vehicle,
+        device: Device,
+        frozen: list[str],
+        param: int,
+        policy: CommandPolicy,
+        switch: KillSwitch | None,
+    ) -> tuple[CommandRecord, AuditEntry]:
+        """The per-vehicle rules (duplicate-box freeze: ``frozen``, the alerts freezing
+        ``device``; kill switch; hourly cap), then the command to store and its request's
+        audit line. A capped kind: the caller holds the fleet's lock."""
+        kind = request.kind
+        fleet_id = requester.fleet_id
+        now = self._ctx.clock.now_ms()
+        refuse = self._refusal(requester, request, vehicle.id)
+        if frozen:
+            await refuse("frozen by a duplicate-box alert")
+            raise VehicleFrozen(
+                "commands to this vehicle are frozen: a second box claimed its IMEI while it was"
+                " online; an admin must clear the alert",
+                frozen,
+            )
+        if switch is not None and switch.engaged:
+            await refuse("immobilizations suspended by the platform kill switch")
+            raise ImmobilizationSuspended("immobilization commands are suspended platform-wide")
+        if kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None:
+            await self._check_cap(policy, vehicle.id, now, refuse)
+        status = (
+            CommandState.PENDING_APPROVAL
+            if policy.four_eyes and kind in rules.FOUR_EYES_KINDS
+            else CommandState.QUEUED
+        )
+        ttl_ms = (request.ttl_s or rules.NOW_OR_NEVER_ANSWER_S) * 1000
+        record = CommandRecord(
+            id=new_id("cmd"),
+            fleet_id=fleet_id,
+            vehicle_id=vehicle.id,
+            device_id=device.id,
+            imei=device.imei,
+            kind=kind,
+            param=param,
+            seq=0,
+            status=status,
+            created_ms=now,
+            updated_ms=now,
+            expires_ms=now + ttl_ms,
+            ttl_s=request.ttl_s,
+            requested_by=requester.key_id,
+            reason=request.reason,
+            theft_case_id=request.theft_case_id,
+            idempotency_key=request.idempotency_key,
+        )
+        requested = self._ctx.lines.about(
+            record,
+            "command.requested",
+            actor=key_actor(requester.key_id),
+            key_id=requester.key_id,
+            detail=describe(record),
+        )
+        return record, requested
+
+    async def _devices(self, fleet_id: str, device_ids: Sequence[str]) -> dict[str, Device]:
+        """The fleet's boxes of ``device_ids`` by id: read one by one for a few, by pages of
+        the whole fleet for many (fewer round trips than one per box)."""
+        devices = self._ctx.store.devices
+        if len(device_ids) < PAGE // 10:
+            found: dict[str, Device] = {}
+            for device_id in device_ids:
+                with contextlib.suppress(NotFound):  # deleted since: "no box fitted"
+                    found[device_id] = await devices.get(fleet_id, device_id)
+            return found
+        wanted = set(device_ids)
+        found = {}
+        cursor: str | None = None
+        while True:
+            page = await devices.list(fleet_id, cursor=cursor, limit=PAGE)
+            found.update((d.id, d) for d in page.items if d.id in wanted)
+            cursor = page.next_cursor
+            if cursor is None:
+                return found
+
+    async def _bulk_targets(
+        self, fleet_id: str, vehicle_ids: Sequence[str] | None
+    ) -> dict[str, Vehicle | None]:
+        """The order's vehicles by id, in the order asked (None: not in this fleet); with
+        ``vehicle_ids`` None, every vehicle of the fleet."""
+        vehicles = self._ctx.store.vehicles
+        targets: dict[str, Vehicle | None] = {}
+        if vehicle_ids is None:
+            cursor: str | None = None
+            while True:
+                page = await vehicles.list(fleet_id, cursor=cursor, limit=PAGE)
+                targets.update((v.id, v) for v in page.items)
+                if len(targets) > MAX_BULK_VEHICLES:
+                    raise InvalidCommand(
+                        f"the fleet has more than {MAX_BULK_VEHICLES} vehicles: name them in"
+                        " several orders"
+                    )
+                cursor = page.next_cursor
+                if cursor is None:
+                    return targets
+        if len(vehicle_ids) > MAX_BULK_VEHICLES:
+            raise InvalidCommand(f"at most {MAX_BULK_VEHICLES} vehicles per order")
+        asked = dict.fromkeys(vehicle_ids)  # each vehicle once, in the order asked
+        if len(asked) < PAGE // 10:
+            for vehicle_id in asked:
+                try:
+                    targets[vehicle_id] = await vehicles.get(fleet_id, vehicle_id)
+                except NotFound:
+                    targets[vehicle_id] = None
+            return targets
+        # Many: the fleet's vehicles by pages (fewer round trips than one read per vehicle),
+        # until every vehicle asked for is found.
+        found: dict[str, Vehicle] = {}
+        cursor = None
+        while len(found) < len(asked):
+            page = await vehicles.list(fleet_id, cursor=cursor, limit=PAGE)
+            found.update((v.id, v) for v in page.items if v.id in asked)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return {vehicle_id: found.get(vehicle_id) for vehicle_id in asked}
+
     async def _check_cap(
         self, policy: CommandPolicy, vehicle_id: str, now: int, refuse: Refusal
     ) -> None:
@@ -310,7 +537,16 @@ class Requests:
         commands = self._ctx.store.commands
         since = now - HOUR_MS
         kinds = rules.ENGINE_START_KINDS
-        if await commands.count_since(policy.fleet_id, kinds, since) < cap:
+        # Counted in storage, atomically for every process (a read-then-insert here could
+        # let two processes overrun the cap together); one count per command created.
+        taken = await self._ctx.store.counters.take(
+            rules.engine_start_counter(policy.fleet_id),
+            fleet_id=policy.fleet_id,
+            limit=cap,
+            window=rules.ENGINE_START_WINDOW,
+            now_ms=now,
+        )
+        if taken is not None:
             return
         recent = await commands.list(policy.fleet_id, from_ms=since, limit=1000)
         oldest = min((c.created_ms for c in recent.items if c.kind in kinds), default=since)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from commands.errors import IdempotencyMismatch, InvalidCommand
 from protocol.gp8 import Command, CommandFailure, CommandStatus, CommandType
+from storage.counters import CounterWindow
 from storage.models import CommandKind, CommandRecord, Role
 
 WIRE_TYPE: dict[CommandKind, CommandType] = {
@@ -26,6 +27,9 @@ WIRE_TYPE: dict[CommandKind, CommandType] = {
 # strand a driver or change how the box behaves is for admins only.
 MANAGER_KINDS = frozenset({CommandKind.LOCK, CommandKind.UNLOCK, CommandKind.LOCATE})
 ENGINE_START_KINDS = frozenset({CommandKind.DISABLE_ENGINE_START, CommandKind.ENABLE_ENGINE_START})
+# The hourly engine-start cap's shared count (storage/counters.py): a rolling hour in one-minute
+# steps, so the hour is strict by up to a minute.
+ENGINE_START_WINDOW = CounterWindow(window_ms=3_600_000, bucket_ms=60_000)
 # What the platform kill switch suspends. Releasing an inhibit stays possible: the switch exists
 # to stop a wave of immobilizations (a bug, a stolen key), not to keep vehicles immobilized.
 IMMOBILIZATION_KINDS = frozenset({CommandKind.DISABLE_ENGINE_START})
@@ -54,6 +58,11 @@ THEFT_CASE_ID_MAX = 64
 IDEMPOTENCY_KEY_MAX = 128
 
 _ROLE_RANK = {Role.VIEWER: 0, Role.MANAGER: 1, Role.ADMIN: 2}
+
+
+def engine_start_counter(fleet_id: str) -> str:
+    """The name of the fleet's engine-start count."""
+    return f"engine_start:{fleet_id}"
 
 
 def required_role(kind: CommandKind) -> Role:

@@ -23,7 +23,7 @@ from commands.kill_switch import KillSwitchView
 from commands.metrics import CommandMetrics
 from commands.ports import CommandStore, Listener, Sender
 from commands.replies import BoxReply, Replies
-from commands.requests import CommandRequest, Requester, Requests
+from commands.requests import BulkOutcome, BulkRequest, CommandRequest, Requester, Requests
 from storage.models import Alert, CommandPolicy, CommandRecord, Device, KillSwitch
 
 # Deliveries under way when the service stops get this long to finish.
@@ -109,6 +109,9 @@ class CommandService:
         self, requester: Requester, request: CommandRequest
     ) -> tuple[CommandRecord, bool]:
         return await self.requests.create(requester, request)
+
+    async def create_bulk(self, requester: Requester, bulk: BulkRequest) -> list[BulkOutcome]:
+        return await self.requests.create_bulk(requester, bulk)
 
     async def cancel(self, requester: Requester, command_id: str) -> CommandRecord:
         return await self.requests.cancel(requester, command_id)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,8 @@ READ_SIZE = 64 * 1024
 HOOK_TIMEOUT_S = 10.0
 # Closing politely waits this long for the kernel to take our last bytes, then aborts.
 CLOSE_TIMEOUT_S = 2.0
+# A 255-record batch (11,488 bytes) over a 2G link at ~10 kbit/s takes ~9 s: twice that.
+FRAME_TIMEOUT_S = 20.0
 
 # Closes after which nothing more can be written: abort instead of flushing.
 _IMPOLITE = frozenset({"write_timeout", "connection_lost", "superseded"})
@@ -55,6 +59,9 @@ class ConnectionConfig:
     login_timeout_s: float
     write_timeout_s: float
     store_wait_s: float = STORE_WAIT_S
+    # Longest a read may leave bytes of an incomplete frame waiting with no frame consumed:
+    # a trickle that never completes one is closed ("frame_timeout"), not kept until idle.
+    frame_timeout_s: float = FRAME_TIMEOUT_S
 
 
 # Opens one link's protocol session: the listener's protocol (GP8 today; one per port).
@@ -75,6 +82,14 @@ class Services:
     on_login: LoginHook | None = None
 
 
+# The box session the running task serves (one task per TCP connection); None elsewhere.
+session_id_var: ContextVar[str | None] = ContextVar("gp8_box_session", default=None)
+
+
+def current_session_id() -> str | None:
+    return session_id_var.get()
+
+
 class Connection:
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, services: Services
@@ -85,6 +100,7 @@ class Connection:
         self._metrics = services.metrics
         peer = writer.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.session_id = secrets.token_hex(6)
         self._protocol = services.open_session()
         self._core: DeviceSession[Any, Any] = DeviceSession(
             self._protocol,
@@ -144,18 +160,27 @@ class Connection:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
+        # Every log line of this connection's task carries its id (gp8/logs.py), so one box
+        # session's lines can be followed across modules and told from its reconnections.
+        session_id_var.set(self.session_id)
         loop = asyncio.get_running_loop()
-        login_deadline = loop.time() + self._s.config.login_timeout_s
+        config = self._s.config
+        login_deadline = loop.time() + config.login_timeout_s
+        # Loop time since which bytes of an incomplete frame wait with no frame consumed.
+        waiting_since: float | None = None
         reason = "closed"
         try:
             await self._write(self._protocol.encode(self._protocol.greeting()))
             while not self._stopping and self._close_reason is None:
                 if self._protocol.authenticated:
-                    deadline = loop.time() + self._s.config.idle_timeout_s
+                    deadline = loop.time() + config.idle_timeout_s
                     timeout_reason = "idle_timeout"
                 else:
                     deadline = login_deadline
                     timeout_reason = "login_timeout"
+                if waiting_since is not None and waiting_since + config.frame_timeout_s < deadline:
+                    deadline = waiting_since + config.frame_timeout_s
+                    timeout_reason = "frame_timeout"
                 try:
                     data = await self._read(deadline)
                 except TimeoutError:
@@ -167,7 +192,12 @@ class Connection:
                         # The link died mid-frame; the box resends what we did not ACK.
                         self._metrics.frame_errors["truncated"] += 1
                     break
+                held = self._protocol.buffered + len(data)
                 await self._handle(data)
+                if self._protocol.buffered < held:  # bytes were consumed: a frame went through
+                    waiting_since = None
+                if self._protocol.buffered and waiting_since is None:
+                    waiting_since = loop.time()
             else:
                 reason = "shutdown" if self._stopping else "closed"
         except Closed as close:

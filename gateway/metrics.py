@@ -135,12 +135,26 @@ class GatewayMetrics(SessionMetrics):
             "Connections refused at max_connections.",
         ),
         Field(
+            "source_refusals",
+            "source_network_refusals",
+            "counter",
+            "Connections closed at once: their source is outside the listener's allowed networks.",
+            "listener",
+        ),
+        Field(
             "superseded",
             "superseded_total",
             "counter",
             "Sessions closed because the box logged in again.",
         ),
         Field("closes", "closes", "counter", "Closed connections by reason.", "reason"),
+        Field(
+            "login_lockouts",
+            "login_lockouts",
+            "counter",
+            "Lock-outs after failed logins, by what was locked (source or source+IMEI).",
+            "scope",
+        ),
         *SessionMetrics.FIELDS,
         Field(
             "records",
@@ -168,12 +182,14 @@ class GatewayMetrics(SessionMetrics):
         self.connections_current = 0
         self.connections_total = 0
         self.connections_refused = 0  # beyond max_connections
+        self.source_refusals: Counter[str] = Counter()  # by listener (gateway/networks.py)
         self.superseded = 0  # sessions closed because the same box logged in again
         self.storage_errors = 0  # failed flushes
         self.flushes = 0
         self.store_seconds = 0.0  # time spent in telemetry.store (busy fraction of the writer)
         self.records: Counter[str] = Counter()  # "stored", "duplicate" (positions and events)
         self.closes: Counter[str] = Counter()  # why connections ended
+        self.login_lockouts: Counter[str] = Counter()  # "source", "identity" (gateway/auth.py)
         self.flush_size = Histogram(FLUSH_SIZE_BUCKETS)
         self.store_latency = Histogram(STORE_LATENCY_BUCKETS)
         self.processing: Counter[str] = Counter()  # see processing/stage.py

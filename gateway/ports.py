@@ -27,6 +27,16 @@ class DeviceDirectory(Protocol):
     async def set_connection(self, connection: DeviceConnection) -> None: ...
 
 
+class ConnectionLedger(Protocol):
+    """The connection rows every gateway process writes: how one process sees the boxes
+    another holds (gateway/registry.py, docs/scaling.md)."""
+
+    async def connection(self, device_id: str) -> DeviceConnection | None: ...
+    async def touch_connections(
+        self, gateway_id: str, device_ids: list[str], seen_ms: int
+    ) -> dict[str, str]: ...
+
+
 class GatewayStore(Protocol):
     @property
     def devices(self) -> DeviceDirectory: ...

@@ -15,20 +15,24 @@ import functools
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 
 from gateway.adapters import gp8, teltonika
 from gateway.auth import LoginChecker
-from gateway.connection import Connection, ConnectionConfig, Services
+from gateway.connection import FRAME_TIMEOUT_S, Connection, ConnectionConfig, Services
 from gateway.core import AnswerHook, LoginHook, log_answer
 from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics, MetricsCollector
+from gateway.networks import SourceNetworks
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
 from gateway.registry import SessionRegistry
+from gateway.tls import HANDSHAKE_TIMEOUT_S, StreamHandler, TlsListener, TlsMetrics
 from processing import Handler, ProcessingStage
 from protocol.gp8 import Message
 from storage.models import Event, Position
+from throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ class TcpGateway(Service):
         idle_timeout_s: float = 300.0,
         login_timeout_s: float = 30.0,
         write_timeout_s: float = 30.0,
+        frame_timeout_s: float = FRAME_TIMEOUT_S,
+        login_throttle: AuthThrottle | None = None,
+        hide_unknown_device: bool = False,
         max_connections: int = 20_000,
         batch_size: int = 1000,
         max_batch_size: int | None = None,
@@ -60,6 +67,11 @@ class TcpGateway(Service):
         on_login: LoginHook | None = None,
         handlers: Sequence[Handler] = (),
         teltonika_port: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        teltonika_tls: ssl.SSLContext | None = None,
+        tls_handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        allowed_networks: SourceNetworks | None = None,
+        teltonika_allowed_networks: SourceNetworks | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -67,6 +79,15 @@ class TcpGateway(Service):
         # A second listener, for Teltonika boxes (docs/teltonika.md); None: off.
         self._teltonika_requested_port = teltonika_port
         self.teltonika_port: int | None = None  # its bound port, once started
+        # TLS per listener (None: plain TCP), contexts built by the entry point (gp8/tls.py).
+        self._tls = {"gp8": tls, "teltonika": teltonika_tls if teltonika_port is not None else None}
+        self._handshake_timeout_s = tls_handshake_timeout_s
+        # Where each listener's boxes may connect from (empty: anywhere).
+        self._sources = {
+            "gp8": allowed_networks or SourceNetworks(),
+            "teltonika": teltonika_allowed_networks or SourceNetworks(),
+        }
+        self.tls_metrics = {name: TlsMetrics() for name, ctx in self._tls.items() if ctx}
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
         self._max_connections = max_connections
         self.metrics = GatewayMetrics()
@@ -96,10 +117,17 @@ class TcpGateway(Service):
                 idle_timeout_s=idle_timeout_s,
                 login_timeout_s=login_timeout_s,
                 write_timeout_s=write_timeout_s,
+                frame_timeout_s=frame_timeout_s,
             ),
             pipeline=self.pipeline,
             open_session=gp8.sessions(
-                LoginChecker(store.devices, metrics=self.metrics), store.devices
+                LoginChecker(
+                    store.devices,
+                    metrics=self.metrics,
+                    throttle=login_throttle,
+                    hide_unknown_device=hide_unknown_device,
+                ),
+                store.devices,
             ),
             registry=self.registry,
             devices=store.devices,
@@ -109,10 +137,11 @@ class TcpGateway(Service):
         )
         # The same link, pipeline, registry and hooks; only the protocol differs.
         self._teltonika_services = dataclasses.replace(
-            self._services, open_session=teltonika.sessions(store.devices, self.metrics)
+            self._services,
+            open_session=teltonika.sessions(store.devices, self.metrics, throttle=login_throttle),
         )
-        self._server: asyncio.Server | None = None
-        self._teltonika_server: asyncio.Server | None = None
+        self._server: asyncio.Server | TlsListener | None = None
+        self._teltonika_server: asyncio.Server | TlsListener | None = None
         self._connections: dict[Connection, asyncio.Task[None]] = {}
         self._closing = False
 
@@ -122,15 +151,16 @@ class TcpGateway(Service):
         await self.processing.start()
         await self.pipeline.start()
         try:
-            self._server = await asyncio.start_server(
-                self._on_connect, self.host, self._requested_port, backlog=LISTEN_BACKLOG
+            self._server = await self._listen(
+                functools.partial(self._on_connect, listener="gp8"), self._requested_port, "gp8"
             )
             if self._teltonika_requested_port is not None:
-                self._teltonika_server = await asyncio.start_server(
-                    functools.partial(self._on_connect, services=self._teltonika_services),
-                    self.host,
+                self._teltonika_server = await self._listen(
+                    functools.partial(
+                        self._on_connect, services=self._teltonika_services, listener="teltonika"
+                    ),
                     self._teltonika_requested_port,
-                    backlog=LISTEN_BACKLOG,
+                    "teltonika",
                 )
         except BaseException:
             if self._server is not None:
@@ -139,10 +169,13 @@ class TcpGateway(Service):
             await self.processing.stop()
             raise
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("gateway %s listening on %s:%d", self.gateway_id, self.host, self.port)
+        reach = describe_bind(self.host)
+        log.info(
+            "gateway %s: GP8 boxes on %s:%d (%s)", self.gateway_id, self.host, self.port, reach
+        )
         if self._teltonika_server is not None:
             self.teltonika_port = self._teltonika_server.sockets[0].getsockname()[1]
-            log.info("teltonika boxes on %s:%d", self.host, self.teltonika_port)
+            log.info("teltonika boxes on %s:%d (%s)", self.host, self.teltonika_port, reach)
 
     async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
         """Stop accepting and reading; store and ACK what was received; close every socket.
@@ -195,11 +228,19 @@ class TcpGateway(Service):
             "ingest_pending": self.pipeline.pending,
             "processing_pending": self.processing.pending,
             **self.metrics.snapshot(),
+            **({"tls": self._tls_snapshot()} if self.tls_metrics else {}),
         }
 
     def collector(self) -> MetricsCollector:
         """The gateway's counters for a prometheus-client registry (GET /metrics)."""
         return MetricsCollector(self.metrics, "gp8_gateway_")
+
+    def tls_collectors(self) -> list[MetricsCollector]:
+        """The TLS handshake counters of each listener serving TLS (GET /metrics)."""
+        return [
+            MetricsCollector(counts, "gp8_tls_", {"listener": listener})
+            for listener, counts in self.tls_metrics.items()
+        ]
 
     async def _last_fix(self, fleet_id: str, vehicle_id: str) -> int | None:
         position = await self._telemetry.last_position(fleet_id, vehicle_id)
@@ -210,15 +251,54 @@ class TcpGateway(Service):
 
     # --- connections -------------------------------------------------------------------------
 
+    def _tls_snapshot(self) -> dict[str, object]:
+        return {listener: counts.snapshot() for listener, counts in self.tls_metrics.items()}
+
+    async def _listen(
+        self, on_connect: StreamHandler, port: int, listener: str
+    ) -> asyncio.Server | TlsListener:
+        context = self._tls[listener]
+        if context is None:
+            return await asyncio.start_server(on_connect, self.host, port, backlog=LISTEN_BACKLOG)
+        return await TlsListener.start(
+            on_connect,
+            self.host,
+            port,
+            context,
+            backlog=LISTEN_BACKLOG,
+            handshake_timeout_s=self._handshake_timeout_s,
+            admit=functools.partial(self._admit, listener),
+            metrics=self.tls_metrics[listener],
+        )
+
+    def _admit(self, listener: str, peer: object) -> bool:
+        """Whether to take a new connection from ``peer``: checked as it is accepted, before
+        any TLS handshake (which costs CPU and a slot) and again once it reaches
+        `_on_connect`."""
+        metrics = self.metrics
+        if not self._sources[listener].allows(peer):
+            metrics.source_refusals[listener] += 1
+            log.debug("%s listener: %s is outside the allowed networks", listener, peer)
+            return False
+        if self._closing or len(self._connections) + self._handshaking() >= self._max_connections:
+            metrics.connections_refused += 1
+            return False
+        return True
+
+    def _handshaking(self) -> int:
+        """Connections in their TLS handshake: they count against max_connections."""
+        servers = (self._server, self._teltonika_server)
+        return sum(s.handshaking for s in servers if isinstance(s, TlsListener))
+
     async def _on_connect(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         services: Services | None = None,  # the listener's protocol; default GP8
+        listener: str = "gp8",
     ) -> None:
         metrics = self.metrics
-        if self._closing or len(self._connections) >= self._max_connections:
-            metrics.connections_refused += 1
+        if not self._admit(listener, writer.get_extra_info("peername")):
             writer.transport.abort()
             return
         connection = Connection(reader, writer, services or self._services)
@@ -241,3 +321,12 @@ class TcpGateway(Service):
         finally:
             del self._connections[connection]
             metrics.connections_current -= 1
+
+
+def describe_bind(host: str) -> str:
+    """What a listen address exposes, for the start-up log: operators must see a wildcard."""
+    if host in ("", "0.0.0.0", "::"):
+        return "every interface"
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return "loopback only"
+    return "this address only"

@@ -103,9 +103,7 @@ def _teltonika_record(
         return out
     io = record.io
     position = teltonika_adapter.to_position(record, io, _CONTEXT, received_ms, profile)
-    out["position"] = _stored(position._asdict())
-    # The IO elements with no gp8 field, kept raw (the position's "io" once storage has it).
-    out["unmapped_io"] = teltonika_adapter.unmapped_io(record, profile)
+    out["position"] = _stored(position._asdict())  # its "io": the elements with no gp8 field
     event = teltonika_adapter.to_event(record, io, position, profile)
     if event is not None:
         out["event"] = {"code": event.code, "detail": event.detail}

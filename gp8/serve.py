@@ -7,8 +7,11 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
+import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -51,6 +54,8 @@ class Running:
         self.stream_pruner: Any = None
         self.webhooks: Any = None
         self.offline_sweep: Any = None
+        self.retention: Any = None
+        self.export_worker: Any = None
 
     @property
     def tcp_port(self) -> int:
@@ -83,12 +88,32 @@ async def start_services(settings: Settings) -> Running:
 
 async def _start(run: Running, settings: Settings) -> None:
     from api.app import create_app
+    from api.http_limits import MAX_HEAD_BYTES, HttpLimits, connection_cap, limited_h11
+    from api.routes.console import ConsoleOptions
+    from api.routes.health import ReadyCheck, link_check
+    from api.security import KeyThrottle
     from commands import CommandService
     from gateway import TcpGateway
+    from gateway.networks import SourceNetworks
+    from gp8.tls import broker_config, server_contexts, uvicorn_context_factory
     from storage import open_store
+    from throttle import AuthThrottle, FailureLimit, FailureThrottle
 
+    # TLS first: a bad certificate or key file stops the start before anything opens.
+    tls = server_contexts(settings)
+    broker = broker_config(settings)
+    readiness: dict[str, ReadyCheck] = {}  # GET /ready's checks beyond storage
+
+    from gp8.secrets_key import secret_box
+
+    # start() refuses a schema older or newer than this gp8's: `gp8 migrate` upgrades (never
+    # done here, not even for the embedded default: an upgrade rewrites the secrets, so it is
+    # an operator's step, after a backup; docs/storage.md).
     store = open_store(
-        mongo_url=settings.mongo_url, mongo_db=settings.mongo_db, data_dir=settings.data_dir
+        mongo_url=settings.mongo_url,
+        mongo_db=settings.mongo_db,
+        data_dir=settings.data_dir,
+        secrets=secret_box(settings),
     )
     await store.start()
     run.store = store
@@ -107,6 +132,8 @@ async def _start(run: Running, settings: Settings) -> None:
     rule_book = RuleBook(store.alert_rules)
     alert_rules = AlertRulesHandler(store, rule_book)
     parked_guard = GuardHandler(store, rule_book)
+    # Failed logins: by (address, IMEI) and by address (docs/security.md).
+    lockout = settings.tcp.login_lockout_s
     gateway = TcpGateway(
         store,
         host=settings.tcp.host,
@@ -114,6 +141,12 @@ async def _start(run: Running, settings: Settings) -> None:
         idle_timeout_s=settings.tcp.idle_timeout_s,
         login_timeout_s=settings.tcp.login_timeout_s,
         write_timeout_s=settings.tcp.write_timeout_s,
+        frame_timeout_s=settings.tcp.frame_timeout_s,
+        login_throttle=AuthThrottle(
+            per_identity=FailureLimit(settings.tcp.login_failures_per_imei, 600.0, lockout),
+            per_source=FailureLimit(settings.tcp.login_failures_per_source, 60.0, lockout),
+        ),
+        hide_unknown_device=settings.tcp.hide_unknown_device,
         max_connections=settings.tcp.max_connections,
         batch_size=settings.ingest.batch_size,
         max_delay_ms=settings.ingest.max_delay_ms,
@@ -122,28 +155,44 @@ async def _start(run: Running, settings: Settings) -> None:
         on_command_result=commands.on_box_reply,
         on_login=commands.on_box_online,
         teltonika_port=settings.teltonika.port,
+        tls=tls["tcp"],
+        teltonika_tls=tls["teltonika"],
+        tls_handshake_timeout_s=settings.tls.handshake_timeout_s,
+        allowed_networks=SourceNetworks(settings.tcp.allowed_networks),
+        teltonika_allowed_networks=SourceNetworks(settings.teltonika.allowed_networks),
         handlers=[geofences, alert_rules, parked_guard],
     )
     gateway.registry.on_duplicate = commands.on_duplicate_login
-    commands.add_sender(gateway)
-    await gateway.start()
-    run.gateway = gateway
+    # The connection rows other gp8 processes write: cross-process duplicate boxes and the
+    # live sessions' seen_ms (docs/scaling.md).
+    gateway.registry.ledger = store.devices
+    # Role "api" listens to no box: the commands it queues are sent by the gateway processes,
+    # whose sweepers poll for them (docs/commands.md, "Transports and processes").
+    boxes = settings.role != "api"
+    if boxes:
+        commands.add_sender(gateway)
+        await gateway.start()
+        run.gateway = gateway
 
     metrics = CollectorRegistry()
-    metrics.register(gateway.collector())
+    if boxes:
+        metrics.register(gateway.collector())
+        for collector in gateway.tls_collectors():
+            metrics.register(collector)
     metrics.register(commands.metrics)
     health_parts: list[Callable[[], Awaitable[dict[str, Any]]]] = []
 
     async def gateway_health() -> dict[str, Any]:
         return {"gateway": {"status": "ok", "tcp_port": gateway.port, **gateway.health()}}
 
-    health_parts.append(gateway_health)
+    if boxes:
+        health_parts.append(gateway_health)
 
-    if settings.mqtt.url:
+    if broker is not None and boxes:
         from gateway.mqtt import MqttBridge
 
-        bridge = MqttBridge.from_url(
-            settings.mqtt.url,
+        bridge = MqttBridge(
+            broker,
             gateway.pipeline,
             store,
             share_group=settings.mqtt.share_group,
@@ -160,6 +209,8 @@ async def _start(run: Running, settings: Settings) -> None:
         metrics.register(bridge.collector())
         await bridge.start()
         run.mqtt = bridge
+        # Unready while the broker link is down: the bridge says so through `connected`.
+        readiness["mqtt"] = link_check(bridge, f"broker {broker.address}")
 
         async def mqtt_health() -> dict[str, Any]:
             return {"mqtt": bridge.health()}
@@ -174,10 +225,14 @@ async def _start(run: Running, settings: Settings) -> None:
 
     health_parts.append(commands_health)
 
+    # The live stream: this process's fan-out to its clients, and the log's retention window.
+    from api.services.privacy import EntryPrivacy
     from api.stream import StreamHub, StreamPruner
 
-    # The live stream: this process's fan-out to its clients, and the log's retention window.
-    stream_hub = StreamHub(store.stream, queue_limit=settings.stream.queue_limit)
+    # Private fixes never reach the stream (docs/privacy.md).
+    stream_hub = StreamHub(
+        store.stream, queue_limit=settings.stream.queue_limit, privacy=EntryPrivacy(store)
+    )
     run.stream_hub = stream_hub
     stream_pruner = StreamPruner(store.stream, retention_s=settings.stream.retention_s)
     await stream_pruner.start()
@@ -252,6 +307,21 @@ async def _start(run: Running, settings: Settings) -> None:
         }
 
     health_parts.append(tracking_health)
+
+    from api.services.export_job import ExportWorker
+    from retention import RetentionService
+
+    # Retention and offboarding enforced by gp8 itself, and the export jobs (docs/gdpr.md).
+    exports_dir = settings.data_dir / "exports"
+    retention = RetentionService(
+        store, exports_dir=exports_dir, interval_s=settings.retention.purge_interval_s
+    )
+    await retention.start()
+    run.retention = retention
+    export_worker = ExportWorker(store, directory=exports_dir)
+    if settings.role != "gateway":
+        await export_worker.start()
+        run.export_worker = export_worker
     tracked = {
         "alert_rules": alert_rules.counters,
         "parked_guard": parked_guard.counters,
@@ -280,12 +350,28 @@ async def _start(run: Running, settings: Settings) -> None:
         store,
         bootstrap_key=settings.bootstrap_key,
         rate_limit_per_minute=settings.api.rate_limit_per_minute,
+        key_ttl_days=settings.api.key_ttl_days,
         health=health,
         metrics=metrics,
         stream_hub=stream_hub,
         webhook_allow_private=settings.webhooks.allow_private,
+        readiness=readiness,
+        # Role "gateway" serves HTTP for the operational endpoints only (/, /health, /metrics).
+        ops_only=settings.role == "gateway",
+        # Unset console settings keep the console's defaults (OpenStreetMap's tiles).
+        console=ConsoleOptions(**settings.console.model_dump(exclude_none=True)),
     )
     app.state.commands = commands
+    app.state.export_worker = export_worker
+    app.state.exports_dir = exports_dir
+    app.state.offboarding_days = settings.retention.offboarding_days
+    # Invalid API keys per client address (api/security.py): a flood of them is answered 429.
+    key_throttle = KeyThrottle(
+        FailureThrottle(
+            FailureLimit(settings.api.key_failures_per_source, 60.0, settings.api.key_lockout_s)
+        )
+    )
+    app.state.key_throttle = key_throttle
     # Fence writes through this API apply to the handler at once (else within its 30 s cache).
     app.state.geofences_changed = geofences.invalidate
     # Alert rule writes through this API apply to the handlers at once (else within 5 s).
@@ -296,15 +382,37 @@ async def _start(run: Running, settings: Settings) -> None:
         "default_interval_s": settings.tracking.default_report_interval_s,
         "hold_days": settings.tracking.theft_hold_days,
     }
+    http_refusals: Counter[str] = Counter()
+    for name, help_, counts in (
+        ("gp8_api_connections_refused", "API connections closed by a limit.", http_refusals),
+        ("gp8_api_key_failures", "Invalid API keys and their throttling.", key_throttle.counts),
+    ):
+        metrics.register(FamilyCollector(name, help_, ("reason",), _by_label(counts)))
     config = uvicorn.Config(
         app,
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.log_level.lower(),
+        # Not uvicorn's own handlers: its loggers propagate to gp8's (gp8/logs.py, JSON lines).
+        log_config=None,
         lifespan="on",
         access_log=False,
         # Clients send the stream one small message at most (api/stream/protocol.py).
         ws_max_size=64 * 1024,
+        ssl_context_factory=uvicorn_context_factory(tls["api"]),
+        # The request line and headers at most (more: a 400 problem, api/http_limits.py).
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        # uvicorn has no header deadline nor connection caps (slowloris; api/http_limits.py).
+        http=limited_h11(
+            HttpLimits(
+                header_timeout_s=settings.api.header_timeout_s,
+                max_connections=connection_cap(
+                    settings.api.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                ),
+                max_connections_per_source=settings.api.max_connections_per_source,
+            ),
+            http_refusals,
+        ),
     )
     server = _ApiServer(config)
     run.api_server = server
@@ -314,6 +422,10 @@ async def _start(run: Running, settings: Settings) -> None:
             await run.api_task  # raises the start-up error (port in use, ...)
             raise RuntimeError("API server exited during start-up")
         await asyncio.sleep(0.02)
+
+
+def _by_label(counts: Counter[str]) -> Callable[[], list[tuple[tuple[str], int]]]:
+    return lambda: [((key,), value) for key, value in sorted(counts.items())]
 
 
 async def _serve_api(server: uvicorn.Server) -> None:
@@ -341,6 +453,10 @@ async def stop_services(run: Running) -> None:
         await run.webhooks.stop()
     if run.offline_sweep is not None:
         await run.offline_sweep.stop()
+    if run.retention is not None:
+        await run.retention.stop()
+    if run.export_worker is not None:
+        await run.export_worker.stop()
     if run.commands is not None:
         await run.commands.stop()
     if run.mqtt is not None:
@@ -351,22 +467,52 @@ async def stop_services(run: Running) -> None:
         await run.store.close()
 
 
+def refusals(settings: Settings) -> list[str]:
+    """Why `gp8 serve` will not start with ``settings``, one line each (production mode, TLS
+    files, the broker URL); [] to go ahead."""
+    from gateway.errors import GatewayError
+    from gp8.production import check_production
+
+    try:
+        return check_production(settings)
+    except GatewayError as exc:  # TlsConfigError: a listener with a certificate but no key
+        return [str(exc)]
+
+
 async def run_serve(settings: Settings) -> int:
+    from gateway.errors import GatewayError
+
+    reasons = refusals(settings)
+    for reason in reasons:
+        print(f"gp8 serve: {reason}", file=sys.stderr)
+    if reasons:
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    run = await start_services(settings)
+    try:
+        run = await start_services(settings)
+    except GatewayError as exc:  # an unreadable certificate, a CA with an mqtt:// URL, ...
+        print(f"gp8 serve: {exc}", file=sys.stderr)
+        return 2
     if run.gateway is not None and run.gateway.teltonika_port is not None:
         log.info("teltonika boxes on tcp %s:%d", settings.tcp.host, run.gateway.teltonika_port)
     log.info(
-        "gp8 serving: boxes on tcp %s:%d, API on http://%s:%d (storage: %s)",
-        settings.tcp.host,
-        run.tcp_port,
+        "gp8 serving (role %s): boxes on %s, API on %s://%s:%d (storage: %s)",
+        settings.role,
+        f"tcp {settings.tcp.host}:{run.tcp_port}" if run.gateway is not None else "no listener",
+        "https" if run.api_server is not None and run.api_server.config.ssl else "http",
         settings.api.host,
         run.api_port,
         "mongodb" if settings.mongo_url else f"sqlite in {settings.data_dir}",
     )
+    if run.api_server is not None:
+        from gateway.server import describe_bind
+
+        # Loopback by default (docs/security.md, "Listening addresses"): say what is exposed.
+        host = settings.api.host
+        log.info("API on %s:%d (%s)", host, run.api_port, describe_bind(host))
     try:
         await stop.wait()
     finally:

@@ -117,6 +117,7 @@ class Box:
     """A box over some link; subclasses say which (`_open_link`) and its default port."""
 
     DEFAULT_PORT = 0
+    OUTBOX: type[Outbox] = Outbox  # the protocol it speaks (simulator.teltonika has another)
 
     def __init__(
         self,
@@ -133,7 +134,7 @@ class Box:
         on_answer: AnswerHook | None = None,
         **outbox: Unpack[OutboxOptions],
     ) -> None:
-        self.outbox = Outbox(imei, secret, model, **outbox)
+        self.outbox = self.OUTBOX(imei, secret, model, **outbox)
         self.host = host
         self.port = self.DEFAULT_PORT if port is None else port  # read at each connect
         self.connect_timeout_s = connect_timeout_s
@@ -250,6 +251,9 @@ class Box:
         self._session = session
         self.outbox.link_up(link.framing)
         try:
+            greeting = self.outbox.greeting()
+            if greeting:
+                await self._send(session, greeting)
             # Over TCP: CHALLENGE → LOGIN → LOGIN_RESULT (§5.1); over MQTT the broker has
             # already checked the box's credentials, and the box is online at once.
             async with asyncio.timeout(self.io_timeout_s):

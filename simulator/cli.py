@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from simulator.report import Report, live_progress, render_table
 from simulator.scenario import Scenario, ScenarioError, builtin_names, load_scenario
 from simulator.tracks import TrackError, load_track
 from simulator.trajectory import RoadNetwork, StreetGrid, TrackRoute
-from simulator.transport import TRANSPORTS, TransportConfig
+from simulator.transport import DEFAULT_PORTS, PROTOCOLS, TRANSPORTS, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,22 @@ def _positive(text: str) -> float:
     return value
 
 
+# What `gp8 sim --help` tells a user (the module docstring is for developers).
+SIM_DESCRIPTION = """\
+Drive simulated GP8 (or Teltonika) boxes against a gp8 gateway: for trying gp8 out, testing
+and load.
+
+Boxes come from one of:
+  --api URL --key KEY   create --devices vehicles and boxes through the fleet API (KEY: a
+                        fleet admin key) and fit them
+  --provision FILE      boxes that exist already (JSON lines: imei, secret, model)
+
+At the end the run prints one JSON line of figures (devices, sent, acked, ...) on stdout;
+live progress and a table go to stderr. More in docs/simulator.md."""
+
+
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__
+    parser.description = SIM_DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     boxes = parser.add_argument_group("boxes")
     boxes.add_argument("--api", metavar="URL", help="fleet API base URL: create the boxes there")
@@ -126,18 +141,49 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     link.add_argument(
         "--gateway",
         type=_gateway,
-        default=("127.0.0.1", 5027),
+        default=None,
         metavar="HOST:PORT",
-        help="the gateway's TCP address (default 127.0.0.1:5027)",
+        help="the gateway's TCP address (default 127.0.0.1:5027; with --protocol teltonika, "
+        "127.0.0.1:5028)",
     )
-    link.add_argument("--transport", choices=TRANSPORTS, default="tcp", help="default tcp")
+    link.add_argument(
+        "--transport", choices=TRANSPORTS, default="tcp", help="how boxes connect (default tcp)"
+    )
+    link.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="gp8",
+        help="what the boxes speak: gp8 (default), or teltonika (FMC130 boxes over TCP, to gp8's "
+        "--teltonika-port; see docs/teltonika.md)",
+    )
+    link.add_argument(
+        "--tls", action="store_true", help="TCP inside TLS; the gateway's certificate is verified"
+    )
+    link.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="with --tls: the CA (PEM) the gateway's certificate must chain to (default: the "
+        "system's trust store)",
+    )
+    link.add_argument(
+        "--client-cert",
+        type=Path,
+        metavar="FILE",
+        help="with --tls: the boxes' certificate (PEM), for a gateway requiring mutual TLS",
+    )
+    link.add_argument("--client-key", type=Path, metavar="FILE", help="its private key (PEM)")
     link.add_argument(
         "--mqtt-url",
         default=None,
         help="broker for --transport mqtt (default mqtt://127.0.0.1:1883)",
     )
-    link.add_argument("--batch-size", type=_positive_int, default=50, help="records per frame")
-    link.add_argument("--window", type=_positive_int, default=4, help="frames awaiting ACK")
+    link.add_argument(
+        "--batch-size", type=_positive_int, default=50, help="records per frame (default 50)"
+    )
+    link.add_argument(
+        "--window", type=_positive_int, default=4, help="frames awaiting ACK at once (default 4)"
+    )
     link.add_argument(
         "--reconnect-delay",
         type=_positive,
@@ -161,18 +207,31 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--scenario", default="normal", help="built-in name or a file (TOML/JSON/YAML)"
+        "--scenario",
+        default="normal",
+        help="built-in name (see --list-scenarios) or a file (TOML/JSON/YAML); default normal",
     )
     run.add_argument("--list-scenarios", action="store_true", help="list built-in scenarios")
-    run.add_argument("--count", type=_positive_int, help="positions per box, then stop")
+    run.add_argument(
+        "--count", type=_positive_int, help="positions per box, then stop (default: no limit)"
+    )
     run.add_argument(
         "--interval",
         type=_non_negative,
-        help="seconds of simulated time between positions; 0: as fast as ACKs allow "
+        help="seconds of simulated time between positions; 0: each stamped now, as fast as "
+        "ACKs allow (not with a scenario of fixed length) "
         f"(default: the scenario's, else {DEFAULT_INTERVAL_S:g})",
     )
-    run.add_argument("--duration", type=_positive, help="stop after this many wall seconds")
-    run.add_argument("--rate", type=_positive, help="target positions per second, whole fleet")
+    run.add_argument(
+        "--duration",
+        type=_positive,
+        help="stop after this many wall seconds (default: at the scenario's end or Ctrl-C)",
+    )
+    run.add_argument(
+        "--rate",
+        type=_positive,
+        help="target positions per second, whole fleet (default: no limit)",
+    )
     run.add_argument("--seed", help="make the run reproducible (default: random)")
     run.add_argument(
         "--center",
@@ -184,7 +243,9 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--radius-km", type=_positive, default=DEFAULT_RADIUS_KM, help="city radius (default 10)"
     )
-    run.add_argument("--track", type=Path, help="replay a GPX or GeoJSON track instead")
+    run.add_argument(
+        "--track", type=Path, help="drive along a GPX or GeoJSON track instead of the city"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="only the final JSON line, no table")
     out.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -201,9 +262,12 @@ def network_for(*, center: LatLon, radius_km: float, track: Path | None, seed: s
 
 
 def transport_config(args: argparse.Namespace, interval_s: float) -> TransportConfig:
-    host, port = args.gateway
+    if args.protocol == "teltonika" and args.transport != "tcp":
+        raise UsageError("--protocol teltonika: Teltonika boxes speak over TCP only")
+    host, port = args.gateway or ("127.0.0.1", DEFAULT_PORTS[args.protocol])
     return TransportConfig(
         kind=args.transport,
+        protocol=args.protocol,
         host=host,
         port=port,
         mqtt_url=args.mqtt_url or "mqtt://127.0.0.1:1883",
@@ -211,7 +275,26 @@ def transport_config(args: argparse.Namespace, interval_s: float) -> TransportCo
         window=args.window,
         heartbeat_interval_s=HEARTBEAT_S if interval_s >= HEARTBEAT_S / 2 else None,
         ack_timeout_s=args.ack_timeout,
+        tls=tls_context(args),
     )
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The boxes' TLS context from --tls/--ca/--client-cert/--client-key; None: plain TCP."""
+    if not args.tls:
+        if args.ca or args.client_cert or args.client_key:
+            raise UsageError("--ca, --client-cert and --client-key go with --tls")
+        return None
+    if args.transport != "tcp":
+        raise UsageError("--tls is for --transport tcp; for MQTT give an mqtts:// --mqtt-url")
+    if (args.client_cert is None) != (args.client_key is None):
+        raise UsageError("--client-cert and --client-key go together")
+    from simulator.tls import client_context
+
+    try:
+        return client_context(args.ca, cert=args.client_cert, key=args.client_key)
+    except OSError as exc:  # a missing file, or not PEM (ssl.SSLError is an OSError)
+        raise UsageError(f"TLS files: {exc}") from None
 
 
 async def provision_through_api(
@@ -221,6 +304,7 @@ async def provision_through_api(
     seed: str,
     desired_start_ms: int | None,
     on_progress: Callable[[int], None] | None = None,
+    protocol: str = "gp8",
 ) -> list[ProvisionedBox]:
     """Create and fit ``devices`` vehicles and boxes; fittings are back-dated to before the
     simulated start when the API takes ``fitted_at`` (else they start now)."""
@@ -228,7 +312,12 @@ async def provision_through_api(
     if desired_start_ms is not None and await client.supports_backdated_fitting():
         fitted_at = desired_start_ms - FITTING_MARGIN_MS
     return await provision_fleet(
-        client, devices, seed=seed, fitted_at_ms=fitted_at, on_progress=on_progress
+        client,
+        devices,
+        seed=seed,
+        fitted_at_ms=fitted_at,
+        on_progress=on_progress,
+        protocol=protocol,
     )
 
 
@@ -314,6 +403,15 @@ async def _run(args: argparse.Namespace) -> int:
     interval = args.interval
     if interval is None:
         interval = scenario.interval_s if scenario.interval_s is not None else DEFAULT_INTERVAL_S
+    if interval == 0 and scenario.duration_s is not None:
+        # 0 stamps each record "now": the scenario's simulated hours would pass in its first
+        # records (2 positions for the 5-hour theft scenario). Say so rather than end early.
+        raise UsageError(
+            f"--interval 0 (each record stamped now, as fast as ACKs allow) cannot play the "
+            f"{scenario.name!r} scenario, which covers {scenario.duration_s / 3600:g} h of "
+            "simulated time: give a positive --interval (its records then go as fast as ACKs "
+            "allow until they reach now), or use an open-ended scenario such as normal"
+        )
     seed = args.seed if args.seed is not None else secrets.token_hex(4)
     if args.api and args.provision:
         raise UsageError("give --api (create boxes) or --provision (existing boxes), not both")
@@ -347,10 +445,16 @@ async def _run(args: argparse.Namespace) -> int:
                     f"creating {devices} vehicles and boxes through {args.api} ...", file=sys.stderr
                 )
             boxes = await provision_through_api(
-                client, devices, seed=seed, desired_start_ms=desired
+                client, devices, seed=seed, desired_start_ms=desired, protocol=args.protocol
             )
     else:
         boxes = load_provision_file(args.provision)
+        others = {b.protocol for b in boxes} - {args.protocol}
+        if others:
+            raise UsageError(
+                f"{args.provision} has {', '.join(sorted(others))} boxes: "
+                f"give --protocol {sorted(others)[0]}"
+            )
         if args.devices:
             if args.devices > len(boxes):
                 raise UsageError(f"--devices {args.devices}: the file has {len(boxes)} boxes")

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from protocol.gp8 import (
     LoginStatus,
     PositionRecord,
 )
+from simulator import geo
 from simulator.box import BoxError, BoxState, LoginRefused
 from simulator.garbage import GarbageMaker
 from simulator.outbox import ACK_TIMEOUT_S, Answer, Fate
@@ -78,6 +80,11 @@ FATAL_LOGINS = frozenset(
 )
 # A rebooting box is silent this long.
 REBOOT_S = 1.0
+# A `late` backlog is released at least this long after the link returns in wall time too (at
+# most its replay_delay): otherwise a run that covers its simulated time at ACK speed sends
+# the backlog milliseconds after the live records, and the two cannot be told apart by
+# received_at. Long enough to see, short enough for tests.
+LATE_REPLAY_WALL_S = 2.0
 # No fix: the hdop a GPS receiver reports when it has nothing (255 in 0.1 units).
 NO_FIX_HDOP = 25.5
 # CSQ "not known or not detectable" (3GPP TS 27.007), what the modem says out of coverage.
@@ -110,6 +117,10 @@ class DriveContext:
     flush_timeout_s: float = ACK_TIMEOUT_S
     final_timeout_s: float = 60.0  # delivering what is left at the end of a run
     stop_timeout_s: float = 10.0  # the same when the run was stopped (Ctrl-C, --duration)
+    # Records older than ``live_from_ms`` (a past being caught up with, as fast as ACKs allow)
+    # are this far apart at least: a day of history at 30 s is 2,880 records, not 17,280.
+    history_interval_s: float | None = None
+    live_from_ms: int = 0
 
     @property
     def end_ms(self) -> int | None:
@@ -149,6 +160,7 @@ class BoxDriver:
         seed = f"{ctx.seed}:{index}"
         self.rng = random.Random(f"link:{seed}")
         self.garbage = GarbageMaker(random.Random(f"garbage:{seed}"))
+        self.gps_noise = random.Random(f"gps:{seed}")  # a phase's gps_jitter
         self.box = make_box(
             provisioned.imei,
             provisioned.secret,
@@ -185,6 +197,9 @@ class BoxDriver:
         self.replay = Replay.IN_ORDER
         self.backlog: list[_Buffered] = []
         self.release_at: int | None = None
+        # Wall clock (monotonic) before which a late backlog is not released, whatever the
+        # simulated time: a run catching up with its past covers "3 min" in milliseconds.
+        self.release_wall: float = 0.0
         self._replay_delay_ms = 0
         self.last_fix: tuple[float, float, int] | None = None
         self.last_record: PositionRecord | None = None
@@ -200,6 +215,7 @@ class BoxDriver:
         self._reboot = False
         self._backoff_s = ctx.reconnect_delay_s
         self._lost = False  # the link was lost: back off before reconnecting
+        self._linked = False  # counted in the report's connected boxes (link_up)
         self._deadline: asyncio.Timeout | None = None
 
     # --- hooks (called from the box's reader, synchronously) ----------------------------------
@@ -286,6 +302,8 @@ class BoxDriver:
                 self.positions += 1
                 self.last_regular_t = t
                 step = self.interval_ms
+                if ctx.history_interval_s is not None and t < ctx.live_from_ms:
+                    step = max(step, round(ctx.history_interval_s * 1000))
                 self.next_t = t + step if step else max(t + 1, ctx.clock.now_ms())
                 if self.online and (
                     self.box.pending >= ctx.max_unsent
@@ -304,6 +322,7 @@ class BoxDriver:
             self.failed = repr(exc)
             ctx.report.note(f"box failures: {exc!r}")
         finally:
+            self._unlink()
             ctx.storms.leave()
             with contextlib.suppress(BoxError, OSError, TimeoutError):
                 async with asyncio.timeout(5.0):
@@ -341,7 +360,11 @@ class BoxDriver:
         await self._cross_phases(t)
         for happening in self.vehicle.advance(t):
             self._on_happening(happening)
-        if self.release_at is not None and t >= self.release_at:
+        if (
+            self.release_at is not None
+            and t >= self.release_at
+            and time.monotonic() >= self.release_wall
+        ):
             self._release_backlog()
         record = self._record(self.vehicle.sample())
         self._emit(None, record)
@@ -390,11 +413,14 @@ class BoxDriver:
             self.replay = phase.replay
             if self.box.connected:
                 self.box.cut()  # out of coverage: the link dies mid-whatever
+            self._unlink()
             self._replay_delay_ms = math.ceil(phase.replay_delay_s * 1000)
         elif not was_online and phase.online:
             self.online = True
             if self.replay is Replay.LATE and self.backlog:
                 self.release_at = at_ms + self._replay_delay_ms
+                wall_delay = min(self._replay_delay_ms / 1000, LATE_REPLAY_WALL_S)
+                self.release_wall = time.monotonic() + wall_delay
         if phase.warnings:
             self.vehicle.warnings |= phase.warnings
             sample = self.vehicle.sample()
@@ -430,10 +456,11 @@ class BoxDriver:
         }
         if self.gps_ok:
             self.last_fix = (sample.lat, sample.lon, sample.altitude_m)
+            lat, lon = self._jittered(sample.lat, sample.lon)
             return self.box.record(
                 sample.time_ms,
-                sample.lat,
-                sample.lon,
+                lat,
+                lon,
                 speed_kmh=sample.speed_kmh,
                 heading_deg=sample.heading_deg,
                 altitude_m=sample.altitude_m,
@@ -453,6 +480,19 @@ class BoxDriver:
             fix_valid=False,
             **common,
         )
+
+    def _jittered(self, lat: float, lon: float) -> tuple[float, float]:
+        """The fix as the receiver reports it: off by up to the phase's gps_jitter, uniformly
+        over the disc (so a vehicle parked on a fence's border is seen on both sides)."""
+        amplitude = self.phase.gps_jitter_m
+        if not amplitude:
+            return lat, lon
+        noise = self.gps_noise
+        radius = amplitude * math.sqrt(noise.random())
+        angle = noise.uniform(0.0, 2 * math.pi)
+        east, north = radius * math.sin(angle), radius * math.cos(angle)
+        point = geo.offset(geo.LatLon(lat, lon), east, north)
+        return point.lat, point.lon
 
     def _emit(self, code: EventCode | None, record: PositionRecord, detail: int = 0) -> None:
         report = self.ctx.report
@@ -513,10 +553,16 @@ class BoxDriver:
                 await ctx.stop.wait()
         self._backoff_s = min(self._backoff_s * 2, ctx.reconnect_max_s)
 
+    def _unlink(self) -> None:
+        if self._linked:
+            self._linked = False
+            self.ctx.report.link_down()
+
     async def _connect(self, *, gated: bool = True) -> bool:
         """Log in, retrying with back-off; False when the run is stopping. After a lost link
         the first attempt waits too."""
         ctx = self.ctx
+        self._unlink()  # whatever link there was is gone or about to be replaced
         if self._lost:
             self._lost = False
             await self._back_off()
@@ -528,6 +574,8 @@ class BoxDriver:
                 else:
                     await self.box.connect()
                 self._backoff_s = ctx.reconnect_delay_s  # a login resets the back-off
+                self._linked = True
+                ctx.report.link_up()
                 return True
             except LoginRefused as exc:
                 ctx.report.login_refusal(exc.status)
@@ -613,6 +661,12 @@ class BoxDriver:
         if the scenario ended without it), within ``final_timeout_s``."""
         ctx = self.ctx
         if self.backlog:
+            # A late backlog stays late even when the run ends first (bounded: a stopped run
+            # does not wait).
+            wait_s = self.release_wall - time.monotonic()
+            if self.release_at is not None and wait_s > 0 and not ctx.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ctx.stop.wait(), wait_s)
             self._release_backlog()
         self.online = True
         timeout = ctx.stop_timeout_s if ctx.stop.is_set() else ctx.final_timeout_s
@@ -632,9 +686,12 @@ class BoxDriver:
             ctx.report.note("some records were still unacknowledged when the run ended")
 
     async def _connect_once(self) -> None:
+        self._unlink()
         try:
             async with self.ctx.connect_gate:
                 await self.box.connect()
+            self._linked = True
+            self.ctx.report.link_up()
         except LoginRefused as exc:
             self.ctx.report.login_refusal(exc.status)
             if exc.status in FATAL_LOGINS:

@@ -58,6 +58,9 @@ class FleetOptions:
     flush_timeout_s: float = ACK_TIMEOUT_S
     final_timeout_s: float = 60.0
     stop_timeout_s: float = 10.0
+    # Between the records of the past the run starts in (before now), when coarser than
+    # interval_s: see DriveContext.history_interval_s.
+    history_interval_s: float | None = None
 
 
 def span_s(scenario: Scenario, interval_s: float, count: int | None) -> float:
@@ -129,6 +132,8 @@ class Fleet:
             flush_timeout_s=options.flush_timeout_s,
             final_timeout_s=options.final_timeout_s,
             stop_timeout_s=options.stop_timeout_s,
+            history_interval_s=options.history_interval_s,
+            live_from_ms=clock.now_ms(),
         )
         make_box = box_factory(transport)
         self.drivers = [

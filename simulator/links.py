@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
@@ -53,8 +54,11 @@ class TcpLink:
         self._io_timeout_s = io_timeout_s
 
     @classmethod
-    async def open(cls, host: str, port: int, *, io_timeout_s: float) -> TcpLink:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def open(
+        cls, host: str, port: int, *, io_timeout_s: float, tls: ssl.SSLContext | None = None
+    ) -> TcpLink:
+        """Connect (and, with ``tls``, handshake and verify the server as ``host``)."""
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         return cls(reader, writer, io_timeout_s)
 
     def post(self, units: Sequence[bytes]) -> None:

@@ -36,10 +36,12 @@ class MqttBox(Box):
         username: str | None = None,
         password: str | None = None,
         client_id: str | None = None,
+        publish_status: bool = True,
         **options: Any,
     ) -> MqttBox:
         """A box for the broker at ``mqtt://host:port`` or ``mqtts://`` (user and password in
-        the URL are ignored: a box logs in as itself unless told otherwise)."""
+        the URL are ignored: a box logs in as itself unless told otherwise). ``publish_status``:
+        its birth message and last will (§7.6); False for a box of older firmware."""
         broker = Broker.from_url(url)
         box = cls(imei, secret, host=broker.host, port=broker.port, **options)
         box.tls = broker.tls
@@ -48,6 +50,7 @@ class MqttBox(Box):
             password=mqtt_password(secret) if password is None else password,
             client_id=imei if client_id is None else client_id,
             session_expiry_s=session_expiry_s,
+            publish_status=publish_status,
         )
         return box
 

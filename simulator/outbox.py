@@ -383,6 +383,11 @@ class Outbox:
         self._decoder = FrameDecoder()
         self.phase = Phase.AWAIT_CHALLENGE if framing is Framing.STREAM else Phase.ONLINE
 
+    def greeting(self) -> list[Unit]:
+        """What the box says first on a new link: nothing, a GP8 box waits for the CHALLENGE
+        (a Teltonika box sends its IMEI: simulator.teltonika)."""
+        return []
+
     def link_lost(self) -> int:
         """The link is gone: every frame in flight goes back to the front of the outbox, in
         order, and unanswered heartbeats are forgotten. Returns the records put back."""

@@ -36,6 +36,9 @@ MAX_ATTEMPTS = 6
 MAX_RETRY_AFTER_S = 60.0
 # New identifiers tried when the server says one is taken (409).
 MAX_CONFLICTS = 5
+# What simulated Teltonika boxes are provisioned as: an FMC130 (LTE, two outputs: the default
+# FMB wiring of docs/teltonika.md).
+TELTONIKA_MODEL = "FMC130"
 
 VIN_ALPHABET = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
 _VIN_VALUES = {
@@ -111,9 +114,14 @@ class ProvisionedBox:
     device_id: str | None = None
     fitted_ms: int | None = None
     label: str = ""
+    # "gp8", or "teltonika": such a box has no secret and logs in by IMEI (docs/teltonika.md);
+    # its model in the API is TELTONIKA_MODEL, and ``model`` is unused.
+    protocol: str = "gp8"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"imei": self.imei, "secret": self.secret, "model": self.model.name}
+        if self.protocol != "gp8":
+            data["protocol"], data["model"] = self.protocol, TELTONIKA_MODEL
         for key in ("vehicle_id", "device_id", "fitted_ms", "label"):
             value = getattr(self, key)
             if value:
@@ -144,14 +152,20 @@ def load_provision_file(path: Path) -> list[ProvisionedBox]:
             imei = str(data["imei"])
             if len(imei) != 15 or not imei.isascii() or not imei.isdigit():
                 raise ValueError(f"IMEI {imei!r} is not 15 digits")
-            secret = data["secret"]
-            if not isinstance(secret, str) or not secret:
+            protocol = data.get("protocol", "gp8")
+            if protocol not in ("gp8", "teltonika"):
+                raise ValueError(f"protocol {protocol!r}: gp8 or teltonika")
+            secret = data.get("secret", "") if protocol == "teltonika" else data["secret"]
+            if not isinstance(secret, str) or (protocol == "gp8" and not secret):
                 raise ValueError("secret must be a non-empty string")
             boxes.append(
                 ProvisionedBox(
                     imei=imei,
                     secret=secret,
-                    model=parse_model(data.get("model", "GP8000")),
+                    protocol=protocol,
+                    model=Model.GP8000
+                    if protocol == "teltonika"
+                    else parse_model(data.get("model", "GP8000")),
                     vehicle_id=data.get("vehicle_id"),
                     device_id=data.get("device_id"),
                     fitted_ms=data.get("fitted_ms"),
@@ -251,8 +265,11 @@ class ApiClient:
         result: dict[str, Any] = await self.request("POST", "/v1/fleets", {"name": name})
         return result
 
-    async def create_key(self, fleet_id: str, role: str, name: str) -> dict[str, Any]:
-        body = {"role": role, "name": name}
+    async def create_key(
+        self, fleet_id: str, role: str, name: str, email: str = "simulator@gp8.invalid"
+    ) -> dict[str, Any]:
+        # Every key belongs to a named person (docs/security.md): the simulator is one.
+        body = {"role": role, "name": name, "email": email}
         result: dict[str, Any] = await self.request("POST", f"/v1/fleets/{fleet_id}/keys", body)
         return result
 
@@ -261,8 +278,10 @@ class ApiClient:
         result: dict[str, Any] = await self.request("POST", "/v1/vehicles", body)
         return result
 
-    async def create_device(self, imei: str, model: Model) -> dict[str, Any]:
+    async def create_device(self, imei: str, model: Model, protocol: str = "gp8") -> dict[str, Any]:
         body = {"imei": imei, "model": model.name}
+        if protocol == "teltonika":
+            body = {"imei": imei, "model": TELTONIKA_MODEL, "protocol": protocol}
         result: dict[str, Any] = await self.request("POST", "/v1/devices", body)
         return result
 
@@ -306,6 +325,7 @@ async def provision_one(
     fitted_at_ms: int | None = None,
     fit: bool = True,
     label_prefix: str = "sim",
+    protocol: str = "gp8",
 ) -> ProvisionedBox:
     """A new vehicle and a new box through the API, the box fitted to the vehicle."""
     rng = random.Random(f"provision:{seed}:{index}")
@@ -322,7 +342,7 @@ async def provision_one(
     device: dict[str, Any] | None = None
     for attempt in range(MAX_CONFLICTS):
         try:
-            device = await client.create_device(make_imei(rng), model)
+            device = await client.create_device(make_imei(rng), model, protocol)
             break
         except ProvisionError as exc:
             if not _conflict(exc) or attempt == MAX_CONFLICTS - 1:
@@ -334,8 +354,9 @@ async def provision_one(
         fitted_ms = _parse_iso_ms(fitting.get("fitted_at")) if isinstance(fitting, dict) else None
     return ProvisionedBox(
         imei=device["imei"],
-        secret=device["secret"],
+        secret=device.get("secret") or "",
         model=model,
+        protocol=protocol,
         vehicle_id=vehicle["id"],
         device_id=device["id"],
         fitted_ms=fitted_ms,
@@ -352,6 +373,7 @@ async def provision_fleet(
     fit: bool = True,
     concurrency: int = PROVISION_CONCURRENCY,
     on_progress: Callable[[int], None] | None = None,
+    protocol: str = "gp8",
 ) -> list[ProvisionedBox]:
     """``count`` vehicles with a box each, in index order; stops at the first error."""
     gate = asyncio.Semaphore(concurrency)
@@ -360,7 +382,9 @@ async def provision_fleet(
     async def one(index: int) -> ProvisionedBox:
         nonlocal done
         async with gate:
-            box = await provision_one(client, index, seed=seed, fitted_at_ms=fitted_at_ms, fit=fit)
+            box = await provision_one(
+                client, index, seed=seed, fitted_at_ms=fitted_at_ms, fit=fit, protocol=protocol
+            )
         done += 1
         if on_progress is not None:
             on_progress(done)

@@ -30,6 +30,8 @@ MAX_GARBAGE_RATE = 5.0
 MAX_PHASE_SPEED_FACTOR = 1.5
 # Phases of a scenario, at most: a scenario is a story, not a log.
 MAX_PHASES = 1000
+# GPS jitter beyond this is no receiver's noise any more (a multipath city canyon is ~50 m).
+MAX_GPS_JITTER_M = 200.0
 
 
 class ScenarioError(ValueError):
@@ -119,6 +121,9 @@ class Phase:
     speed_factor: tuple[float, float] | None = None
     night_parking: bool | None = None
     interval_s: float | None = None  # report interval during the phase
+    # Each valid fix of the phase is off by up to this many metres, in a random direction: the
+    # noise of a receiver standing still (geofence hysteresis is tested with it).
+    gps_jitter_m: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +220,7 @@ _PHASE_KEYS = {
     "motion",
     "duration",
     "gps",
+    "gps_jitter",
     "link",
     "replay",
     "replay_delay",
@@ -304,6 +310,10 @@ class _Reader:
             if gps not in ("ok", "denied", True, False):
                 raise self.fail(f"{where}.gps", f'{gps!r}: use "ok" or "denied"')
             values["gps"] = gps in ("ok", True)
+        if "gps_jitter" in raw:
+            values["gps_jitter_m"] = self.rate(
+                raw["gps_jitter"], f"{where}.gps_jitter", MAX_GPS_JITTER_M
+            )
         if "link" in raw:
             link = raw["link"]
             if link not in ("online", "offline"):

@@ -9,25 +9,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.errors import Conflict, InvalidCursor, NotFound, StorageError, StorageUnavailable
+from storage.pseudonyms import BadgePseudonyms
 from storage.repository import IngestStore, Store
+from storage.secrets import SecretBox
 
 # The embedded engine's file inside the data directory.
 SQLITE_FILENAME = "gp8.sqlite3"
 
 
-def open_store(*, mongo_url: str | None, mongo_db: str, data_dir: Path) -> Store:
+def open_store(
+    *,
+    mongo_url: str | None,
+    mongo_db: str,
+    data_dir: Path,
+    secrets: SecretBox | None = None,
+    pseudonyms: BadgePseudonyms | None = None,
+    migrate: bool = False,
+) -> Store:
     """The configured engine, not started yet (``await store.start()`` connects).
 
     MongoDB when ``mongo_url`` is set, else SQLite in ``data_dir`` (created if missing).
+    ``secrets`` seals secrets at rest (default: the development key); ``migrate``: `start()`
+    upgrades an older schema instead of refusing it (``gp8 migrate``). ``pseudonyms``: the
+    driver key, for the SQLite step that pseudonymises badges stored before it.
     """
     if mongo_url is None:
         from storage.sqlite import SqliteStore
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SqliteStore(data_dir / SQLITE_FILENAME)
+        return SqliteStore(
+            data_dir / SQLITE_FILENAME, secrets=secrets, pseudonyms=pseudonyms, migrate=migrate
+        )
     from storage.mongo import MongoStore
 
-    return MongoStore.from_url(mongo_url, mongo_db)
+    return MongoStore.from_url(mongo_url, mongo_db, secrets=secrets, migrate=migrate)
 
 
 __all__ = [

@@ -14,7 +14,16 @@ class NotFound(StorageError):
 
 
 class Conflict(StorageError):
-    """A unique constraint was violated (duplicate VIN, IMEI, ...)."""
+    """A unique constraint was violated (duplicate VIN, IMEI, ...).
+
+    ``fields`` names the constrained fields (``("fleet_id", "vin")``) when the engine reported
+    them: the API words the conflict from them, since the driver's message (kept as the
+    ``__cause__``) must never reach a client. Empty for a conflict raised with its own words.
+    """
+
+    def __init__(self, message: str = "", *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class StorageUnavailable(StorageError):

@@ -41,6 +41,9 @@ class Kind(StrEnum):
     # A badge number is an identifier, not a quantity: served as a string, so clients keep
     # every digit of a u64 (JavaScript numbers stop being exact at 2**53).
     BADGE = "badge"
+    # A JSON object as stored (keys strings): the raw IO elements a box reported that have no
+    # field of their own (Teltonika), so a profile can be changed later without data lost.
+    OBJECT = "object"
 
 
 class _Required(Enum):
@@ -165,6 +168,16 @@ POSITION_FIELDS: tuple[PositionField, ...] = (
         public="buffered",
         default=False,
     ),
+    PositionField(
+        "io",
+        dict,
+        "IO elements the box reported that have no field of their own, raw: IO id -> value "
+        "(an integer; variable-size and 8-byte values beyond 2^63-1 as hex); null when none",
+        public="io",
+        kind=Kind.OBJECT,
+        nullable=True,
+        default=None,
+    ),
 )
 
 # The API's order of the served fields, which is the CSV column order (a contract): the time
@@ -192,6 +205,7 @@ PUBLIC_ORDER: tuple[str, ...] = (
     "received_at",
     "device_id",
     "buffered",
+    "io",
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Generic, NamedTuple, TypedDict, TypeVar
@@ -95,6 +95,10 @@ class ApiKey:
     created_ms: int
     expires_ms: int | None = None
     revoked_ms: int | None = None
+    # The person the key belongs to is ``name``; their address (keys older than owners were
+    # migrated with "": unknown, docs/security.md).
+    email: str = ""
+    last_used_ms: int | None = None  # kept to the minute (api/security.py, LAST_USE_EVERY_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,8 @@ class Position(NamedTuple):
     warnings: int  # protocol.WarningLight bitmask
     driver_badge: int | None = None
     buffered: bool = False  # the box kept it offline and sent it late
+    # Raw IO elements without a field (storage.fields); JSON-ready: str keys, int or hex values.
+    io: dict[str, int | str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +244,24 @@ class DeviceConnection:
     gateway_id: str | None
     since_ms: int  # connected since (online) or disconnected since (offline)
     remote: str | None = None
+    # The observation's order (`connection_version`): a write applies only when its version is
+    # at least the stored one, so a late "offline" of an ended session never hides a newer
+    # "online" written by another process. 0: unordered (applies over any 0).
+    version: int = 0
+    # When the holding gateway last heard from the box (refreshed in batches, `touch`): how
+    # another process tells a live session from a half-open one (docs/scaling.md).
+    seen_ms: int | None = None
+
+
+def connection_version(at_ms: int, *, online: bool) -> int:
+    """The version of an observation dated ``at_ms`` (wall-clock milliseconds).
+
+    What the date is depends on who observes: a TCP session's login time (its "offline" is
+    dated at its start too, so any later session outranks it), the time an MQTT message was
+    heard (an "offline" then says "not heard since"). At the same date "offline" outranks
+    "online". Two processes agree on the order up to their clock skew.
+    """
+    return 2 * at_ms + (0 if online else 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +276,11 @@ class AccessLogEntry:
     resource: str  # e.g. "vehicle", "positions"
     resource_id: str | None
     detail: str = ""
+    # Its link in the fleet's hash chain, filled by storage on append (storage/audit_chain.py);
+    # not part of equality: an entry read back is the entry appended.
+    seq: int = field(default=0, compare=False)
+    prev_hash: str = field(default="", compare=False)
+    hash: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +401,11 @@ class AuditEntry:
     reason: str = ""
     theft_case_id: str | None = None
     detail: str = ""
+    # Its link in the fleet's hash chain, filled by storage on append (storage/audit_chain.py);
+    # not part of equality: an entry read back is the entry appended.
+    seq: int = field(default=0, compare=False)
+    prev_hash: str = field(default="", compare=False)
+    hash: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

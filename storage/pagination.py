@@ -69,6 +69,13 @@ def decode_id_cursor(cursor: str, kind: str) -> str:
     return item_id
 
 
+def order_kind(kind: str, newest_first: bool) -> str:
+    """The cursor kind of a time-ordered listing read in one direction. A newest-first page's
+    cursor has its own kind, so the other direction refuses it (InvalidCursor) instead of
+    seeking from it the wrong way and returning the wrong rows."""
+    return f"{kind}_desc" if newest_first else kind
+
+
 def id_key(cursor: str | None, kind: str) -> tuple[str] | None:
     """The keyset key of an id-ordered listing's cursor (None: the first page), for either
     engine's ``after`` condition."""

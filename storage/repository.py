@@ -14,9 +14,11 @@ Conventions shared by every method:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+from storage.counters import CounterWindow, Increment
+from storage.migrations import SchemaState
 from storage.models import (
     AccessLogEntry,
     Alert,
@@ -57,6 +59,8 @@ from storage.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from storage.privacy import Driver, FleetPrivacy, ScheduleChange
+from storage.retention import DataKind, ExportJob, FleetRetention, Offboarding, PurgeRun
 
 # (min_lon, min_lat, max_lon, max_lat), the GeoJSON bbox order
 BBox = tuple[float, float, float, float]
@@ -89,6 +93,12 @@ class KeyRepo(Protocol):
         self, fleet_id: str | None, *, cursor: str | None = None, limit: int = 100
     ) -> Page[ApiKey]:
         """Keys of one fleet, or the operator keys when ``fleet_id`` is None."""
+        ...
+
+    async def touch(self, key_id: str, at_ms: int, *, every_ms: int) -> None:
+        """Set the key's last use to ``at_ms`` unless it was set less than ``every_ms``
+        before (a conditional write: of racing processes, one wins, the others change
+        nothing)."""
         ...
 
     async def revoke(self, fleet_id: str | None, key_id: str, at_ms: int) -> ApiKey:
@@ -178,8 +188,43 @@ class DeviceRepo(Protocol):
         """The box's whole fitting history, oldest first."""
         ...
 
-    async def set_connection(self, connection: DeviceConnection) -> None: ...
+    async def set_connection(self, connection: DeviceConnection) -> None:
+        """Store the box's state unless a newer observation is stored (``version`` greater
+        than this one's): the newest observation wins whichever process writes last."""
+        ...
+
     async def connection(self, device_id: str) -> DeviceConnection | None: ...
+    async def touch_connections(
+        self, gateway_id: str, device_ids: builtins.list[str], seen_ms: int
+    ) -> dict[str, str]:
+        """Set ``seen_ms`` on the rows of these boxes that ``gateway_id`` still holds online
+        (one write for many boxes). Returns, by device id, the other gateway now holding a
+        box online (a newer session there took the row over)."""
+        ...
+
+
+class ImportRepo(Protocol):
+    """Bulk onboarding (POST /v1/imports, ``gp8 admin import``): a file's vehicles, boxes and
+    fittings stored together."""
+
+    async def taken(
+        self, fleet_id: str, vins: Collection[str], imeis: Collection[str]
+    ) -> tuple[set[str], set[str]]:
+        """Of ``vins``, those the fleet has already; of ``imeis``, those provisioned in any
+        fleet."""
+        ...
+
+    async def provision(
+        self,
+        fleet_id: str,
+        vehicles: Sequence[Vehicle],
+        devices: Sequence[Device],
+        fittings: Sequence[Fitting],
+    ) -> None:
+        """Store them all or none (plain secrets, sealed here; each vehicle's ``device_id`` and
+        box's ``vehicle_id`` as the fittings say). Conflict when a VIN or IMEI was taken since
+        `taken` said otherwise; NotFound for an unknown fleet."""
+        ...
 
 
 class TelemetryRepo(Protocol):
@@ -207,8 +252,10 @@ class TelemetryRepo(Protocol):
         to_ms: int,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Position]:
-        """The vehicle's positions with from_ms <= time_ms < to_ms, oldest first."""
+        """The vehicle's positions with from_ms <= time_ms < to_ms, oldest first
+        (``newest_first``: the reverse; its cursors are not the other order's)."""
         ...
 
     async def events(
@@ -221,8 +268,9 @@ class TelemetryRepo(Protocol):
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Event]:
-        """Events oldest first, filtered."""
+        """Events oldest first (``newest_first``: the reverse), filtered."""
         ...
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
@@ -231,7 +279,21 @@ class TelemetryRepo(Protocol):
 
 
 class AccessLogRepo(Protocol):
-    async def append(self, entry: AccessLogEntry) -> None: ...
+    async def append(self, entry: AccessLogEntry) -> None:
+        """Append ``entry`` as the next link of its fleet's hash chain (its ``seq``,
+        ``prev_hash`` and ``hash`` are filled here; storage/audit_chain.py)."""
+        ...
+
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> builtins.list[AccessLogEntry]:
+        """The fleet's chain (None: the platform's) in ``seq`` order, after ``after_seq``."""
+        ...
+
+    async def chain_fleets(self) -> builtins.list[str | None]:
+        """The fleets (None: the platform) that have a chain."""
+        ...
+
     async def list(
         self,
         fleet_id: str | None,
@@ -240,7 +302,11 @@ class AccessLogRepo(Protocol):
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
-    ) -> Page[AccessLogEntry]: ...
+        newest_first: bool = False,
+    ) -> Page[AccessLogEntry]:
+        """Entries with from_ms <= time_ms < to_ms, oldest first (``newest_first``: the
+        reverse)."""
+        ...
 
 
 class IngestStore(Protocol):
@@ -281,12 +347,33 @@ class StreamRepo(Protocol):
         ...
 
 
+class CounterRepo(Protocol):
+    """Sliding-window counters shared by every process (storage/counters.py): the per-key API
+    rate limit and the hourly engine-start cap count here (docs/scaling.md)."""
+
+    async def take(
+        self, name: str, *, fleet_id: str | None, limit: int, window: CounterWindow, now_ms: int
+    ) -> int | None:
+        """Count one against ``name`` if fewer than ``limit`` are counted in the window
+        ending at ``now_ms``: the count with this one, or None when refused (nothing is
+        counted). Atomic across processes."""
+        ...
+
+    async def add(
+        self, increments: Sequence[Increment], *, window: CounterWindow, now_ms: int
+    ) -> dict[str, int]:
+        """Add to several counters at once and return each one's total over the window
+        (with the increments). Each counter's addition is atomic; the set is not."""
+        ...
+
+
 class Store(IngestStore, Protocol):
     """A whole storage engine."""
 
     fleets: FleetRepo
     keys: KeyRepo
     vehicles: VehicleRepo
+    imports: ImportRepo
     access_log: AccessLogRepo
     # Remote commands (docs/commands.md).
     commands: CommandRepo
@@ -304,12 +391,30 @@ class Store(IngestStore, Protocol):
     alert_rules: AlertRuleRepo
     guards: GuardRepo
     theft_cases: TheftRepo
+    # Retention, exports, erasure and offboarding (storage/retention.py, docs/gdpr.md).
+    retention: RetentionRepo
+    exports: ExportRepo
+    erasure: ErasureRepo
+    # Privacy mode and the drivers' names (storage/privacy.py, docs/privacy.md).
+    privacy: PrivacyRepo
+    drivers: DriverRepo
+    # Shared counters: rate limits and caps that hold across processes (storage/counters.py).
+    counters: CounterRepo
+    # What start() found and did to the schema (storage/migrations.py); None before it.
+    schema: SchemaState | None
 
     async def start(self) -> None:
-        """Connect and create what the queries need (tables, collections, indexes)."""
+        """Connect and check the schema version: a fresh database is created at the current
+        one, an older one is refused (SchemaTooOld) unless the store was made to migrate, a
+        newer one always (SchemaTooNew); storage/migrations.py."""
         ...
 
     async def close(self) -> None: ...
+    async def rotate_secrets(self) -> dict[str, int]:
+        """Seal every stored secret again with the current key (storage/secrets.py); the
+        count re-sealed by table. UnknownSecretsKey when one is under a key not configured."""
+        ...
+
     async def health(self) -> dict[str, object]:
         """The engine's state for GET /health; raises StorageUnavailable when it is down."""
         ...
@@ -336,6 +441,14 @@ class CommandRepo(Protocol):
         """
         ...
 
+    async def create_many(
+        self, items: Sequence[tuple[CommandRecord, AuditEntry]]
+    ) -> builtins.list[tuple[CommandRecord, bool]]:
+        """`create` for each (command, audit entry) pair, answered in order: one transaction
+        for them all where the engine has it (a bulk order, a group of API requests), so
+        many commands cost one commit instead of one each."""
+        ...
+
     async def get(self, fleet_id: str, command_id: str) -> CommandRecord:
         """Raises NotFound (also for another fleet's command)."""
         ...
@@ -345,6 +458,12 @@ class CommandRepo(Protocol):
         ...
 
     async def by_idempotency_key(self, fleet_id: str, key: str) -> CommandRecord | None: ...
+    async def by_idempotency_keys(
+        self, fleet_id: str, keys: Collection[str]
+    ) -> dict[str, CommandRecord]:
+        """The fleet's commands stored under any of ``keys``, by key (a bulk order's replay
+        check in a few queries instead of one per vehicle)."""
+        ...
 
     async def list(
         self,
@@ -357,8 +476,10 @@ class CommandRepo(Protocol):
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[CommandRecord]:
-        """Commands created in from_ms <= created_ms < to_ms, oldest first, filtered."""
+        """Commands created in from_ms <= created_ms < to_ms, oldest first (``newest_first``:
+        the reverse), filtered."""
         ...
 
     async def count_since(
@@ -417,7 +538,20 @@ class CommandRepo(Protocol):
 
 
 class AuditRepo(Protocol):
-    async def append(self, entry: AuditEntry) -> None: ...
+    async def append(self, entry: AuditEntry) -> None:
+        """Append ``entry`` to its fleet's hash chain (as `AccessLogRepo.append`)."""
+        ...
+
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> builtins.list[AuditEntry]:
+        """As `AccessLogRepo.chain`."""
+        ...
+
+    async def chain_fleets(self) -> builtins.list[str | None]:
+        """As `AccessLogRepo.chain_fleets`."""
+        ...
+
     async def list(
         self,
         fleet_id: str | None,
@@ -428,8 +562,10 @@ class AuditRepo(Protocol):
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[AuditEntry]:
-        """A fleet's entries (or the platform's when ``fleet_id`` is None), oldest first."""
+        """A fleet's entries (or the platform's when ``fleet_id`` is None), oldest first
+        (``newest_first``: the reverse)."""
         ...
 
 
@@ -578,8 +714,10 @@ class GeofenceRepo(Protocol):
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[GeofenceEvent]:
-        """Crossings with from_ms <= time_ms < to_ms, oldest first, filtered."""
+        """Crossings with from_ms <= time_ms < to_ms, oldest first (``newest_first``: the
+        reverse), filtered."""
         ...
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
@@ -666,8 +804,10 @@ class WebhookRepo(Protocol):
         status: DeliveryStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = True,
     ) -> Page[WebhookDelivery]:
-        """The endpoint's deliveries, newest first (by stream cursor), filtered."""
+        """The endpoint's deliveries, newest first by stream cursor (``newest_first=False``:
+        oldest first), filtered."""
         ...
 
     async def due(
@@ -775,8 +915,9 @@ class TheftRepo(Protocol):
         status: TheftCaseStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[TheftCase]:
-        """Cases in the order they were opened."""
+        """Cases in the order they were opened (``newest_first``: the reverse)."""
         ...
 
     async def open_case(self, fleet_id: str, vehicle_id: str) -> TheftCase | None:
@@ -785,4 +926,181 @@ class TheftRepo(Protocol):
 
     async def holds(self, fleet_id: str, *, at_ms: int) -> builtins.list[LegalHold]:
         """The fleet's holds in force at ``at_ms`` (until_ms None or later)."""
+        ...
+
+
+# --- retention, exports, erasure, offboarding (storage/retention.py, docs/gdpr.md) ---------
+
+
+class RetentionRepo(Protocol):
+    """Each fleet's retention periods, the purge that enforces them, and offboarding."""
+
+    async def get(self, fleet_id: str) -> FleetRetention:
+        """The fleet's periods (the defaults when never set) and its last purge. NotFound."""
+        ...
+
+    async def put(
+        self, fleet_id: str, days: Mapping[DataKind, int], *, at_ms: int, by: str | None
+    ) -> FleetRetention:
+        """Change the given kinds' periods (the others stay). NotFound."""
+        ...
+
+    async def purge(
+        self, fleet_id: str, cutoffs: Mapping[DataKind, int], *, at_ms: int
+    ) -> dict[str, int]:
+        """Delete the fleet's records older than their kind's cut-off (storage/retention.py
+        says what each kind covers; exports are `ExportRepo.expire`'s), except those of
+        vehicles under a legal hold at ``at_ms``; the count deleted per table."""
+        ...
+
+    async def record_run(self, fleet_id: str, run: PurgeRun) -> None:
+        """Keep ``run`` as the fleet's last purge (a fleet erased meanwhile: nothing)."""
+        ...
+
+    async def start_offboarding(self, offboarding: Offboarding) -> Offboarding:
+        """Store it; Conflict when the fleet is offboarding already. NotFound (fleet)."""
+        ...
+
+    async def offboarding(self, fleet_id: str) -> Offboarding | None:
+        """The fleet's offboarding, also after its erasure (the deletion report)."""
+        ...
+
+    async def due_offboardings(self, now_ms: int) -> builtins.list[Offboarding]:
+        """Offboardings whose window ended by ``now_ms`` and whose fleet is not erased yet."""
+        ...
+
+    async def erase_offboarded(self, fleet_id: str, at_ms: int) -> Offboarding:
+        """Erase every record of the fleet (as `FleetRepo.delete`) and keep the counts deleted
+        per table on its offboarding, the deletion report. Safe to call again after a failure
+        half way. NotFound when the fleet has no offboarding."""
+        ...
+
+
+class ExportRepo(Protocol):
+    """Export jobs (the data subject's right of access) and the driver queries they need."""
+
+    async def create(self, job: ExportJob) -> ExportJob:
+        """NotFound when the fleet does not exist."""
+        ...
+
+    async def get(self, fleet_id: str, export_id: str) -> ExportJob:
+        """Raises NotFound (also for another fleet's export)."""
+        ...
+
+    async def claim(self, now_ms: int, lease_until_ms: int) -> ExportJob | None:
+        """Take the oldest pending job (status running, lease set), compare-and-set: two
+        workers never take the same one. None when there is none."""
+        ...
+
+    async def renew(self, export_id: str, lease_until_ms: int) -> bool:
+        """Extend a running job's lease; False when it is no longer running."""
+        ...
+
+    async def finish(self, job: ExportJob) -> bool:
+        """Store ``job``'s final status, counts, file and error, if it is still running;
+        False otherwise (its lease ran out and it was failed meanwhile)."""
+        ...
+
+    async def fail_stale(self, now_ms: int) -> int:
+        """Mark failed every running job whose lease ended before ``now_ms`` (its worker's
+        process died: an export is not resumed half way, it is asked for again); how many."""
+        ...
+
+    async def expire(self, fleet_id: str, before_ms: int) -> builtins.list[ExportJob]:
+        """Delete the fleet's jobs created before ``before_ms`` (retention); those deleted, so
+        that their files can be removed."""
+        ...
+
+    async def driver_positions(
+        self,
+        fleet_id: str,
+        badge: int,
+        *,
+        from_ms: int,
+        to_ms: int,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Position]:
+        """The positions carrying the driver's badge, oldest first (every vehicle)."""
+        ...
+
+    async def driver_events(
+        self,
+        fleet_id: str,
+        badge: int,
+        *,
+        from_ms: int,
+        to_ms: int,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Event]:
+        """The events whose position carries the driver's badge, oldest first."""
+        ...
+
+
+class ErasureRepo(Protocol):
+    """Erasure and rectification on a data subject's request (docs/gdpr.md)."""
+
+    async def erase_vehicle(self, fleet_id: str, vehicle_id: str, at_ms: int) -> dict[str, int]:
+        """Delete the vehicle's positions, events, last position, geofence crossings and
+        states, alerts, commands and their audit, guard; the vehicle itself stays. The count per
+        table. NotFound; Conflict when the vehicle is under a legal hold at ``at_ms``."""
+        ...
+
+    async def erase_driver(self, fleet_id: str, badge: int, at_ms: int) -> dict[str, int]:
+        """Delete the positions and events carrying the driver's badge (last positions are
+        recomputed), except those of vehicles under a legal hold; the count per table."""
+        ...
+
+    async def move_fitting(
+        self, fleet_id: str, device_id: str, *, from_ms: int, to_ms: int, vehicle_id: str
+    ) -> dict[str, int]:
+        """Rectify a wrong fitting: the box's positions and events in [from_ms, to_ms) belong
+        to ``vehicle_id``; last positions of the vehicles concerned are recomputed. The count
+        moved per table. NotFound (box or vehicle not in the fleet)."""
+        ...
+
+
+class PrivacyRepo(Protocol):
+    """Privacy mode's facts: schedule history, privacy-badge toggles, the fleet's privacy badge
+    (tracking/privacy.py decides from them; docs/privacy.md)."""
+
+    async def set_schedule(self, fleet_id: str, change: ScheduleChange) -> None:
+        """Append a change to the vehicle's schedule history (the same effective time
+        replaces). NotFound for an unknown fleet; the caller checks the vehicle."""
+        ...
+
+    async def add_toggles(self, fleet_id: str, vehicle_id: str, times_ms: list[int]) -> int:
+        """Record presentations of the privacy badge; idempotent. The count new."""
+        ...
+
+    async def set_badge(self, fleet_id: str, badge: int | None) -> None:
+        """The fleet's privacy badge (a pseudonym); None removes it."""
+        ...
+
+    async def badge(self, fleet_id: str) -> int | None: ...
+
+    async def fleet(self, fleet_id: str, vehicle_id: str | None = None) -> FleetPrivacy:
+        """Everything privacy mode needs for the fleet (or one vehicle): a few queries, not
+        one per position."""
+        ...
+
+
+class DriverRepo(Protocol):
+    """Badge pseudonyms mapped to drivers' names (GET /v1/drivers)."""
+
+    async def create(self, driver: Driver) -> Driver:
+        """Conflict when the fleet has a driver with this badge already."""
+        ...
+
+    async def list(self, fleet_id: str) -> builtins.list[Driver]:
+        """By name."""
+        ...
+
+    async def delete(self, fleet_id: str, driver_id: str) -> None:
+        """NotFound when the fleet has no such driver."""
+        ...
+
+    async def delete_badge(self, fleet_id: str, badge: int) -> int:
+        """Remove the mapping of a badge (a driver's erasure); the count removed."""
         ...

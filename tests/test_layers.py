@@ -19,19 +19,28 @@ PROJECT = {
     "api",
     "simulator",
     "gp8",
+    "throttle",
+    "retention",
+    "runtime",
 }
 # Package → the project packages it may import (itself always).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
+    # Asyncio plumbing (a periodic job) below every layer: imports nothing of gp8.
+    "runtime": set(),
     "storage": set(),
-    "gateway": {"protocol", "storage", "processing"},
-    "processing": {"storage"},
+    # Failed-authentication throttling, sans-IO: shared by the API and the gateway.
+    "throttle": set(),
+    "gateway": {"protocol", "storage", "processing", "throttle"},
+    "processing": {"storage", "runtime"},
     # Stolen-vehicle tracking: geofences, alert rules, the parked guard, theft cases.
-    "tracking": {"processing", "storage", "commands", "protocol"},
+    "tracking": {"processing", "storage", "commands", "protocol", "runtime"},
     "commands": {"protocol", "storage"},
     # protocol: the GP8 enums of warning lights and state bits name the stored bitmasks (other
     # protocols' adapters map onto the same bits); never its codec.
-    "api": {"commands", "storage", "protocol", "tracking"},
+    # Retention, exports' expiry and offboarding, enforced by gp8 (docs/gdpr.md).
+    "retention": {"storage", "runtime"},
+    "api": {"commands", "storage", "protocol", "tracking", "throttle", "retention", "runtime"},
     # A client, like a real box: it speaks the protocol and borrows nothing of the server.
     "simulator": {"protocol"},
     "gp8": PROJECT,  # the entry points wire everything

@@ -14,12 +14,12 @@ reads a minute for a large fleet); a box that never connected is not "offline".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runtime import Periodic
 from storage.errors import StorageError
 from storage.models import (
     SEVERITY_RANK,
@@ -90,27 +90,14 @@ class OfflineSweep:
         self._rules = rule_book
         self._interval_s = interval_s
         self._wall_ms = wall_ms
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic("offline-sweep", self.sweep, interval_s)
         self.counters: Counter[str] = Counter()  # "raised", "closed", "failed", "sweeps"
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="gp8-offline-sweep")
+        self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a bug here must not end the sweeps for good
-                log.exception("offline sweep failed")
-            await asyncio.sleep(self._interval_s)
+        await self._job.stop()
 
     async def sweep(self) -> None:
         """One pass over every fleet."""

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import Admin, StoreDep
-from api.params import DAY_MS, Cursor, TimeRange, time_range
+from api.params import DAY_MS, Cursor, Order, OrderQuery, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.access_log import AccessLogEntryPublic, AccessLogPublic
 
@@ -23,10 +23,17 @@ async def list_access_log(
     span: Annotated[TimeRange, Depends(time_range(30 * DAY_MS, max_span_ms=None))],
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: OrderQuery = Order.ASC,
 ) -> AccessLogPublic:
-    """Who wrote what and who read personal data in the fleet, oldest first (admin)."""
+    """Who wrote what and who read personal data in the fleet, oldest first unless
+    ``order=desc`` (admin)."""
     page = await store.access_log.list(
-        caller.fleet_id, from_ms=span.from_ms, to_ms=span.to_ms, cursor=cursor, limit=limit
+        caller.fleet_id,
+        from_ms=span.from_ms,
+        to_ms=span.to_ms,
+        cursor=cursor,
+        limit=limit,
+        newest_first=order.newest_first,
     )
     return AccessLogPublic(
         data=[AccessLogEntryPublic.of(e) for e in page.items], next_cursor=page.next_cursor

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import CurrentKey, StoreDep, forbidden
-from api.params import DAY_MS, Cursor, TimeRange, time_range
+from api.params import DAY_MS, Cursor, Order, OrderQuery, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.commands import AuditEntryPublic, AuditPublic
 from storage.models import Role
@@ -30,15 +30,16 @@ async def list_audit(
     command_id: Annotated[str | None, _ID] = None,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: OrderQuery = Order.ASC,
 ) -> AuditPublic:
-    """The fleet's command audit log, oldest first (admin); an operator key reads the
-    platform's own entries (kill switch)."""
+    """The fleet's command audit log, oldest first unless ``order=desc`` (admin); an operator
+    key reads the platform's own entries (kill switch)."""
     if key.role is Role.OPERATOR:
         fleet_id = None
     elif key.role is Role.ADMIN and key.fleet_id is not None:
         fleet_id = key.fleet_id
     else:
-        raise forbidden("the audit log needs the admin role")
+        raise forbidden(f"the audit log needs the admin role; the key is {key.role}")
     page = await store.audit.list(
         fleet_id,
         vehicle_id=vehicle_id,
@@ -47,6 +48,7 @@ async def list_audit(
         to_ms=span.to_ms,
         cursor=cursor,
         limit=limit,
+        newest_first=order.newest_first,
     )
     return AuditPublic(
         data=[AuditEntryPublic.of(e) for e in page.items], next_cursor=page.next_cursor

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from api.deps import Admin, CurrentKey, Operator, StoreDep, Viewer, forbidden
 from api.params import Cursor, Id, Limit
@@ -20,9 +21,10 @@ from api.schemas.commands import (
     PolicyUpdate,
 )
 from api.services.commands import CommandsDep
+from api.services.exports import CSV_CONTENT, ListFormat, attachment, csv_download, list_format
 from commands import Requester
 from storage.errors import NotFound
-from storage.models import ApiKey, Role
+from storage.models import Alert, ApiKey, Page, Role
 
 router = APIRouter(tags=["commands"], responses=problem_responses(401, 403, 404, 422, 429, 503))
 _BODY_ERRORS = problem_responses(400, 413, 415)
@@ -34,7 +36,7 @@ async def _policy_fleet(fleet_id: str, key: ApiKey, store: StoreDep) -> str:
         if key.fleet_id != fleet_id:
             raise NotFound("fleet not found")
         if key.role is not Role.ADMIN:
-            raise forbidden("a fleet's command policy needs the admin role")
+            raise forbidden(f"a fleet's command policy needs the admin role; the key is {key.role}")
     await store.fleets.get(fleet_id)
     return fleet_id
 
@@ -79,8 +81,19 @@ async def put_kill_switch(
     return KillSwitchPublic.of(switch)
 
 
-@router.get("/v1/alerts", response_model=AlertsPublic, responses=problem_responses(400))
+# The CSV export's columns: AlertPublic's fields, in its order.
+ALERT_CSV_COLUMNS = tuple(AlertPublic.model_fields)
+# Alerts read per storage page while exporting.
+_EXPORT_PAGE = 1000
+
+
+@router.get(
+    "/v1/alerts",
+    response_model=AlertsPublic,
+    responses={200: {"content": CSV_CONTENT}, **problem_responses(400)},
+)
 async def list_alerts(
+    request: Request,
     caller: Viewer,
     store: StoreDep,
     filters: Annotated[AlertFilters, Depends(alert_filters)],
@@ -88,23 +101,46 @@ async def list_alerts(
     open_: Annotated[bool, Query(alias="open", description="Only alerts not closed")] = False,
     cursor: Cursor = None,
     limit: Limit = 100,
-) -> AlertsPublic:
+    format: Annotated[
+        ListFormat | None,
+        Query(description="json (a page) or csv (every alert matching); overrides Accept"),
+    ] = None,
+) -> Any:
     """The fleet's alerts (the alert rules' incidents, the parked guard's suspected thefts,
     duplicate box, engine-start cap), oldest first unless ``order=desc``; filtered by type,
-    vehicle, state and the time they were raised (docs/alerts.md)."""
-    page = await store.alerts.list(
-        caller.fleet_id,
-        vehicle_id=vehicle_id,
-        open_only=open_,
-        cursor=cursor,
-        limit=limit,
-        kinds=filters.kinds,
-        state=filters.state,
-        from_ms=filters.from_ms,
-        to_ms=filters.to_ms,
-        newest_first=filters.newest_first,
-    )
-    return AlertsPublic(data=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor)
+    vehicle, state and the time they were raised (docs/alerts.md). As CSV, every alert that
+    matches, as a download."""
+    fmt = list_format(format, request.headers.get("accept"))
+
+    async def read(after: str | None, size: int) -> Page[Alert]:
+        return await store.alerts.list(
+            caller.fleet_id,
+            vehicle_id=vehicle_id,
+            open_only=open_,
+            cursor=after,
+            limit=size,
+            kinds=filters.kinds,
+            state=filters.state,
+            from_ms=filters.from_ms,
+            to_ms=filters.to_ms,
+            newest_first=filters.newest_first,
+        )
+
+    page = await read(cursor, limit if fmt is ListFormat.JSON else _EXPORT_PAGE)
+    if fmt is ListFormat.JSON:
+        return AlertsPublic(
+            data=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor
+        )
+
+    async def pages() -> AsyncIterator[list[dict[str, Any]]]:
+        current = page
+        while True:
+            yield [AlertPublic.of(a).model_dump(mode="json") for a in current.items]
+            if current.next_cursor is None:
+                return
+            current = await read(current.next_cursor, _EXPORT_PAGE)
+
+    return csv_download(ALERT_CSV_COLUMNS, pages(), attachment("alerts", extension="csv"))
 
 
 @router.get("/v1/alerts/{alert_id}", response_model=AlertPublic)

@@ -7,11 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
 
 from api.deps import FleetKey, StoreDep, Viewer
-from api.params import DAY_MS, Cursor, Id, Limit, TimeRange, time_range
-from api.problems import problem_responses
-from api.schemas.commands import CommandCreate, CommandPublic, CommandsPublic
+from api.params import DAY_MS, Cursor, Id, Limit, Order, OrderQuery, TimeRange, time_range
+from api.problems import problem_responses, refusal_members
+from api.schemas.commands import (
+    BulkCommandCreate,
+    BulkCommandsPublic,
+    BulkItemPublic,
+    BulkRefusal,
+    CommandCreate,
+    CommandPublic,
+    CommandsPublic,
+)
 from api.services.commands import CommandsDep
-from commands import CommandRequest, Requester, rules
+from commands import BulkRequest, CommandRequest, Requester, rules
 from storage.models import CommandKind, CommandState
 from storage.repository import Store
 
@@ -43,6 +51,7 @@ async def _listing(
     type_: CommandKind | None,
     cursor: str | None,
     limit: int,
+    order: Order,
     *,
     vehicle_id: str | None = None,
 ) -> CommandsPublic:
@@ -56,6 +65,7 @@ async def _listing(
         to_ms=span.to_ms,
         cursor=cursor,
         limit=limit,
+        newest_first=order.newest_first,
     )
     return CommandsPublic(
         data=[CommandPublic.of(c) for c in page.items], next_cursor=page.next_cursor
@@ -106,6 +116,55 @@ async def create_command(
     return CommandPublic.of(command)
 
 
+@router.post(
+    "/v1/commands/bulk",
+    response_model=BulkCommandsPublic,
+    responses=problem_responses(400, 413, 415),
+)
+async def create_bulk_commands(
+    body: Annotated[BulkCommandCreate, Body()],
+    caller: FleetKey,
+    service: CommandsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> BulkCommandsPublic:
+    """One command type for many vehicles (``vehicle_ids``, or ``all``: the whole fleet):
+    the answer says per vehicle its command id and status, or the problem that refused it.
+
+    Role rules as for a single command (403 for the whole order). Every per-vehicle rule
+    applies per vehicle: four-eyes (``pending_approval``), the hourly engine-start cap, the
+    kill switch, the duplicate-box freeze. One Idempotency-Key covers the order: a retry
+    answers the same commands (``replayed``) and creates none twice.
+    """
+    bulk = BulkRequest(
+        kind=body.type,
+        vehicle_ids=None if body.all else body.vehicle_ids,
+        params=dict(body.params),
+        ttl_s=body.ttl_s,
+        reason=body.reason,
+        theft_case_id=body.theft_case_id,
+        idempotency_key=idempotency_key,
+    )
+    outcomes = await service.create_bulk(_requester(caller), bulk)
+    items = [
+        BulkItemPublic(
+            vehicle_id=o.vehicle_id,
+            command_id=None if o.command is None else o.command.id,
+            status=None if o.command is None else o.command.status,
+            replayed=o.command is not None and not o.created,
+            problem=None if o.refusal is None else BulkRefusal(**refusal_members(o.refusal)),
+        )
+        for o in outcomes
+    ]
+    created = sum(o.created for o in outcomes)
+    replayed = sum(i.replayed for i in items)
+    if replayed and not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return BulkCommandsPublic(
+        data=items, created=created, replayed=replayed, refused=len(items) - created - replayed
+    )
+
+
 @router.get(
     "/v1/vehicles/{vehicle_id}/commands",
     response_model=CommandsPublic,
@@ -120,11 +179,13 @@ async def list_vehicle_commands(
     type_: Annotated[CommandKind | None, Query(alias="type")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.ASC,
 ) -> CommandsPublic:
-    """The vehicle's commands created in from..to (default: the last 30 days), oldest first."""
+    """The vehicle's commands created in from..to (default: the last 30 days), oldest first
+    unless ``order=desc``."""
     await store.vehicles.get(caller.fleet_id, vehicle_id)
     return await _listing(
-        store, caller.fleet_id, span, status_, type_, cursor, limit, vehicle_id=vehicle_id
+        store, caller.fleet_id, span, status_, type_, cursor, limit, order, vehicle_id=vehicle_id
     )
 
 
@@ -137,10 +198,11 @@ async def list_commands(
     type_: Annotated[CommandKind | None, Query(alias="type")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.ASC,
 ) -> CommandsPublic:
-    """The fleet's commands, oldest first; ``status=pending_approval`` lists what awaits a
-    second admin."""
-    return await _listing(store, caller.fleet_id, span, status_, type_, cursor, limit)
+    """The fleet's commands, oldest first unless ``order=desc``; ``status=pending_approval``
+    lists what awaits a second admin."""
+    return await _listing(store, caller.fleet_id, span, status_, type_, cursor, limit, order)
 
 
 @router.get("/v1/commands/{command_id}", response_model=CommandPublic)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Admin, AuditDep, StoreDep
 from api.problems import invalid, problem_responses
+from api.schemas.common import TimeIn
 from api.times import datetime_to_ms, iso_ms
 from storage.models import now_ms
 
@@ -18,7 +19,7 @@ router = APIRouter(
 class PurgeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    before: AwareDatetime = Field(description="Delete positions and events older than this")
+    before: TimeIn = Field(description="Delete positions and events older than this")
 
 
 class PurgeResult(BaseModel):
@@ -32,8 +33,12 @@ async def purge_data(
     """Erase the fleet's positions, events and geofence crossings older than ``before``
     (admin; GDPR erasure). Vehicles under a legal hold (theft cases) keep theirs."""
     before_ms = datetime_to_ms(body.before)
-    if before_ms > now_ms():
-        raise invalid(("body", "before"), "before must not be in the future")
+    now = now_ms()
+    if before_ms > now:
+        raise invalid(
+            ("body", "before"),
+            f"before ({iso_ms(before_ms)}) must not be in the future (now: {iso_ms(now)})",
+        )
     deleted = await store.telemetry.purge_before(caller.fleet_id, before_ms)
     # Geofence crossings are location data too.
     deleted += await store.geofences.purge_before(caller.fleet_id, before_ms)

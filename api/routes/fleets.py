@@ -56,6 +56,6 @@ async def delete_fleet(fleet_id: Id, key: CurrentKey, store: StoreDep, audit: Au
     if key.role is not Role.OPERATOR:
         if key.fleet_id != fleet_id:
             raise NotFound("fleet not found")
-        raise forbidden("erasing a fleet needs an operator key")
+        raise forbidden(f"erasing a fleet needs an operator key; the key is {key.role}")
     await store.fleets.delete(fleet_id)
     await audit("delete", "fleet", fleet_id)

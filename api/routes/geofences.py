@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from api.deps import AuditDep, FleetCaller, FleetKey, Manager, StoreDep, Viewer
-from api.params import DAY_MS, Cursor, Id, Limit, TimeRange, time_range
+from api.params import DAY_MS, Cursor, Id, Limit, Order, OrderQuery, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.geofences import (
     GeofenceCreate,
@@ -131,13 +131,14 @@ async def list_geofence_crossings(
     vehicle_id: _IdQuery = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.ASC,
 ) -> GeofenceEventsPublic:
-    """The geofence's enter and exit events, oldest first."""
+    """The geofence's enter and exit events, oldest first unless ``order=desc``."""
     await store.geofences.get(caller.fleet_id, geofence_id)  # 404 for another fleet's fence
     if vehicle_id is not None:
         await store.vehicles.get(caller.fleet_id, vehicle_id)
     return await _crossings(
-        caller, store, audit, span, geofence_id, vehicle_id, cursor, limit, geofence_id
+        caller, store, audit, span, geofence_id, vehicle_id, cursor, limit, geofence_id, order
     )
 
 
@@ -153,12 +154,14 @@ async def list_geofence_events(
     geofence_id: _IdQuery = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.ASC,
 ) -> GeofenceEventsPublic:
-    """Enter and exit events of the fleet's geofences (deleted ones too), oldest first."""
+    """Enter and exit events of the fleet's geofences (deleted ones too), oldest first unless
+    ``order=desc``."""
     if vehicle_id is not None:
         await store.vehicles.get(caller.fleet_id, vehicle_id)  # 404 for another fleet's id
     return await _crossings(
-        caller, store, audit, span, geofence_id, vehicle_id, cursor, limit, vehicle_id
+        caller, store, audit, span, geofence_id, vehicle_id, cursor, limit, vehicle_id, order
     )
 
 
@@ -172,6 +175,7 @@ async def _crossings(
     cursor: str | None,
     limit: int,
     resource_id: str | None,
+    order: Order,
 ) -> GeofenceEventsPublic:
     page = await store.geofences.events(
         caller.fleet_id,
@@ -181,6 +185,7 @@ async def _crossings(
         to_ms=span.to_ms,
         cursor=cursor,
         limit=limit,
+        newest_first=order.newest_first,
     )
     # Where a vehicle was and when: personal data, so the read is logged.
     await audit("read", "geofence_events", resource_id, detail=f"{len(page.items)} events")

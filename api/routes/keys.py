@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from api.deps import AuditDep, CurrentKey, StoreDep, forbidden
 from api.params import Cursor, Id, Limit
 from api.problems import invalid, problem_responses
 from api.schemas.keys import KeyCreate, KeyCreated, KeyPublic, KeysPublic
-from api.security import new_api_key
-from api.times import datetime_to_ms
+from api.security import DAY_MS, new_api_key
+from api.times import datetime_to_ms, iso_ms
 from storage.errors import NotFound
 from storage.models import ApiKey, Role, now_ms
 
@@ -60,18 +60,40 @@ KeyOfManagedFleet = Annotated[str, Depends(key_of_managed_fleet)]
     responses=problem_responses(400, 413, 415),
 )
 async def create_key(
-    body: KeyCreate, fleet_id: ManagedFleet, store: StoreDep, audit: AuditDep, response: Response
+    body: KeyCreate,
+    fleet_id: ManagedFleet,
+    store: StoreDep,
+    audit: AuditDep,
+    request: Request,
+    response: Response,
 ) -> KeyCreated:
-    """Create a key of the fleet; its secret is in this response only."""
+    """Create a key of the fleet for a named person; its secret is in this response only."""
     response.headers["Cache-Control"] = "no-store"  # it holds a secret
-    expires_ms = datetime_to_ms(body.expires_at) if body.expires_at is not None else None
-    if expires_ms is not None and expires_ms <= now_ms():
-        raise invalid(("body", "expires_at"), "expires_at must be in the future")
+    now = now_ms()
+    if body.expires_at is None:
+        expires_ms = now + cast(int, request.app.state.key_ttl_days) * DAY_MS
+    else:
+        expires_ms = datetime_to_ms(body.expires_at)
+    if expires_ms <= now:
+        raise invalid(
+            ("body", "expires_at"),
+            f"expires_at ({iso_ms(expires_ms)}) must be in the future (now: {iso_ms(now)})",
+        )
     secret, record = new_api_key(
-        fleet_id=fleet_id, role=Role(body.role.value), name=body.name, expires_ms=expires_ms
+        fleet_id=fleet_id,
+        role=Role(body.role.value),
+        name=body.name,
+        email=body.email,
+        expires_ms=expires_ms,
     )
     created = await store.keys.create(record)
-    await audit("create", "key", created.id, fleet_id=fleet_id, detail=created.role.value)
+    await audit(
+        "create",
+        "key",
+        created.id,
+        fleet_id=fleet_id,
+        detail=f"{created.role.value} for {created.name} <{created.email}>",
+    )
     return KeyCreated(**KeyPublic.of(created).model_dump(), key=secret)
 
 
@@ -94,6 +116,7 @@ async def get_key(key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep) -> K
 async def revoke_key(
     key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep, audit: AuditDep
 ) -> None:
-    """Revoke a key: it stops working at once; it stays listed with its revocation time."""
+    """Revoke a key: it stops working at once, on every process (keys are looked up per
+    request); it stays listed with its revocation time."""
     await store.keys.revoke(fleet_id, key_id, now_ms())
     await audit("revoke", "key", key_id, fleet_id=fleet_id)

@@ -6,8 +6,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.deps import AuditDep, StoreDep, Viewer
-from api.params import DAY_MS, Cursor, Id, TimeRange, time_range
-from api.problems import ApiProblem, invalid, problem_responses
+from api.params import (
+    DAY_MS,
+    Cursor,
+    Id,
+    Order,
+    OrderQuery,
+    TimeRange,
+    not_acceptable,
+    time_range,
+)
+from api.problems import invalid, problem_responses
 from api.schemas.positions import (
     AreaQuery,
     FleetPositionsPublic,
@@ -16,8 +25,10 @@ from api.schemas.positions import (
 )
 from api.services import formats, geo
 from api.services.commands import lock_state
+from api.services.exports import attachment
 from api.services.formats import Format, GeoJsonGeometry
 from api.services.paging import WALK_PAGE, all_vehicles, position_pages
+from api.services.privacy import PrivacyView, privacy_view
 from api.times import iso_ms
 from storage.models import Position, now_ms
 from storage.repository import BBox, Store
@@ -50,21 +61,59 @@ def _age_s(p: Position, now: int) -> float:
     return round((now - p.time_ms) / 1000, 3)
 
 
+# A fix is stale when the box was heard from this much later without a valid fix since: two
+# missed reports at the slowest usual interval (60 s), not a second's jitter.
+STALE_AFTER_MS = 120_000
+
+
+async def _last_seen_ms(
+    store: Store, fleet_id: str, vehicle_id: str, last: Position | None, now: int
+) -> int | None:
+    """When the box last sent a record: the last valid fix only moves with valid fixes, so
+    the records after it (fixes without GPS) are read from the history. One page of them at
+    most (hours of 1 s records): a longer run without a fix is stale either way."""
+    if last is None:
+        return None
+    after = await store.telemetry.positions(
+        fleet_id,
+        vehicle_id,
+        from_ms=last.time_ms + 1,
+        # A box's clock may run ahead of ours: its records are still contacts.
+        to_ms=now + DAY_MS,
+        limit=WALK_PAGE,
+    )
+    return max([last.received_ms, *(p.received_ms for p in after.items)])
+
+
 @router.get("/v1/vehicles/{vehicle_id}/position", response_model=LastPositionPublic)
 async def get_last_position(
-    vehicle_id: Id, caller: Viewer, store: StoreDep, audit: AuditDep
+    vehicle_id: Id, caller: Viewer, store: StoreDep, audit: AuditDep, request: Request
 ) -> dict[str, Any]:
-    """The vehicle's last known position, its age, and whether its box is connected now."""
+    """The vehicle's last valid fix and its age, the box's last contact (``last_seen_at``,
+    any record) and whether the fix is stale, and whether the box is connected now."""
     vehicle = await store.vehicles.get(caller.fleet_id, vehicle_id)
     position = await store.telemetry.last_position(caller.fleet_id, vehicle_id)
     connection = await store.devices.connection(vehicle.device_id) if vehicle.device_id else None
     await audit("read", "position", vehicle_id)
+    now = now_ms()
+    # Privacy mode (docs/privacy.md): a private last fix is not shown, nor its age.
+    view = await privacy_view(store, caller, request, audit, vehicle_id)
+    if position is not None and not view.visible(position):
+        position = None
+    seen_ms = await _last_seen_ms(store, caller.fleet_id, vehicle_id, position, now)
+    if connection is not None and connection.online:
+        seen_ms = max(seen_ms or 0, connection.since_ms)
     return {
         "vehicle_id": vehicle_id,
         "position": formats.position_dict(position) if position else None,
-        "age_s": _age_s(position, now_ms()) if position else None,
+        "age_s": _age_s(position, now) if position else None,
+        "last_seen_at": iso_ms(seen_ms) if seen_ms is not None else None,
+        "stale": bool(
+            position and seen_ms is not None and seen_ms - position.received_ms > STALE_AFTER_MS
+        ),
         "online": bool(connection and connection.online),
         "lock_state": await lock_state(store, caller.fleet_id, vehicle_id, position),
+        "privacy": view.state(vehicle_id, now, now + 1),
     }
 
 
@@ -94,14 +143,19 @@ async def list_positions(
     geometry: Annotated[
         GeoJsonGeometry, Query(description="GeoJSON only: a Point per fix or one LineString")
     ] = GeoJsonGeometry.POINTS,
+    order: OrderQuery = Order.ASC,
 ) -> Response:
-    """The vehicle's positions in time order, as JSON pages, GeoJSON, CSV or GPX."""
+    """The vehicle's positions in time order (JSON: newest first with ``order=desc``), as
+    JSON pages, GeoJSON, CSV or GPX."""
     fmt = format or formats.negotiate(request.headers.get("accept"))
     if fmt is None:
-        raise ApiProblem(
-            406,
-            "this resource is served as application/json, application/geo+json, text/csv "
-            "or application/gpx+xml",
+        raise not_acceptable(list(formats.MEDIA_TYPES.values()))
+    if order.newest_first and fmt is not Format.JSON:
+        # A track runs forward: GPX readers and a LineString take the points as driven.
+        raise invalid(
+            ("query", "order"),
+            f"exports ({fmt}) are in time order; order=desc is for the JSON pages",
+            order.value,
         )
     vehicle = await store.vehicles.get(caller.fleet_id, vehicle_id)
     if fmt is Format.JSON:
@@ -115,16 +169,20 @@ async def list_positions(
         to_ms=span.to_ms,
         cursor=cursor,
         limit=first_limit,
+        newest_first=order.newest_first,
     )
     await audit(
         "read", "positions", vehicle_id, detail=f"{fmt} {iso_ms(span.from_ms)}/{iso_ms(span.to_ms)}"
     )
+    view = await privacy_view(store, caller, request, audit, vehicle_id)
     if fmt is Format.JSON:
+        shown = view.hide(first.items, vehicle_id, span.from_ms, span.to_ms)
         body = {
             "vehicle_id": vehicle_id,
             "from": iso_ms(span.from_ms),
             "to": iso_ms(span.to_ms),
-            "data": [formats.position_dict(p) for p in first.items],
+            "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
+            "data": [formats.position_dict(p) for p in shown],
             "next_cursor": first.next_cursor,
         }
         return Response(formats.dumps(body), media_type=formats.MEDIA_TYPES[fmt], headers=_VARY)
@@ -137,6 +195,7 @@ async def list_positions(
         first=first,
         limit=limit,
     )
+    pages = view.hide_pages(pages, vehicle_id, span.from_ms, span.to_ms)
     if fmt is Format.GEOJSON and geometry is GeoJsonGeometry.LINESTRING:
         properties = {
             "vehicle_id": vehicle_id,
@@ -154,11 +213,15 @@ async def list_positions(
     media_type = formats.MEDIA_TYPES[fmt]
     if fmt is Format.CSV:
         media_type += "; charset=utf-8; header=present"
-    return StreamingResponse(chunks, media_type=media_type, headers=_VARY)
+    # A download names itself after the vehicle and the range, not "positions".
+    download = attachment(
+        vehicle.plate or vehicle.id, iso_ms(span.from_ms), iso_ms(span.to_ms), extension=fmt.value
+    )
+    return StreamingResponse(chunks, media_type=media_type, headers={**_VARY, **download})
 
 
 async def _fleet_positions(
-    store: Store, fleet_id: str, bbox: BBox | None, polygon: Any
+    store: Store, fleet_id: str, bbox: BBox | None, polygon: Any, view: PrivacyView
 ) -> dict[str, Any]:
     """Last positions of the fleet's vehicles, inside the bbox or the polygon when given."""
     shape = None
@@ -173,7 +236,7 @@ async def _fleet_positions(
     data = []
     for p in positions:
         vehicle = vehicles.get(p.vehicle_id) if p.vehicle_id else None
-        if vehicle is None:  # an unfitted box, or a deleted vehicle
+        if vehicle is None or not view.visible(p):  # unfitted, deleted, or private now
             continue
         data.append(
             {
@@ -193,6 +256,7 @@ async def _fleet_positions(
     responses=problem_responses(400),
 )
 async def list_fleet_positions(
+    request: Request,
     caller: Viewer,
     store: StoreDep,
     audit: AuditDep,
@@ -223,9 +287,24 @@ async def list_fleet_positions(
         shape = geo.parse_polygon_text(polygon) if polygon is not None else None
     except ValueError as exc:
         raise invalid(("query", "polygon"), str(exc)) from None
-    result = await _fleet_positions(store, caller.fleet_id, box, shape)
+    view = await privacy_view(store, caller, request, audit)
+    result = await _fleet_positions(store, caller.fleet_id, box, shape, view)
+    if box is not None and not result["data"]:
+        await _refuse_swapped(store, caller.fleet_id, box, ("query", "bbox"))
     await audit("read", "fleet_positions", None, detail=f"{len(result['data'])} vehicles")
     return result
+
+
+async def _refuse_swapped(store: Store, fleet_id: str, box: BBox, loc: tuple[str, ...]) -> None:
+    """422 when an empty box finds vehicles with latitude and longitude exchanged: the
+    likelier reading is a swapped box (48.8,2.2,... for Paris), not an empty area."""
+    other = geo.swapped(box)
+    if other is not None and await store.telemetry.last_positions(fleet_id, bbox=other):
+        raise invalid(
+            loc,
+            "no vehicle is inside this bbox but some are with lat and lon exchanged"
+            + geo.SWAPPED_HINT,
+        )
 
 
 @router.post(
@@ -234,7 +313,7 @@ async def list_fleet_positions(
     responses=problem_responses(400, 413, 415),
 )
 async def search_fleet_positions(
-    body: AreaQuery, caller: Viewer, store: StoreDep, audit: AuditDep
+    body: AreaQuery, caller: Viewer, store: StoreDep, audit: AuditDep, request: Request
 ) -> dict[str, Any]:
     """The map query with the area in the body: for polygons too long for a URL."""
     if body.bbox is not None and body.polygon is not None:
@@ -247,6 +326,9 @@ async def search_fleet_positions(
         shape = geo.parse_polygon(body.polygon) if body.polygon is not None else None
     except ValueError as exc:
         raise invalid(("body", "polygon"), str(exc)) from None
-    result = await _fleet_positions(store, caller.fleet_id, box, shape)
+    view = await privacy_view(store, caller, request, audit)
+    result = await _fleet_positions(store, caller.fleet_id, box, shape, view)
+    if box is not None and not result["data"]:
+        await _refuse_swapped(store, caller.fleet_id, box, ("body", "bbox"))
     await audit("read", "fleet_positions", None, detail=f"{len(result['data'])} vehicles")
     return result

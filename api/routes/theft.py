@@ -18,7 +18,7 @@ from api.deps import (
     VehicleManager,
     Viewer,
 )
-from api.params import Cursor, Id, Limit
+from api.params import Cursor, Id, Limit, Order, OrderQuery
 from api.problems import ApiProblem, problem_responses
 from api.schemas.theft import (
     GuardPublic,
@@ -91,7 +91,7 @@ async def put_vehicle_guard(
             at_ms=now_ms(),
         )
     except ValueError as exc:
-        raise ApiProblem(409, str(exc)) from None
+        raise ApiProblem(409, str(exc), type_="urn:gp8:problem:conflict") from None
     await audit("update", "guard", vehicle_id, detail="armed" if body.armed else "disarmed")
     return GuardPublic.of(guard)
 
@@ -152,7 +152,7 @@ async def open_theft_case_from_alert(
     """Open a theft case from a (suspected-theft) alert in one call (admin)."""
     alert = await store.alerts.get(caller.fleet_id, alert_id)
     if alert.vehicle_id is None:
-        raise ApiProblem(409, "this alert is about no vehicle")
+        raise ApiProblem(409, "this alert is about no vehicle", type_="urn:gp8:problem:conflict")
     body = body or TheftFromAlert()
     reported = datetime_to_ms(body.reported_at) if body.reported_at is not None else None
     return await _opened(
@@ -174,10 +174,16 @@ async def list_theft_cases(
     vehicle_id: Annotated[str | None, Query(max_length=64)] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.ASC,
 ) -> TheftCasesPublic:
-    """The fleet's theft cases, oldest first."""
+    """The fleet's theft cases, oldest first unless ``order=desc``."""
     page = await store.theft_cases.list(
-        caller.fleet_id, vehicle_id=vehicle_id, status=status_, cursor=cursor, limit=limit
+        caller.fleet_id,
+        vehicle_id=vehicle_id,
+        status=status_,
+        cursor=cursor,
+        limit=limit,
+        newest_first=order.newest_first,
     )
     return TheftCasesPublic(
         data=[TheftCasePublic.of(c) for c in page.items], next_cursor=page.next_cursor

@@ -16,8 +16,13 @@ from api.schemas.vehicles import (
     VehicleUpdate,
 )
 from api.services.commands import lock_state
-from api.services.fittings import FITTED_AT_SKEW_MS, check_backdated_fitting
-from api.times import datetime_to_ms
+from api.services.fittings import (
+    FITTED_AT_SKEW_MS,
+    check_backdated_fitting,
+    refuse_silent_move,
+)
+from api.services.plates import find_by_plate
+from api.times import datetime_to_ms, iso_ms
 from storage.models import now_ms
 
 router = APIRouter(
@@ -52,21 +57,39 @@ async def list_vehicles(
     cursor: Cursor = None,
     limit: Limit = 100,
     vin: Annotated[str | None, Query(max_length=17, description="Exact VIN")] = None,
-    plate: Annotated[str | None, Query(max_length=16, description="Exact plate")] = None,
+    plate: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            description="Plate, ignoring case, spaces, dashes and dots (js-829-wh finds JS829WH)",
+        ),
+    ] = None,
     fitted: Annotated[bool | None, Query(description="Only with (or without) a box")] = None,
 ) -> VehiclesPublic:
     """List the fleet's vehicles in creation order, filtered."""
-    page = await store.vehicles.list(
-        caller.fleet_id,
-        cursor=cursor,
-        limit=limit,
-        vin=vin.strip().upper() if vin else vin,
-        plate=plate,
-        fitted=fitted,
-    )
-    return VehiclesPublic(
-        data=[VehiclePublic.of(v) for v in page.items], next_cursor=page.next_cursor
-    )
+    vin = vin.strip().upper() if vin else vin
+    if plate:
+        page = await find_by_plate(
+            store.vehicles,
+            caller.fleet_id,
+            plate,
+            cursor=cursor,
+            limit=limit,
+            vin=vin,
+            fitted=fitted,
+        )
+    else:
+        page = await store.vehicles.list(
+            caller.fleet_id, cursor=cursor, limit=limit, vin=vin, fitted=fitted
+        )
+    # One query for the fleet's last positions rather than one per vehicle of the page.
+    last = {p.vehicle_id: p for p in await store.telemetry.last_positions(caller.fleet_id)}
+    data = []
+    for v in page.items:
+        vehicle = VehiclePublic.of(v)
+        vehicle.lock_state = await lock_state(store, caller.fleet_id, v.id, last.get(v.id))
+        data.append(vehicle)
+    return VehiclesPublic(data=data, next_cursor=page.next_cursor)
 
 
 @router.get("/{vehicle_id}", response_model=VehiclePublic)
@@ -91,7 +114,9 @@ async def update_vehicle(
     )
     changed = ",".join(sorted(body.model_dump(exclude_none=True)))
     await audit("update", "vehicle", vehicle_id, detail=changed)
-    return VehiclePublic.of(vehicle)
+    updated = VehiclePublic.of(vehicle)
+    updated.lock_state = await lock_state(store, caller.fleet_id, vehicle_id)
+    return updated
 
 
 @router.delete("/{vehicle_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -112,11 +137,17 @@ async def fit_device(
     vehicle_id: Id, body: FittingCreate, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
 ) -> FittingPublic:
     """Fit the box with this IMEI to the vehicle (admin), ending its and the vehicle's current
-    fittings at that moment; the history is kept."""
+    fittings at that moment (a box the vehicle had is unfitted); the history is kept. 409 when
+    the box is fitted to another vehicle, unless the body says ``"move": true``."""
+    if not body.move:
+        await refuse_silent_move(store.devices, caller.fleet_id, vehicle_id, body.imei)
     now = now_ms()
     at_ms = datetime_to_ms(body.fitted_at) if body.fitted_at is not None else now
     if at_ms > now + FITTED_AT_SKEW_MS:
-        raise invalid(("body", "fitted_at"), "fitted_at must not be in the future")
+        raise invalid(
+            ("body", "fitted_at"),
+            f"fitted_at ({iso_ms(at_ms)}) must not be in the future (now: {iso_ms(now)})",
+        )
     if body.fitted_at is not None:
         await check_backdated_fitting(store.devices, caller.fleet_id, vehicle_id, body.imei, at_ms)
     fitting = await store.devices.fit(caller.fleet_id, vehicle_id, body.imei, at_ms)

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from api.deps import Admin, AuditDep, FleetKey, StoreDep, Viewer
-from api.params import Cursor, Id, Limit
+from api.params import Cursor, Id, Limit, Order, OrderQuery
 from api.problems import invalid, problem_responses
 from api.schemas.webhooks import (
     WebhookCreate,
@@ -139,10 +139,17 @@ async def list_deliveries(
     ] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    order: OrderQuery = Order.DESC,
 ) -> WebhookDeliveriesPublic:
-    """The webhook's deliveries, newest first: state, attempts, next attempt, last answer."""
+    """The webhook's deliveries, newest first unless ``order=asc``: state, attempts, next
+    attempt, last answer."""
     page = await store.webhooks.deliveries(
-        caller.fleet_id, webhook_id, status=status_, cursor=cursor, limit=limit
+        caller.fleet_id,
+        webhook_id,
+        status=status_,
+        cursor=cursor,
+        limit=limit,
+        newest_first=order.newest_first,
     )
     return WebhookDeliveriesPublic(
         data=[WebhookDeliveryPublic.of(d) for d in page.items], next_cursor=page.next_cursor

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from api.params import Order, OrderQuery
 from api.problems import invalid
 from api.schemas.common import Name, Timestamp
 from api.schemas.geofences import Schedule
-from api.times import iso_ms, parse_time
+from api.times import iso_ms, parse_time, understood
 from storage.models import (
     AlertKind,
     AlertRule,
@@ -57,7 +58,7 @@ class AlertFilters:
     newest_first: bool
 
 
-_TIME_DOC = "ISO-8601 or epoch milliseconds; on the time the alert was raised"
+_TIME_DOC = "RFC 3339 or epoch milliseconds (not seconds); on the time the alert was raised"
 
 
 def alert_filters(
@@ -71,9 +72,7 @@ def alert_filters(
     ] = None,
     from_: Annotated[str | None, Query(alias="from", max_length=64, description=_TIME_DOC)] = None,
     to: Annotated[str | None, Query(max_length=64, description=_TIME_DOC)] = None,
-    order: Annotated[
-        Literal["asc", "desc"], Query(description="asc: oldest first (default); desc: newest")
-    ] = "asc",
+    order: OrderQuery = Order.ASC,
 ) -> AlertFilters:
     bounds: dict[str, int] = {}
     for name, text in (("from", from_), ("to", to)):
@@ -85,8 +84,11 @@ def alert_filters(
             raise invalid(("query", name), str(exc)) from None
     from_ms, to_ms = bounds.get("from", 0), bounds.get("to", 2**62)
     if from_ms >= to_ms:
-        raise invalid(("query", "from"), "from must be before to")
-    return AlertFilters(type_, state, from_ms, to_ms, order == "desc")
+        # Say how each bound was read; a missing one is open.
+        from_said = f"from={understood(from_, from_ms)}" if from_ is not None else "from (open)"
+        to_said = f"to={understood(to, to_ms)}" if to is not None else "to (open)"
+        raise invalid(("query", "from"), f"{from_said} must be before {to_said}", from_)
+    return AlertFilters(type_, state, from_ms, to_ms, order.newest_first)
 
 
 class AlertAck(BaseModel):

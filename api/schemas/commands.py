@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from api.schemas.common import Timestamp
 from api.times import iso_ms
 from api.validation import text_error
 from commands import rules
+from commands.requests import MAX_BULK_VEHICLES
 from protocol.gp8 import RecordFlags
 from storage.models import (
     Alert,
@@ -139,6 +148,65 @@ CommandCreate = Annotated[
     | RebootCommand,
     Field(discriminator="type"),
 ]
+
+
+# --- bulk: one command type for many vehicles ----------------------------------------------
+
+VehicleId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class BulkCommandCreate(BaseModel):
+    """One command type for many vehicles: ``vehicle_ids`` or ``all``, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: CommandKind
+    params: dict[str, StrictInt] = Field(
+        default_factory=dict,
+        description="As for a single command of this type (set_report_interval: seconds)",
+    )
+    ttl_s: TtlS = rules.DEFAULT_TTL_S
+    reason: Reason = ""
+    theft_case_id: TheftCaseId | None = None
+    vehicle_ids: list[VehicleId] | None = Field(
+        default=None, min_length=1, max_length=MAX_BULK_VEHICLES
+    )
+    all: bool = Field(default=False, description="Every vehicle of the fleet")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BulkCommandCreate:
+        if (self.vehicle_ids is not None) == self.all:
+            raise ValueError('give either "vehicle_ids" or "all": true')
+        return self
+
+
+class BulkRefusal(BaseModel):
+    """Why this vehicle got no command: the problem (RFC 9457 members) a single request for
+    it would have answered."""
+
+    model_config = ConfigDict(extra="allow")  # a refusal's own members (alert_ids, ...)
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class BulkItemPublic(BaseModel):
+    vehicle_id: str
+    command_id: str | None = Field(description="The vehicle's command; null when refused")
+    status: CommandState | None = Field(
+        description="The command's status now (pending_approval under four-eyes)"
+    )
+    replayed: bool = Field(description="An earlier request with this Idempotency-Key made it")
+    problem: BulkRefusal | None
+
+
+class BulkCommandsPublic(BaseModel):
+    data: list[BulkItemPublic] = Field(description="One per vehicle, in the order asked")
+    created: int
+    replayed: int
+    refused: int
 
 
 # --- responses ------------------------------------------------------------------------------

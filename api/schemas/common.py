@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from api.validation import imei_error, text_error, vin_error
 
@@ -16,6 +23,17 @@ Timestamp = Annotated[
         examples=["2024-05-01T12:00:00.000Z"],
     ),
 ]
+
+
+def _time_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time string with its zone (2024-05-01T12:00:00Z)")
+    return value
+
+
+# Every time the API reads in a body: an RFC 3339 string with its zone. A number
+# (``{"before": 0}``) is refused rather than taken as seconds since 1970.
+TimeIn = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 
 # Limits of free texts: what fits a plate field, a list column, a dashboard tile.
 PLATE_MAX = 16

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.schemas.common import Timestamp
 from api.schemas.positions import PositionPublic
 
 
 class EventType(StrEnum):
-    """protocol.EventCode names in lower case (tests keep the two in step)."""
+    """Every stored event code: protocol.gp8.EventCode names in lower case, then the codes only
+    Teltonika boxes report."""
 
     SOS = "sos"
     POWER_CUT = "power_cut"
@@ -28,12 +29,27 @@ class EventType(StrEnum):
     IGNITION_OFF = "ignition_off"
     DRIVER_BADGE = "driver_badge"
     OVERSPEED = "overspeed"
+    # Teltonika boxes only (gateway/adapters/teltonika.py, FMB_EVENTS; tests keep them in step).
+    TRIP = "trip"
+    IDLING = "idling"
+    AUTO_GEOFENCE = "auto_geofence"
+    GEOFENCE_ZONE_1 = "geofence_zone_1"
+    GEOFENCE_ZONE_2 = "geofence_zone_2"
+    GEOFENCE_ZONE_3 = "geofence_zone_3"
+    GEOFENCE_ZONE_4 = "geofence_zone_4"
+    GEOFENCE_ZONE_5 = "geofence_zone_5"
 
 
 class EventPublic(BaseModel):
     time: Timestamp
     type: str
-    detail: int
+    detail: int = Field(description="The code-specific value as the box sent it")
+    detail_decoded: dict[str, int | float | list[str]] | None = Field(
+        default=None,
+        description="What detail means, named (docs/protocol.md §4.3): warnings for "
+        "dashboard_warning, external_power_mv for power_cut, limit_kmh for overspeed, ...; "
+        "null for codes whose detail is 0",
+    )
     vehicle_id: str | None
     device_id: str
     received_at: Timestamp

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
 
 from api.schemas.commands import LockStatePublic
 from api.schemas.common import Timestamp
@@ -13,6 +13,7 @@ _SERVED_TYPES: dict[Kind, Any] = {
     Kind.EPOCH_MS: Timestamp,
     Kind.WARNING_MASK: list[str],
     Kind.BADGE: str,
+    Kind.OBJECT: dict[str, int | str],
 }
 
 
@@ -60,9 +61,24 @@ class LastPositionPublic(BaseModel):
     vehicle_id: str
     position: PositionPublic | None
     age_s: float | None = Field(description="Seconds since the fix was taken")
+    last_seen_at: Timestamp | None = Field(
+        default=None,
+        description="The box's last contact, any record (a fix without GPS too), or its "
+        "connection's start when later",
+    )
+    stale: bool = Field(
+        default=False,
+        description="The box was heard from more than 120 s after this fix without a valid "
+        "one since (a tunnel, a garage): the position is older than the contact",
+    )
     online: bool = Field(description="The vehicle's box is connected now")
     lock_state: LockStatePublic | None = Field(
         default=None, description="Doors and engine-start inhibit (docs/commands.md)"
+    )
+    privacy: str = Field(
+        default="off",
+        description='Privacy mode now (docs/privacy.md): "off", "active" (the fix is hidden), '
+        '"revealed" (an admin with a Gp8-Reason) or "overridden_by_theft_case"',
     )
 
 
@@ -83,7 +99,8 @@ class AreaQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bbox: list[float] | None = Field(
+    # Strict: a boolean is not a coordinate ([false, 0, 0, 0] would read as zeros).
+    bbox: list[Annotated[float, Strict()]] | None = Field(
         default=None,
         min_length=4,
         max_length=4,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.schemas.commands import CommandPublic
-from api.schemas.common import Timestamp
+from api.schemas.common import TimeIn, Timestamp
 from api.services.formats import event_dict, position_dict
 from api.times import iso_ms
 from storage.models import (
@@ -79,7 +79,7 @@ class GuardPublic(BaseModel):
 class TheftCaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reported_at: AwareDatetime | None = Field(
+    reported_at: TimeIn | None = Field(
         default=None, description="When the theft was reported (default: now)"
     )
     note: Note = ""
@@ -94,7 +94,7 @@ class TheftCaseCreate(BaseModel):
 class TheftFromAlert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reported_at: AwareDatetime | None = None
+    reported_at: TimeIn | None = None
     note: Note = ""
 
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.commands import LockStatePublic
-from api.schemas.common import Imei, Label, Plate, Timestamp, Vin
+from api.schemas.common import Imei, Label, Plate, TimeIn, Timestamp, Vin
 from api.times import iso_ms
 from storage.models import Fitting, Vehicle
 
@@ -35,7 +35,8 @@ class VehiclePublic(BaseModel):
     created_at: Timestamp
     lock_state: LockStatePublic | None = Field(
         default=None,
-        description="Doors and engine-start inhibit (docs/commands.md); only in GET of one vehicle",
+        description="Doors and engine-start inhibit (docs/commands.md); null only in the answer "
+        "to the vehicle's creation, before anything is known",
     )
 
     @classmethod
@@ -59,10 +60,15 @@ class FittingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     imei: Imei
-    fitted_at: AwareDatetime | None = Field(
+    fitted_at: TimeIn | None = Field(
         default=None,
         description="When the box was fitted, if not now: for recording a past fitting (an "
         "import, a simulation). Not in the future, not before the box's last fitting.",
+    )
+    move: bool = Field(
+        default=False,
+        description="Move the box when it is fitted to another vehicle of the fleet (that "
+        "vehicle is left without a box). Without it, such a request is refused with 409.",
     )
 
 

@@ -23,3 +23,16 @@ async def check_backdated_fitting(
         latest = fitting.to_ms if fitting.to_ms is not None else fitting.from_ms
         if max(latest, fitting.from_ms) > at_ms:
             raise Conflict("the box's fitting history already goes past fitted_at")
+
+
+async def refuse_silent_move(
+    devices: DeviceRepo, fleet_id: str, vehicle_id: str, imei: str
+) -> None:
+    """Conflict when the box is fitted to another vehicle: fitting it here would take it from
+    there, which a client must ask for (``"move": true``) rather than do by a typo."""
+    page = await devices.list(fleet_id, imei=imei, limit=1)
+    if page.items and page.items[0].vehicle_id not in (None, vehicle_id):
+        raise Conflict(
+            f'box {imei} is fitted to vehicle {page.items[0].vehicle_id}; send "move": true to'
+            " move it here"
+        )

@@ -88,10 +88,13 @@ def warning_names(mask: int) -> list[str]:
 
 def event_dict(e: Event) -> dict[str, Any]:
     """The API's JSON object for one event (schema: api.schemas.events.EventPublic)."""
+    from api.services.event_details import decode_detail  # it builds on warning_names here
+
     return {
         "time": iso_ms(e.time_ms),
         "type": e.code,
         "detail": e.detail,
+        "detail_decoded": decode_detail(e.code, e.detail),
         "vehicle_id": e.vehicle_id,
         "device_id": e.device_id,
         "received_at": iso_ms(e.received_ms),
@@ -128,6 +131,7 @@ def position_dict(p: Position) -> dict[str, Any]:
         "received_at": iso_ms(p.received_ms),
         "device_id": p.device_id,
         "buffered": p.buffered,
+        "io": p.io,
     }
 
 
@@ -215,16 +219,18 @@ def _coordinates(page: Iterable[Position]) -> bytes:
 CSV_COLUMNS: tuple[str, ...] = tuple(f.public_name for f in PUBLIC_POSITION_FIELDS)
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return "|".join(value)
+    if isinstance(value, dict):  # io: one cell of compact JSON, as the JSON shows it
+        return orjson.dumps(value).decode()
     return "" if value is None else str(value)
 
 
 async def csv_rows(pages: AsyncIterator[list[Position]]) -> AsyncIterator[bytes]:
-    """RFC 4180 CSV: a header row, then one row per position; warnings joined by ``|``."""
+    """RFC 4180 CSV: a header row, a row per position; warnings joined by ``|``, io as JSON."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -234,7 +240,7 @@ async def csv_rows(pages: AsyncIterator[list[Position]]) -> AsyncIterator[bytes]
         buffer.truncate()
         for p in page:
             row = position_dict(p)
-            writer.writerow([_csv_cell(row[column]) for column in CSV_COLUMNS])
+            writer.writerow([csv_cell(row[column]) for column in CSV_COLUMNS])
         yield buffer.getvalue().encode()
 
 

@@ -29,6 +29,9 @@ def parse_bbox(values: Iterable[float | str]) -> BBox:
     parts = list(values)
     if len(parts) != 4:
         raise ValueError("a bbox is 4 numbers: min_lon,min_lat,max_lon,max_lat")
+    # bool is an int to float(): [false, 0, 0, 0] is not four numbers.
+    if any(isinstance(p, bool) for p in parts):
+        raise ValueError("a bbox is 4 numbers: min_lon,min_lat,max_lon,max_lat (not booleans)")
     try:
         min_lon, min_lat, max_lon, max_lat = (float(p) for p in parts)
     except (TypeError, ValueError):
@@ -38,7 +41,10 @@ def parse_bbox(values: Iterable[float | str]) -> BBox:
     if not (-180 <= min_lon <= 180 and -180 <= max_lon <= 180):
         raise ValueError("bbox longitudes must be within -180..180")
     if not (-90 <= min_lat <= 90 and -90 <= max_lat <= 90):
-        raise ValueError("bbox latitudes must be within -90..90")
+        swapped = all(-90 <= v <= 90 for v in (min_lon, max_lon))
+        raise ValueError(
+            "bbox latitudes must be within -90..90" + (SWAPPED_HINT if swapped else "")
+        )
     if min_lat > max_lat:
         raise ValueError("bbox min_lat is greater than max_lat")
     if min_lon > max_lon:
@@ -47,6 +53,20 @@ def parse_bbox(values: Iterable[float | str]) -> BBox:
             "supported: send two queries)"
         )
     return (min_lon, min_lat, max_lon, max_lat)
+
+
+SWAPPED_HINT = (
+    "; the order is min_lon,min_lat,max_lon,max_lat (GeoJSON), and this box reads as if "
+    "latitude and longitude were swapped"
+)
+
+
+def swapped(bbox: BBox) -> BBox | None:
+    """``bbox`` with latitude and longitude exchanged, when that is a valid box too."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    if all(-90 <= v <= 90 for v in (min_lon, max_lon)):
+        return (min_lat, min_lon, max_lat, max_lon)
+    return None
 
 
 def parse_bbox_text(text: str) -> BBox:

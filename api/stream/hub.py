@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -298,6 +298,11 @@ class _FleetReader:
             slow.clear()
 
 
+# Privacy mode (api/services/privacy.py, docs/privacy.md): the entries of a read a client may
+# see; private fixes never reach the stream, whoever the client is (no reason can be stated).
+EntryFilter = Callable[[str, list[StreamEntry]], Awaitable[list[StreamEntry]]]
+
+
 class StreamHub:
     """The fan-out of one API process (see the module docstring). ``subscribe`` for each
     client; ``stop`` at shutdown ends every subscription (SHUTTING_DOWN)."""
@@ -313,6 +318,7 @@ class StreamHub:
         read_timeout_s: float = READ_TIMEOUT_S,
         read_limit: int = READ_LIMIT,
         limits: Limits | None = None,
+        privacy: EntryFilter | None = None,
     ) -> None:
         if queue_limit < 1 or max_subscribers < 1 or read_limit < 1:
             raise ValueError("queue_limit, max_subscribers and read_limit must be positive")
@@ -326,6 +332,7 @@ class StreamHub:
         # that keeps up would be dropped by a single burst.
         self.read_limit = min(read_limit, queue_limit)
         self.limits = limits or Limits()
+        self.privacy = privacy
         self.dropped = 0  # slow consumers dropped since start
         self._readers: dict[str, _FleetReader] = {}
         self._subscriptions: set[Subscription] = set()
@@ -428,11 +435,15 @@ class StreamHub:
         kinds: frozenset[StreamKind] | None = None,
         vehicle_id: str | None = None,
     ) -> StreamPage:
-        return await self._call(
+        page = await self._call(
             self.stream.after(
                 fleet_id, cursor, kinds=kinds, vehicle_id=vehicle_id, limit=self.read_limit
             )
         )
+        if self.privacy is None or not page.entries:
+            return page
+        # The cursor stays the read's: a hidden entry is passed over, never read again.
+        return StreamPage(await self._call(self.privacy(fleet_id, page.entries)), page.cursor)
 
     async def _call(self, call: Awaitable[T]) -> T:
         """A storage call of the stream, bounded by ``read_timeout_s``; its failures as the

@@ -6,10 +6,10 @@ may each run one: pruning the same window twice drops nothing more."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from runtime import Periodic
 from storage.errors import StorageError
 from storage.models import now_ms
 from storage.repository import StreamRepo
@@ -41,7 +41,9 @@ class StreamPruner:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic(
+            "stream-pruner", self.prune_once, interval_s, expected=(StorageError, OSError)
+        )
         self.pruned = 0  # entries dropped since start
 
     async def prune_once(self) -> int:
@@ -53,20 +55,7 @@ class StreamPruner:
         return dropped
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="gp8-stream-pruner")
+        self._job.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.prune_once()
-            except (StorageError, TimeoutError, OSError) as exc:
-                log.warning("stream pruning failed (tried again in %g s): %r", self.interval_s, exc)
-            await asyncio.sleep(self.interval_s)
+        await self._job.stop()

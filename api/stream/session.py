@@ -16,7 +16,7 @@ from api.audit import Audit
 from api.deps import FleetCaller, fleet_key
 from api.problems import ApiProblem
 from api.ratelimit import RateLimiter
-from api.security import authenticate
+from api.security import KeyThrottle, authenticate
 from api.stream.hub import Limits, Outgoing, Subscription
 from api.stream.protocol import StreamError, StreamOptions, StreamRefused
 from storage.errors import NotFound, StorageError
@@ -67,9 +67,16 @@ def bearer_secret(header: str | None) -> str | None:
 
 
 async def authorize(
-    store: Store, limiter: RateLimiter | None, secret: str | None, limits: Limits
+    store: Store,
+    limiter: RateLimiter | None,
+    secret: str | None,
+    limits: Limits,
+    *,
+    throttle: KeyThrottle | None = None,
+    source: str | None = None,
 ) -> FleetCaller:
-    """The fleet key behind ``secret``, with the same rules and messages as the REST API."""
+    """The fleet key behind ``secret``, with the same rules and messages as the REST API,
+    invalid keys throttled per client address as there (api/security.py, KeyThrottle)."""
     if not secret:
         raise StreamRefused(
             StreamError.UNAUTHORIZED,
@@ -77,7 +84,9 @@ async def authorize(
         )
     credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=secret)
     try:
-        key = await _bounded(authenticate(store, limiter, credentials), limits)
+        key = await _bounded(
+            authenticate(store, limiter, credentials, throttle=throttle, source=source), limits
+        )
         caller = await fleet_key(key)
         caller.require(Role.VIEWER)
     except ApiProblem as exc:

@@ -18,6 +18,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.ratelimit import RateLimiter
+from api.security import KeyThrottle
 from api.stream import session
 from api.stream.hub import Limits, Outgoing, StreamHub
 from api.stream.protocol import (
@@ -57,7 +58,11 @@ async def _serve(websocket: WebSocket, hub: StreamHub) -> None:
     if not by_header:
         secret, given = parse_first_message(await _first_message(websocket, limits))
         options = options.combine(given)
-    caller = await session.authorize(store, limiter, secret, limits)
+    throttle = cast(KeyThrottle | None, getattr(websocket.app.state, "key_throttle", None))
+    source = websocket.client.host if websocket.client is not None else None
+    caller = await session.authorize(
+        store, limiter, secret, limits, throttle=throttle, source=source
+    )
     if options.vehicle_id is not None:
         await session.check_vehicle(store, caller, options.vehicle_id, limits)
     await session.record_access(store, caller, options, "websocket", limits)

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.auth import LoginGuard, source_address
 from gateway.context import LOOKUP_TIMEOUT_S, DeviceContext, load_fittings
 from gateway.core import Closed, LoginDecision, Problem, Refusal, Role, Rule
 from gateway.metrics import GatewayMetrics, SessionMetrics
@@ -59,6 +60,7 @@ from storage.errors import StorageError
 from storage.models import Device, DeviceModel, DeviceProtocol, DeviceStatus
 from storage.models import Event as StoredEvent
 from storage.models import Position as StoredPosition
+from throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +207,7 @@ class DeviceProfile:
             self.gsm_signal,
             self.driver_badge,
             self.hdop,
+            self.gnss_status,  # feeds fix_valid
             self.engine_start_inhibit,
             self.doors_locked,
         )
@@ -290,6 +293,7 @@ def to_position(
         0,  # dashboard warnings: not reported by FMB boxes without a CAN adapter
         badge if 0 < badge <= MAX_BADGE else None,
         received_ms - record.time_ms > profile.buffered_after_ms,
+        unmapped_io(io, profile),
     )
 
 
@@ -320,18 +324,31 @@ def to_event(
     )
 
 
-def unmapped_io(record: AvlRecord, profile: DeviceProfile) -> dict[str, int | str]:
-    """The IO elements with no gp8 field, raw: id → value, variable-size ones as hex.
+# The largest integer both engines store as a number (BSON and SQLite integers are signed 64-bit).
+_MAX_STORED_INT = 2**63 - 1
 
-    What the issue's position ``io`` object will hold once storage has the field; shown by
-    ``gp8 decode`` meanwhile (docs/teltonika.md).
+
+def unmapped_io(
+    io: Mapping[int, int | bytes], profile: DeviceProfile
+) -> dict[str, int | str] | None:
+    """The IO elements with no gp8 field, raw: id → value; None when there are none.
+
+    Kept with the position (its ``io`` field) so nothing a box reports is thrown away and a
+    profile can be changed later. Variable-size values are hex, and so are 8-byte values above
+    2^63-1 (16 hex digits, big-endian as on the wire): no engine stores them as integers.
     """
     mapped = profile.mapped
-    return {
-        str(io_id): value.hex() if isinstance(value, bytes) else value
-        for io_id, value in record.io.items()
-        if io_id not in mapped
-    }
+    out: dict[str, int | str] = {}
+    for io_id, value in io.items():
+        if io_id in mapped:
+            continue
+        if isinstance(value, bytes):
+            out[str(io_id)] = value.hex()
+        elif value > _MAX_STORED_INT:
+            out[str(io_id)] = value.to_bytes(8, "big").hex()
+        else:
+            out[str(io_id)] = value
+    return out or None
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -379,15 +396,23 @@ class ImeiLogin:
     devices: DeviceDirectory
     metrics: GatewayMetrics
     lookup_timeout_s: float = LOOKUP_TIMEOUT_S
+    # Failed logins throttled per (source, IMEI) and per source, as GP8's (gateway/auth.py): a
+    # guesser walking an IMEI range from one address is answered 00 unchecked once locked out.
+    throttle: AuthThrottle | None = None
 
     async def check(self, imei: str, peer: str) -> tuple[str, Device | None]:
         """(status, the device when "ok"); counts it and logs refusals; never raises."""
-        status, device = await self._decide(imei)
+        guard = LoginGuard(self.throttle, self.metrics)
+        source = source_address(peer)
+        throttled = guard.wait(source, imei) is not None
+        status, device = ("throttled", None) if throttled else await self._decide(imei)
         self.metrics.logins[status] += 1
         if device is not None:
             log.info("teltonika login ok: imei=%s peer=%s", imei, peer)
         else:
             log.warning("teltonika login refused (%s): imei=%s peer=%s", status, imei, peer)
+        if not throttled:
+            guard.settle(source, imei, status, ok=device is not None)
         return status, device
 
     async def _decide(self, imei: str) -> tuple[str, Device | None]:
@@ -579,8 +604,10 @@ def sessions(
     devices: DeviceDirectory,
     metrics: GatewayMetrics,
     profiles: Mapping[DeviceModel, DeviceProfile] | None = None,
+    *,
+    throttle: AuthThrottle | None = None,
 ) -> Callable[[], TeltonikaSession]:
     """Teltonika for a TCP listener: IMEI, then AVL packets and Codec 12 responses."""
-    login_check = ImeiLogin(devices, metrics)
+    login_check = ImeiLogin(devices, metrics, throttle=throttle)
     overrides = dict(profiles or {})
     return lambda: TeltonikaSession(login_check, overrides)

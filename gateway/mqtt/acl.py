@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Protocol
 
 from protocol.gp8 import mqtt_password
-from protocol.gp8.topics import ack_topic, down_topic, up_filter, up_topic
+from protocol.gp8.topics import (
+    ack_topic,
+    down_topic,
+    status_filter,
+    status_topic,
+    up_filter,
+    up_topic,
+)
 from storage.models import Device, DeviceProtocol, DeviceStatus
 from storage.repository import DeviceRepo, FleetRepo
 
@@ -114,12 +121,14 @@ def _gateway_rules() -> Iterator[str]:
     # Also covers the shared subscription $share/{group}/gp8/+/up: Mosquitto checks read
     # access on each message's topic as it delivers it, never on the $share/ filter.
     yield f"topic read {up_filter()}"
+    yield f"topic read {status_filter()}"
     yield f"topic write {down_topic('+')}"
     yield f"topic write {ack_topic('+')}"
 
 
 def _box_rules(imei: str) -> Iterator[str]:
     yield f"topic write {up_topic(imei)}"
+    yield f"topic write {status_topic(imei)}"  # its birth message and last will
     yield f"topic read {down_topic(imei)}"
     yield f"topic read {ack_topic(imei)}"
 

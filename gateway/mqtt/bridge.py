@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +43,21 @@ from gateway.mqtt.uplink import NotStored, UplinkHandler, UplinkResult
 from gateway.pipeline import IngestPipeline
 from gateway.ports import GatewayStore
 from protocol.gp8 import Message, encode
-from protocol.gp8.topics import ack_topic, down_topic, shared_up_filter
+from protocol.gp8.topics import (
+    STATUS,
+    BoxStatus,
+    ack_topic,
+    down_topic,
+    imei_of_status_topic,
+    shared_up_filter,
+    status_filter,
+)
+from storage.errors import StorageError
 from storage.models import now_ms
 
 log = logging.getLogger(__name__)
+
+STATUS_SUFFIX = f"/{STATUS}"
 
 # How long the broker keeps our session (subscription and queued messages) while we are away:
 # long enough to ride out a weekend outage of a gateway host. Shorter means messages queued for a
@@ -294,7 +304,7 @@ class MqttBridge:
             keepalive=KEEPALIVE_S,
             timeout=self._timeout_s,
             max_inflight_messages=self._receive_maximum,
-            tls_context=ssl.create_default_context() if self.broker.tls else None,
+            tls_context=self.broker.tls_context,  # built once by the entry point (config.py)
         )
         # One pending PUBACK wait per ACK publication in flight is normal here, not a leak.
         client.pending_calls_threshold = self._receive_maximum * 2
@@ -304,9 +314,12 @@ class MqttBridge:
     async def _session(self, client: aiomqtt.Client) -> None:
         conn = _Connection(client, OrderedAcks(client))
         try:
-            granted = await client.subscribe(self.subscription, qos=1, timeout=self._timeout_s)
+            # The uplink shared; the boxes' statuses whole (each gateway must know which boxes
+            # the broker holds: docs/mqtt.md, "Online state over MQTT").
+            topics = [(self.subscription, 1), (status_filter(), 1)]
+            granted = await client.subscribe(topics, timeout=self._timeout_s)
             if any(_refused(code) for code in granted):
-                raise aiomqtt.MqttError(f"subscription to {self.subscription} refused: {granted}")
+                raise aiomqtt.MqttError(f"subscription to {topics} refused: {granted}")
             self._connection = conn
             self.metrics.connects += 1
             self.metrics.connected = True
@@ -341,7 +354,9 @@ class MqttBridge:
 
     async def _read(self, conn: _Connection) -> None:
         async for message in conn.client.messages:
-            self.metrics.messages += 1
+            # Statuses are counted apart (metrics.statuses): `messages` is the uplink's.
+            if not message.topic.value.endswith(STATUS_SUFFIX):
+                self.metrics.messages += 1
             delivery = conn.acks.receive(message)
             task = asyncio.create_task(self._process(conn, message, delivery))
             self._handlers.add(task)
@@ -366,6 +381,11 @@ class MqttBridge:
         self, conn: _Connection, message: aiomqtt.Message, delivery: Delivery
     ) -> None:
         topic = message.topic.value
+        status_of = imei_of_status_topic(topic)
+        if status_of is not None:
+            await self._status(status_of, message.payload)
+            conn.acks.settle(delivery)
+            return
         try:
             result = await self.handler.handle(topic, bytes(message.payload), now_ms())
         except NotStored:
@@ -382,6 +402,36 @@ class MqttBridge:
                 # and the box gets its ACK then.
                 return
         conn.acks.settle(delivery)
+
+    async def _status(self, imei: str, payload: object) -> None:
+        """A box's birth or will: the broker's word on its connection, to presence."""
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b"?"
+        # Empty: the box cleared its status as it left cleanly (§7.6).
+        status = None if not raw else BoxStatus.decode(raw)
+        if raw and status is None:
+            self.metrics.statuses["invalid"] += 1
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                known = await self.devices.get(imei)
+                if known is None:
+                    # A status comes once per connection: worth a fresh read, in case the box
+                    # was provisioned since its IMEI was cached as unknown.
+                    self.devices.forget(imei)
+                    known = await self.devices.get(imei)
+        except (StorageError, TimeoutError) as exc:
+            # Settled anyway: a status is retained, the next connection gets it again.
+            log.warning("mqtt: status of %s not handled: %r", imei, exc)
+            return
+        if known is None:
+            self.metrics.statuses["unknown_device"] += 1
+            return
+        if status is None:
+            self.metrics.statuses["left"] += 1
+            self.presence.left(imei, known.device.id)
+            return
+        self.metrics.statuses["online" if status.online else "offline"] += 1
+        self.presence.status(imei, known.device.id, status)
 
     async def _publish(self, conn: _Connection, topic: str, payload: bytes) -> bool:
         """QoS 1, not retained; True once the broker confirmed. Cancelled (the task ends) if

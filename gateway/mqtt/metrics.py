@@ -29,6 +29,13 @@ class MqttMetrics(SessionMetrics):
         Field("publish_failures", "publish_failures_total", "counter", "Unconfirmed publications."),
         Field("commands_sent", "commands_sent_total", "counter", "COMMAND frames published."),
         Field(
+            "statuses",
+            "statuses",
+            "counter",
+            "Box status messages (birth, will) by what they said.",
+            "state",
+        ),
+        Field(
             "unacked_on_disconnect",
             "unacked_on_disconnect_total",
             "counter",
@@ -50,6 +57,10 @@ class MqttMetrics(SessionMetrics):
         self.store_retries = 0  # submissions retried while storage was unavailable
         self.publish_failures = 0  # ACK/command publications the broker did not confirm
         self.commands_sent = 0
+        # Box status messages (docs/protocol.md §7.6) by state: online, offline (its will),
+        # left (cleared as it disconnected cleanly); and those ignored: invalid,
+        # unknown_device.
+        self.statuses: Counter[str] = Counter()
         self.unacked_on_disconnect = 0  # messages the broker will resend after a reconnect
 
     def snapshot(self) -> dict[str, object]:

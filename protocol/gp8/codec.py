@@ -18,6 +18,7 @@ Payload parsing and serialisation are dispatched by table on the message type.
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -293,6 +294,13 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self.garbage_bytes = 0  # bytes skipped while resynchronising, for metrics
+        # The search for a frame hidden inside an incomplete one, kept across reads so that a
+        # trickle costs linear time (a rescan per read made one byte per read quadratic).
+        # Offsets are relative to the head of the frame waited on, so compaction keeps them.
+        self._scan_head = -1  # self._pos the state below belongs to; -1: none
+        self._scan_from = 0  # start markers before this offset are already classified
+        # Markers whose frame was still incomplete: (offset where it ends, offset of marker).
+        self._scan_waiting: list[tuple[int, int]] = []
 
     @property
     def buffered(self) -> int:
@@ -304,10 +312,13 @@ class FrameDecoder:
         if self._pos and self._pos >= len(self._buf) // 2:
             # Compact only when at least half is consumed, so the copy is amortised O(1).
             del self._buf[: self._pos]
+            if self._scan_head >= 0:
+                self._scan_head -= self._pos
             self._pos = 0
         self._buf += data
 
     def _skip(self, n: int) -> None:
+        self._scan_head = -1  # a new head: the hidden-frame search starts over
         self._pos += n
         if self._pos >= len(self._buf):
             self._buf.clear()
@@ -371,20 +382,37 @@ class FrameDecoder:
     def _complete_frame_inside(self, pos: int, end: int) -> int | None:
         """Where a complete frame with a valid CRC starts in buf[pos+1:end], if one does.
 
-        Only called while a frame is incomplete, over less than max_frame_size bytes; a marker
-        inside a real frame's payload almost never heads a CRC-valid frame (1 in 65,536).
+        Only called while the frame at ``pos`` is incomplete, over less than max_frame_size
+        bytes; a marker inside a real frame's payload almost never heads a CRC-valid frame
+        (1 in 65,536). Incremental: each marker is classified once, and each candidate's CRC is
+        computed once, when its last byte has arrived, so the work over a frame's whole wait is
+        linear in its bytes however they were cut (docs/security.md, "quadratic decoding").
         """
         buf = self._buf
-        at = buf.find(MAGIC, pos + 1, end)
-        while at >= 0 and end - at >= HEADER_SIZE:
+        if self._scan_head != pos:
+            self._scan_head, self._scan_from, self._scan_waiting = pos, 1, []
+        waiting = self._scan_waiting
+        at = buf.find(MAGIC, pos + self._scan_from, end)
+        while at >= 0:
+            if end - at < 4:  # its length has not arrived yet: classify it on a later read
+                break
             length = buf[at + 2] << 8 | buf[at + 3]
             total = 4 + length
-            if length >= MIN_LENGTH and total <= self.max_frame_size and at + total <= end:
-                crc_at = at + total - CRC_SIZE
-                if crc16(memoryview(buf)[at + 2 : crc_at]) == (buf[crc_at] << 8 | buf[crc_at + 1]):
-                    return at
+            if length >= MIN_LENGTH and total <= self.max_frame_size:
+                heapq.heappush(waiting, (at - pos + total, at - pos))
             at = buf.find(MAGIC, at + 1, end)
-        return None
+        # Past the last marker seen; a trailing "G" may be the first half of the next one.
+        self._scan_from = (at - pos) if at >= 0 else max(self._scan_from, end - pos - 1)
+        found: int | None = None
+        while waiting and waiting[0][0] <= end - pos:
+            _, offset = heapq.heappop(waiting)
+            if found is not None and offset >= found:
+                continue
+            at = pos + offset
+            crc_at = at + (buf[at + 2] << 8 | buf[at + 3]) + 4 - CRC_SIZE
+            if crc16(memoryview(buf)[at + 2 : crc_at]) == (buf[crc_at] << 8 | buf[crc_at + 1]):
+                found = offset
+        return None if found is None else pos + found
 
     def __iter__(self) -> Iterator[Message | FrameError]:
         """Drain the buffer: messages, and the errors met on the way, in stream order."""

@@ -99,3 +99,46 @@ class Answer:
     ok: bool
     engine_start_inhibited: bool | None = None  # what the answer says of the outputs
     doors_locked: bool | None = None
+
+
+# --- the box's side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What a command text asks of a box, as a box reads it (the simulator's, and tests').
+
+    ``name`` is the first word, lower-cased; ``outputs`` the DOUT number → state of a
+    ``setdigout`` (outputs left as "?" absent), ``speed_gates`` its DOUT number → km/h above
+    which the box waits to switch it, ``parameters`` the id → value of a ``setparam``.
+    """
+
+    name: str
+    outputs: dict[int, int]
+    speed_gates: dict[int, int]
+    parameters: dict[int, str]
+
+
+def parse(text: str) -> Order:
+    """Read a command text; never raises (a box answers what it does not understand)."""
+    words = text.split()
+    name = words[0].lower() if words else ""
+    outputs: dict[int, int] = {}
+    gates: dict[int, int] = {}
+    parameters: dict[int, str] = {}
+    if name == "setdigout" and len(words) > 1:
+        # setdigout <a state per output> <a timeout per output> <a speed per output>
+        states = words[1]
+        for n, state in enumerate(states, start=1):
+            if state in "01":
+                outputs[n] = int(state)
+        speeds = words[2 + len(states) : 2 + 2 * len(states)]
+        for n, speed in enumerate(speeds, start=1):
+            if speed.isdigit():
+                gates[n] = int(speed)
+    elif name == "setparam" and len(words) > 1:
+        for pair in " ".join(words[1:]).split(";"):
+            key, _, value = pair.partition(":")
+            if key.strip().isdigit():
+                parameters[int(key)] = value.strip()
+    return Order(name, outputs, gates, parameters)

@@ -46,6 +46,8 @@ COMMAND_INDEXES: dict[str, list[IndexModel]] = {
         _index("fleet_id", "time_ms", "_id", name="fleet_time"),
         _index("fleet_id", "vehicle_id", "time_ms", "_id", name="vehicle_time"),
         _index("command_id", name="command"),
+        # The hash chain's order, and its compare-and-set (storage/mongo/audit_chain.py).
+        _index("fleet_id", "seq", unique=True, name="chain"),
     ],
     ALERTS: [
         _index("fleet_id", "raised_ms", "_id", name="fleet_listing"),

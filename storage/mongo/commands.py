@@ -16,13 +16,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Protocol
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from storage.errors import Conflict, StorageError, StorageUnavailable
+from storage.errors import Conflict, StorageUnavailable
 from storage.models import (
     MAX_COMMAND_SEQ,
     Alert,
@@ -39,6 +39,13 @@ from storage.models import (
     VehicleLockState,
     first_command_seq,
 )
+from storage.mongo.audit_chain import (
+    MAX_ATTEMPTS,
+    ChainRace,
+    chain_fleets,
+    insert_chained,
+    read_chain,
+)
 from storage.mongo.command_schema import (
     ALERTS,
     COMMAND_AUDIT,
@@ -50,8 +57,9 @@ from storage.mongo.command_schema import (
     VEHICLE_LOCK_STATES,
 )
 from storage.mongo.db import Doc, MongoDb
-from storage.mongo.query import ASC, after
-from storage.pagination import decode_cursor, make_page, page_limit
+from storage.mongo.query import ASC, after, keyset
+from storage.mongo.transactions import ServerTransactions, Transactions
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
 from storage.repository import StreamRepo
 
 _CHANGEABLE = frozenset(CommandChanges.__annotations__)
@@ -63,6 +71,8 @@ _SEQ_ATTEMPTS = 5
 # An idempotency document whose command never appeared (the writer died half way) is given up
 # after this long, so the key can be used again.
 IDEMPOTENCY_STALE_MS = 60_000
+# Keys per $in lookup: keeps each query document small.
+_KEYS_PER_QUERY = 1000
 
 
 def _doc(model: Any) -> Doc:
@@ -127,58 +137,6 @@ def _key_doc(command: CommandRecord) -> Doc | None:
     }
 
 
-class Transactions(Protocol):
-    """Multi-document transactions, where the deployment has them (tests pass a fake)."""
-
-    async def available(self) -> bool:
-        """Whether `run` may be used: a replica set member or mongos answers."""
-        ...
-
-    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
-        """Run ``work`` (every write of it given the session) as one committed transaction;
-        driver errors come out as storage errors (a duplicate key: Conflict)."""
-        ...
-
-
-class ServerTransactions:
-    """Transactions through the database's own client, if its server has them."""
-
-    def __init__(self, db: MongoDb) -> None:
-        self._db = db
-        self._available: bool | None = None  # asked once: a deployment does not change kind
-
-    async def available(self) -> bool:
-        if self._available is None:
-            self._available = await self._ask()
-        return self._available
-
-    async def _ask(self) -> bool:
-        try:
-            hello: Doc = await self._db.call(self._db.database.command("hello"))
-        except StorageUnavailable:
-            raise  # not an answer: ask again next time
-        except (StorageError, NotImplementedError):
-            # A server too old for `hello`, or a stand-in (the test fake) that implements few
-            # commands: neither runs transactions.
-            return False
-        return supports_transactions(hello)
-
-    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
-        async with self._db.database.client.start_session() as session:
-            # One call at the error boundary: with_transaction retries a transient error
-            # itself (it must see the driver's exception, so `work` calls the driver
-            # directly), and the operation timeout bounds the whole transaction.
-            await self._db.call(
-                session.with_transaction(work, write_concern=self._db.database.write_concern)
-            )
-
-
-def supports_transactions(hello: Doc) -> bool:
-    """Does the server that gave this `hello` reply run multi-document transactions?"""
-    sessions = hello.get("logicalSessionTimeoutMinutes") is not None
-    return sessions and ("setName" in hello or hello.get("msg") == "isdbgrid")
-
-
 class MongoCommands:
     def __init__(
         self,
@@ -227,25 +185,111 @@ class MongoCommands:
                 # A stale claim was just released: try once more.
         raise Conflict("a request with this idempotency key is in progress")
 
+    async def create_many(
+        self, items: Sequence[tuple[CommandRecord, AuditEntry]]
+    ) -> builtins.list[tuple[CommandRecord, bool]]:
+        """With transactions: the new ones' claims, audit lines and commands in one
+        transaction. Without (or when a key was claimed meanwhile): `create` for each, the
+        ordered fallback one command at a time."""
+        if not items:
+            return []
+        if not await self._transactions.available():
+            return [await self.create(command, requested) for command, requested in items]
+        answers: list[tuple[CommandRecord, bool] | None] = []
+        new: list[tuple[CommandRecord, AuditEntry]] = []
+        keys: set[str] = set()
+        for command, requested in items:
+            key = command.idempotency_key
+            existing = (
+                await self.by_idempotency_key(command.fleet_id, key)
+                if key is not None and key not in keys
+                else None
+            )
+            if existing is not None:
+                answers.append((existing, False))
+                continue
+            if key is not None and key in keys:
+                # The same key twice in one batch: the first one's replay (answered below).
+                answers.append(None)
+                continue
+            if key is not None:
+                keys.add(key)
+            seq = await self._next_seq(command.imei, command.created_ms)
+            new.append((dataclasses.replace(command, seq=seq), requested))
+            answers.append(None)
+        try:
+            await self._write_many_in_transaction(new)
+        except Conflict:
+            # A key claimed by another writer meanwhile: none of the batch is stored; each
+            # goes on its own, which answers the claimed one as a replay.
+            return [await self.create(command, requested) for command, requested in items]
+        if self._stream is not None and new:
+            await self._stream.append(tuple(command for command, _ in new))
+        stored = iter(command for command, _ in new)
+        first: dict[str, CommandRecord] = {}
+        out: list[tuple[CommandRecord, bool]] = []
+        for (command, _), answer in zip(items, answers, strict=True):
+            key = command.idempotency_key
+            if answer is not None:
+                out.append(answer)
+            elif key is not None and key in first:
+                out.append((first[key], False))
+            else:
+                created = next(stored)
+                if key is not None:
+                    first[key] = created
+                out.append((created, True))
+        return out
+
+    async def _write_many_in_transaction(
+        self, items: Sequence[tuple[CommandRecord, AuditEntry]]
+    ) -> None:
+        """Every claim, audit line and command of ``items``: all committed, or none."""
+        if not items:
+            return
+
+        async def work(session: AsyncClientSession) -> None:
+            for command, requested in items:
+                key_doc = _key_doc(command)
+                if key_doc is not None:
+                    await self._col(COMMAND_IDEMPOTENCY).insert_one(key_doc, session=session)
+                await insert_chained(self._db, COMMAND_AUDIT, requested, _doc, session=session)
+            await self._col(COMMANDS).insert_many(
+                [_doc(command) for command, _ in items], ordered=True, session=session
+            )
+
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                await self._transactions.run(work)
+                return
+            except ChainRace:
+                continue  # another writer took the audit chain's next link: run it again
+        raise Conflict("the command audit chain's head kept moving")
+
     async def _write_in_transaction(self, command: CommandRecord, requested: AuditEntry) -> None:
         """Idempotency claim, audit line and command: all committed, or none."""
         key_doc = _key_doc(command)
-        docs = [(COMMAND_AUDIT, _doc(requested)), (COMMANDS, _doc(command))]
-        if key_doc is not None:
-            docs.insert(0, (COMMAND_IDEMPOTENCY, key_doc))
 
         async def work(session: AsyncClientSession) -> None:
-            for collection, doc in docs:
-                await self._col(collection).insert_one(doc, session=session)
+            if key_doc is not None:
+                await self._col(COMMAND_IDEMPOTENCY).insert_one(key_doc, session=session)
+            await insert_chained(self._db, COMMAND_AUDIT, requested, _doc, session=session)
+            await self._col(COMMANDS).insert_one(_doc(command), session=session)
 
-        await self._transactions.run(work)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                await self._transactions.run(work)
+                return
+            except ChainRace:
+                continue  # another writer took the audit chain's next link: run it again
+        raise Conflict("the command audit chain's head kept moving")
 
     async def _write_ordered(self, command: CommandRecord, requested: AuditEntry) -> None:
         """Without transactions: each write on its own, in the order that fails safe."""
         key_doc = _key_doc(command)
         if key_doc is not None:
             await self._db.call(self._col(COMMAND_IDEMPOTENCY).insert_one(key_doc))
-        await self._db.call(self._col(COMMAND_AUDIT).insert_one(_doc(requested)))
+        await insert_chained(self._db, COMMAND_AUDIT, requested, _doc)
         await self._db.call(self._col().insert_one(_doc(command)))
 
     async def _key_holder(self, command: CommandRecord) -> CommandRecord | None:
@@ -320,6 +364,27 @@ class MongoCommands:
         )
         return None if doc is None else to_command(doc)
 
+    async def by_idempotency_keys(
+        self, fleet_id: str, keys: Collection[str]
+    ) -> dict[str, CommandRecord]:
+        found: dict[str, CommandRecord] = {}
+        wanted = [f"{fleet_id}:{key}" for key in keys]
+        for i in range(0, len(wanted), _KEYS_PER_QUERY):
+            claims = await self._db.call(
+                self._col(COMMAND_IDEMPOTENCY)
+                .find({"_id": {"$in": wanted[i : i + _KEYS_PER_QUERY]}})
+                .to_list()
+            )
+            ids = [claim["command_id"] for claim in claims]
+            docs = await self._db.call(
+                self._col().find({"_id": {"$in": ids}, "fleet_id": fleet_id}).to_list()
+            )
+            for doc in docs:
+                command = to_command(doc)
+                assert command.idempotency_key is not None  # claimed under it
+                found[command.idempotency_key] = command
+        return found
+
     async def list(
         self,
         fleet_id: str,
@@ -331,6 +396,7 @@ class MongoCommands:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[CommandRecord]:
         limit = page_limit(limit)
         query: Doc = {"fleet_id": fleet_id, "created_ms": {"$gte": from_ms, "$lt": to_ms}}
@@ -340,12 +406,11 @@ class MongoCommands:
             query["status"] = status.value
         if kind is not None:
             query["kind"] = kind.value
-        if cursor is not None:
-            query.update(after(["created_ms", "_id"], decode_cursor(cursor, "command", (int, str))))
-        found = await self._db.find(COMMANDS, query, [("created_ms", ASC), ("_id", ASC)], limit + 1)
-        return make_page(
-            [to_command(d) for d in found], limit, "command", lambda c: (c.created_ms, c.id)
-        )
+        tag = order_kind("command", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["created_ms", "_id"], key, newest_first=newest_first)
+        found = await self._db.find(COMMANDS, {**query, **seek}, sort, limit + 1)
+        return make_page([to_command(d) for d in found], limit, tag, lambda c: (c.created_ms, c.id))
 
     async def count_since(
         self, fleet_id: str, kinds: Collection[CommandKind], since_ms: int
@@ -422,7 +487,7 @@ class MongoCommands:
         if doc is None:
             return None
         if audit is not None:
-            await self._db.call(self._col(COMMAND_AUDIT).insert_one(_doc(audit)))
+            await insert_chained(self._db, COMMAND_AUDIT, audit, _doc)
         changed = to_command(doc)
         if self._stream is not None:
             await self._stream.append((changed,))
@@ -464,7 +529,15 @@ class MongoAudit:
         self._db = db
 
     async def append(self, entry: AuditEntry) -> None:
-        await self._db.call(self._db.collection(COMMAND_AUDIT).insert_one(_doc(entry)))
+        await insert_chained(self._db, COMMAND_AUDIT, entry, _doc)
+
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        return await read_chain(self._db, COMMAND_AUDIT, to_audit, fleet_id, after_seq, limit)
+
+    async def chain_fleets(self) -> list[str | None]:
+        return await chain_fleets(self._db, COMMAND_AUDIT)
 
     async def list(
         self,
@@ -476,6 +549,7 @@ class MongoAudit:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[AuditEntry]:
         limit = page_limit(limit)
         # fleet_id None matches the null of the platform's entries, never a fleet's.
@@ -484,12 +558,11 @@ class MongoAudit:
             query["vehicle_id"] = vehicle_id
         if command_id is not None:
             query["command_id"] = command_id
-        if cursor is not None:
-            query.update(after(["time_ms", "_id"], decode_cursor(cursor, "audit", (int, str))))
-        found = await self._db.find(
-            COMMAND_AUDIT, query, [("time_ms", ASC), ("_id", ASC)], limit + 1
-        )
-        return make_page([to_audit(d) for d in found], limit, "audit", lambda e: (e.time_ms, e.id))
+        tag = order_kind("audit", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["time_ms", "_id"], key, newest_first=newest_first)
+        found = await self._db.find(COMMAND_AUDIT, {**query, **seek}, sort, limit + 1)
+        return make_page([to_audit(d) for d in found], limit, tag, lambda e: (e.time_ms, e.id))
 
 
 class MongoPolicies:

@@ -28,11 +28,21 @@ from storage.mongo.db import Doc, MongoDb
 from storage.mongo.query import ASC, after
 from storage.mongo.schema import CONNECTIONS, DEVICES, FITTINGS, VEHICLES
 from storage.pagination import id_key, make_page, page_limit
+from storage.secrets import SecretBox, device_context
 
 
 class MongoDevices:
-    def __init__(self, db: MongoDb) -> None:
+    """The LOGIN secret is sealed in the document (storage/secrets.py), opened here."""
+
+    def __init__(self, db: MongoDb, secrets: SecretBox) -> None:
         self._db = db
+        self._secrets = secrets
+
+    def _to_device(self, doc: Doc) -> Device:
+        device = docs.to_device(doc)
+        return dataclasses.replace(
+            device, secret=self._secrets.open(device.secret, device_context(device.id))
+        )
 
     async def create(
         self,
@@ -55,18 +65,20 @@ class MongoDevices:
             protocol=protocol,
         )
         # The unique IMEI index makes a second box with this IMEI a DuplicateKeyError: Conflict.
-        await self._db.call(self._db.collection(DEVICES).insert_one(docs.device_doc(device)))
+        sealed = self._secrets.seal(device.secret, device_context(device.id))
+        doc = docs.device_doc(dataclasses.replace(device, secret=sealed))
+        await self._db.call(self._db.collection(DEVICES).insert_one(doc))
         return device
 
     async def get(self, fleet_id: str, device_id: str) -> Device:
         doc = await self._db.find_one(
             DEVICES, {"_id": device_id, "fleet_id": fleet_id}, f"device {device_id}"
         )
-        return docs.to_device(doc)
+        return self._to_device(doc)
 
     async def get_by_imei(self, imei: str) -> Device | None:
         doc = await self._db.call(self._db.collection(DEVICES).find_one({"imei": imei}))
-        return None if doc is None else docs.to_device(doc)
+        return None if doc is None else self._to_device(doc)
 
     async def list(
         self,
@@ -94,7 +106,7 @@ class MongoDevices:
         if fitted is not None:
             query["vehicle_id"] = {"$ne": None} if fitted else None
         found = await self._db.find(DEVICES, query, [("_id", ASC)], limit + 1)
-        return make_page([docs.to_device(d) for d in found], limit, "device", lambda d: (d.id,))
+        return make_page([self._to_device(d) for d in found], limit, "device", lambda d: (d.id,))
 
     async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
         await self._db.find_one(
@@ -150,13 +162,44 @@ class MongoDevices:
             # Deleted while connected: nothing to attach the state to, and no error to fail the
             # gateway's disconnect path with.
             return
+        # "Newest observation wins" in one conditional upsert: when the stored version is
+        # newer the filter matches nothing, the upsert's insert hits the _id and the write is
+        # dropped (several gateway processes write this document).
+        try:
+            await self._db.call(
+                self._db.collection(CONNECTIONS).update_one(
+                    {"_id": connection.device_id, "version": {"$lte": connection.version}},
+                    {"$set": docs.connection_fields(connection, device["fleet_id"])},
+                    upsert=True,
+                )
+            )
+        except Conflict:
+            return  # a newer observation is stored
+
+    async def touch_connections(
+        self, gateway_id: str, device_ids: builtins.list[str], seen_ms: int
+    ) -> dict[str, str]:
+        if not device_ids:
+            return {}
+        connections = self._db.collection(CONNECTIONS)
+        # Only documents this gateway still holds online: one taken over stays the other's.
         await self._db.call(
-            self._db.collection(CONNECTIONS).update_one(
-                {"_id": connection.device_id},
-                {"$set": docs.connection_fields(connection, device["fleet_id"])},
-                upsert=True,
+            connections.update_many(
+                {"_id": {"$in": device_ids}, "gateway_id": gateway_id, "online": True},
+                {"$set": {"seen_ms": seen_ms}},
             )
         )
+        taken = await self._db.find(
+            CONNECTIONS,
+            {
+                "_id": {"$in": device_ids},
+                "online": True,
+                "gateway_id": {"$nin": [gateway_id, None]},
+            },
+            [("_id", ASC)],
+            projection={"gateway_id": 1},
+        )
+        return {d["_id"]: d["gateway_id"] for d in taken}
 
     async def connection(self, device_id: str) -> DeviceConnection | None:
         doc = await self._db.call(self._db.collection(CONNECTIONS).find_one({"_id": device_id}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any
 
-from storage.fields import POSITION_ATTRS, POSITION_FIELDS
+from storage.fields import POSITION_ATTRS, POSITION_FIELDS, REQUIRED
 from storage.models import (
     AccessLogEntry,
     ApiKey,
@@ -54,8 +54,21 @@ def position_doc(position: Position) -> Doc:
     return doc
 
 
+# (key, default) of the fields an older gp8 did not write: absent from its documents.
+_POSITION_DEFAULTS: tuple[tuple[str, object], ...] = tuple(
+    (f.mongo_key, f.default) for f in POSITION_FIELDS if f.default is not REQUIRED
+)
+_REQUIRED_KEYS: tuple[str, ...] = tuple(
+    f.mongo_key for f in POSITION_FIELDS if f.default is REQUIRED
+)
+
+
 def to_position(doc: Doc) -> Position:
-    return Position(*(doc[key] for key in POSITION_KEYS))
+    # Fields with defaults come last in model order (a NamedTuple requires it).
+    return Position(
+        *(doc[key] for key in _REQUIRED_KEYS),
+        *(doc.get(key, default) for key, default in _POSITION_DEFAULTS),
+    )
 
 
 def event_doc(event: Event) -> Doc:
@@ -104,6 +117,8 @@ def key_doc(key: ApiKey) -> Doc:
         "created_ms": key.created_ms,
         "expires_ms": key.expires_ms,
         "revoked_ms": key.revoked_ms,
+        "email": key.email,
+        "last_used_ms": key.last_used_ms,
     }
 
 
@@ -118,6 +133,9 @@ def to_key(doc: Doc) -> ApiKey:
         created_ms=doc["created_ms"],
         expires_ms=doc["expires_ms"],
         revoked_ms=doc["revoked_ms"],
+        # Keys stored before owners and last use: "" is the unknown owner (docs/security.md).
+        email=doc.get("email", ""),
+        last_used_ms=doc.get("last_used_ms"),
     )
 
 
@@ -203,6 +221,8 @@ def connection_fields(connection: DeviceConnection, fleet_id: str) -> Doc:
         "gateway_id": connection.gateway_id,
         "since_ms": connection.since_ms,
         "remote": connection.remote,
+        "version": connection.version,
+        "seen_ms": connection.seen_ms,
     }
 
 
@@ -215,6 +235,9 @@ def to_connection(doc: Doc) -> DeviceConnection:
         gateway_id=doc["gateway_id"],
         since_ms=doc["since_ms"],
         remote=doc["remote"],
+        # Absent from documents written before versions existed: unordered.
+        version=doc.get("version", 0),
+        seen_ms=doc.get("seen_ms"),
     )
 
 
@@ -228,6 +251,9 @@ def access_doc(entry: AccessLogEntry) -> Doc:
         "resource": entry.resource,
         "resource_id": entry.resource_id,
         "detail": entry.detail,
+        "seq": entry.seq,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
     }
 
 
@@ -241,4 +267,7 @@ def to_access(doc: Doc) -> AccessLogEntry:
         resource=doc["resource"],
         resource_id=doc["resource_id"],
         detail=doc["detail"],
+        seq=doc.get("seq", 0),
+        prev_hash=doc.get("prev_hash", ""),
+        hash=doc.get("hash", ""),
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from pymongo.errors import (
     BulkWriteError,
@@ -37,6 +38,8 @@ def storage_error(exc: PyMongoError) -> StorageError:
         return _bulk_error(exc)
     if exc.timeout:  # client-side operation timeout (pymongo.timeout), whatever its class
         return StorageUnavailable(str(exc))
+    if isinstance(exc, DuplicateKeyError):
+        return _duplicate(exc.details)
     for driver_error, storage_error_type in _MAPPING:
         if isinstance(exc, driver_error):
             return storage_error_type(str(exc))
@@ -49,8 +52,17 @@ def _bulk_error(exc: BulkWriteError) -> StorageError:
     if details.get("writeConcernErrors") or exc.timeout:
         return StorageUnavailable(str(exc))
     if write_errors and all(e.get("code") == DUPLICATE_KEY for e in write_errors):
-        return Conflict(str(exc))
+        return _duplicate(write_errors[0])
     return StorageError(str(exc))
+
+
+def _duplicate(details: Mapping[str, Any] | None) -> Conflict:
+    # The server reports the index's fields as keyPattern; its message (with the values) stays
+    # in the cause, out of what a client may see.
+    pattern = (details or {}).get("keyPattern") or {}
+    return Conflict(
+        "conflicts with an existing record", fields=tuple(str(field) for field in pattern)
+    )
 
 
 @contextmanager

@@ -33,10 +33,10 @@ from storage.models import (
 )
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
-from storage.mongo.query import ASC, after
+from storage.mongo.query import ASC, after, keyset
 from storage.mongo.schema import GEOFENCE_EVENTS, GEOFENCE_STATES, GEOFENCES
 from storage.mongo.tracking import held_vehicles
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
 
 
 class MongoGeofences:
@@ -137,24 +137,19 @@ class MongoGeofences:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[GeofenceEvent]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "geofence_event", (int, str))
-        query: Doc = {
-            "fleet_id": fleet_id,
-            "time_ms": {"$gte": from_ms, "$lt": to_ms},
-            **after(["time_ms", "_id"], key),
-        }
+        tag = order_kind("geofence_event", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["time_ms", "_id"], key, newest_first=newest_first)
+        query: Doc = {"fleet_id": fleet_id, "time_ms": {"$gte": from_ms, "$lt": to_ms}, **seek}
         if geofence_id is not None:
             query["geofence_id"] = geofence_id
         if vehicle_id is not None:
             query["vehicle_id"] = vehicle_id
-        found = await self._db.find(
-            GEOFENCE_EVENTS, query, [("time_ms", ASC), ("_id", ASC)], limit + 1
-        )
-        return make_page(
-            [to_event(d) for d in found], limit, "geofence_event", lambda e: (e.time_ms, e.id)
-        )
+        found = await self._db.find(GEOFENCE_EVENTS, query, sort, limit + 1)
+        return make_page([to_event(d) for d in found], limit, tag, lambda e: (e.time_ms, e.id))
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
         # Kept for a vehicle under a legal hold, like its positions (storage/mongo/telemetry.py).

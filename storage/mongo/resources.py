@@ -8,8 +8,9 @@ from storage.errors import NotFound
 from storage.latest import vehicle_subject
 from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
 from storage.mongo import documents as docs
+from storage.mongo.audit_chain import chain_fleets, insert_chained, read_chain
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
-from storage.mongo.query import ASC, after
+from storage.mongo.query import ASC, after, keyset
 from storage.mongo.schema import (
     ACCESS_LOG,
     DEVICES,
@@ -20,7 +21,7 @@ from storage.mongo.schema import (
     LAST_POSITIONS,
     VEHICLES,
 )
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
 
 
 class MongoFleets:
@@ -83,6 +84,14 @@ class MongoKeys:
         query = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "key"))}
         found = await self._db.find(KEYS, query, [("_id", ASC)], limit + 1)
         return make_page([docs.to_key(d) for d in found], limit, "key", lambda k: (k.id,))
+
+    async def touch(self, key_id: str, at_ms: int, *, every_ms: int) -> None:
+        stale: Doc = {"$or": [{"last_used_ms": None}, {"last_used_ms": {"$lte": at_ms - every_ms}}]}
+        await self._db.call(
+            self._db.collection(KEYS).update_one(
+                {"_id": key_id, **stale}, {"$set": {"last_used_ms": at_ms}}
+            )
+        )
 
     async def revoke(self, fleet_id: str | None, key_id: str, at_ms: int) -> ApiKey:
         # Only a key not yet revoked is updated, so the first revocation time stays.
@@ -202,7 +211,15 @@ class MongoAccessLog:
         self._db = db
 
     async def append(self, entry: AccessLogEntry) -> None:
-        await self._db.call(self._db.collection(ACCESS_LOG).insert_one(docs.access_doc(entry)))
+        await insert_chained(self._db, ACCESS_LOG, entry, docs.access_doc)
+
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AccessLogEntry]:
+        return await read_chain(self._db, ACCESS_LOG, docs.to_access, fleet_id, after_seq, limit)
+
+    async def chain_fleets(self) -> list[str | None]:
+        return await chain_fleets(self._db, ACCESS_LOG)
 
     async def list(
         self,
@@ -212,15 +229,14 @@ class MongoAccessLog:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[AccessLogEntry]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "access", (int, str))
-        query: Doc = {
-            "fleet_id": fleet_id,
-            "time_ms": {"$gte": from_ms, "$lt": to_ms},
-            **after(["time_ms", "_id"], key),
-        }
-        found = await self._db.find(ACCESS_LOG, query, [("time_ms", ASC), ("_id", ASC)], limit + 1)
+        tag = order_kind("access", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["time_ms", "_id"], key, newest_first=newest_first)
+        query: Doc = {"fleet_id": fleet_id, "time_ms": {"$gte": from_ms, "$lt": to_ms}, **seek}
+        found = await self._db.find(ACCESS_LOG, query, sort, limit + 1)
         return make_page(
-            [docs.to_access(d) for d in found], limit, "access", lambda e: (e.time_ms, e.id)
+            [docs.to_access(d) for d in found], limit, tag, lambda e: (e.time_ms, e.id)
         )

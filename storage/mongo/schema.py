@@ -10,6 +10,8 @@ from __future__ import annotations
 from pymongo import ASCENDING, IndexModel
 
 from storage.mongo.command_schema import COMMAND_FLEET_COLLECTIONS, COMMAND_INDEXES
+from storage.mongo.privacy_schema import PRIVACY_FLEET_COLLECTIONS, PRIVACY_INDEXES
+from storage.mongo.retention_schema import RETENTION_FLEET_COLLECTIONS, RETENTION_INDEXES
 from storage.mongo.stream_schema import STREAM_FLEET_COLLECTIONS, STREAM_INDEXES
 from storage.mongo.tracking_schema import TRACKING_FLEET_COLLECTIONS, TRACKING_INDEXES
 from storage.mongo.webhook_schema import WEBHOOK_FLEET_COLLECTIONS, WEBHOOK_INDEXES
@@ -20,6 +22,7 @@ VEHICLES = "vehicles"
 DEVICES = "devices"
 FITTINGS = "fittings"
 CONNECTIONS = "connections"
+COUNTERS = "counters"  # _id: the counter's name (storage/mongo/counters.py)
 POSITIONS = "positions"
 EVENTS = "events"
 LAST_POSITIONS = "last_positions"  # _id: "v:<vehicle_id>" or "d:<device_id>"
@@ -37,6 +40,7 @@ FLEET_COLLECTIONS = (
     DEVICES,
     FITTINGS,
     CONNECTIONS,
+    COUNTERS,
     POSITIONS,
     EVENTS,
     LAST_POSITIONS,
@@ -48,6 +52,8 @@ FLEET_COLLECTIONS = (
     GEOFENCE_STATES,
     GEOFENCE_EVENTS,
     *TRACKING_FLEET_COLLECTIONS,
+    *RETENTION_FLEET_COLLECTIONS,
+    *PRIVACY_FLEET_COLLECTIONS,
 )
 
 
@@ -74,16 +80,23 @@ INDEXES: dict[str, list[IndexModel]] = {
         _index("fleet_id", name="fleet"),
     ],
     CONNECTIONS: [_index("fleet_id", name="fleet")],
+    COUNTERS: [_index("fleet_id", name="fleet")],  # erasure
     # The vehicle track query; its fleet_id prefix also serves retention purges and erasure.
     POSITIONS: [_index("fleet_id", "vehicle_id", "time_ms", "device_id", name="vehicle_track")],
     EVENTS: [_index("fleet_id", "time_ms", "device_id", "code", name="fleet_time")],
     LAST_POSITIONS: [_index("fleet_id", "vehicle_id", name="fleet")],
-    ACCESS_LOG: [_index("fleet_id", "time_ms", "_id", name="fleet_time")],
+    ACCESS_LOG: [
+        _index("fleet_id", "time_ms", "_id", name="fleet_time"),
+        # The hash chain's order, and its compare-and-set (storage/mongo/audit_chain.py).
+        _index("fleet_id", "seq", unique=True, name="chain"),
+    ],
     **COMMAND_INDEXES,
     **STREAM_INDEXES,
     **WEBHOOK_INDEXES,
     # After COMMAND_INDEXES: it adds the incidents' index to those of alerts.
     **TRACKING_INDEXES,
+    **RETENTION_INDEXES,
+    **PRIVACY_INDEXES,
     GEOFENCES: [_index("fleet_id", "_id", name="fleet_listing")],
     GEOFENCE_STATES: [
         _index("fleet_id", "vehicle_id", name="vehicle"),  # the handler loads a vehicle's

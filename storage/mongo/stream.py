@@ -4,18 +4,20 @@ A fleet's block numbers come from its counter document (``stream_seq``, one atom
 append), then the blocks are inserted: two writes, so between them another process may make a
 later block visible first. Readers handle that hole (storage/stream.py `page`).
 The log is written after the records it reports, so a stream client never sees a record that
-was not stored; if the process dies between the two writes the stream misses those records
-(the box's resend is then a duplicate and is not announced again) — a narrow window, stated
-in docs/storage.md, that a transaction would close on a replica set.
+was not stored. On a replica set, telemetry's store writes records and log in one transaction
+(``append(..., session=)``); on a standalone server, if the process dies between the two writes
+the stream misses those records (the box's resend is then a duplicate and is not announced
+again) — a narrow window, stated in docs/storage.md.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Collection, Sequence
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from storage import stream
 from storage.errors import CursorExpired
@@ -25,12 +27,19 @@ from storage.mongo.db import Doc, MongoDb
 from storage.mongo.schema import POSITIONS
 from storage.mongo.stream_schema import STREAM, STREAM_SEQ
 
+T = TypeVar("T")
+
 
 class MongoStream:
     def __init__(self, db: MongoDb) -> None:
         self._db = db
 
-    async def append(self, items: Sequence[Any]) -> None:
+    async def append(
+        self, items: Sequence[Any], *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Log ``items``. With ``session``, in the caller's transaction: its writes carry the
+        session and driver errors reach the transaction's runner untranslated (it retries the
+        transient ones, then translates)."""
         if not items:
             return
         created_ms = now_ms()
@@ -40,7 +49,7 @@ class MongoStream:
         docs: list[Doc] = []
         for fleet_id, fleet_items in by_fleet.items():
             blocks = stream.pack(fleet_items)
-            counter = await self._db.call(
+            counter = await self._write(
                 self._db.collection(STREAM_SEQ).find_one_and_update(
                     {"_id": fleet_id},
                     {
@@ -49,7 +58,9 @@ class MongoStream:
                     },
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
-                )
+                    session=session,
+                ),
+                session,
             )
             assert counter is not None  # an upsert returning the document after
             last = int(counter["block"])
@@ -63,7 +74,15 @@ class MongoStream:
                         "data": _bson_ready(data),
                     }
                 )
-        await self._db.call(self._db.collection(STREAM).insert_many(docs, ordered=False))
+        await self._write(
+            self._db.collection(STREAM).insert_many(docs, ordered=False, session=session), session
+        )
+
+    async def _write(self, operation: Awaitable[T], session: AsyncClientSession | None) -> T:
+        if session is None:
+            return await self._db.call(operation)
+        self._db.round_trips += 1
+        return await operation
 
     async def after(
         self,

@@ -1,8 +1,14 @@
 """Positions, events and last positions on MongoDB: the ingest hot path.
 
-`store()` of a batch is at most three round trips whatever its size: one unordered insert_many
-of positions, one of events, one ordered bulk_write of last positions. Queries name position
-keys literally: those are storage.fields.QUERIED_ATTRS, whose stored names are their own.
+`store()` of a batch is a handful of round trips whatever its size. On a replica set (or
+mongos) it is one transaction: which of the batch's records are stored already (one query per
+collection), the new ones inserted, the live stream's log appended, the last positions updated
+— records and their announcement committed together, so a crash between them cannot leave a
+stored record the stream never tells of. On a standalone server (and the in-memory fake), the
+same writes in that order without a transaction: an unordered insert_many per collection whose
+duplicate-key errors name the resends, the log after the records, then an ordered bulk_write of
+last positions (storage/mongo/stream.py states the window left). Queries name position keys
+literally: those are storage.fields.QUERIED_ATTRS, whose stored names are their own.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from operator import attrgetter
 from typing import Any
 
 from pymongo import UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -20,19 +27,72 @@ from storage.models import Event, Page, Position, StoreResult, first_copies, now
 from storage.mongo import documents as docs
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
-from storage.mongo.query import ASC, after
+from storage.mongo.query import ASC, keyset
 from storage.mongo.schema import EVENTS, LAST_POSITIONS, POSITIONS
+from storage.mongo.stream import MongoStream
 from storage.mongo.tracking import held_vehicles
-from storage.pagination import decode_cursor, make_page, page_limit
-from storage.repository import BBox, StreamRepo
+from storage.mongo.transactions import ServerTransactions, Transactions
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
+from storage.repository import BBox
 
 
 class MongoTelemetry:
-    def __init__(self, db: MongoDb, stream: StreamRepo | None = None) -> None:
+    def __init__(
+        self,
+        db: MongoDb,
+        stream: MongoStream | None = None,
+        transactions: Transactions | None = None,
+    ) -> None:
         self._db = db
         self._stream = stream
+        self._transactions = transactions or ServerTransactions(db)
 
     async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
+        if await self._transactions.available():
+            return await self._store_in_transaction(positions, events)
+        return await self._store_in_order(positions, events)
+
+    async def _store_in_transaction(
+        self, positions: Sequence[Position], events: Sequence[Event]
+    ) -> StoreResult:
+        position_docs = [docs.position_doc(p) for p in positions]
+        event_docs = [docs.event_doc(e) for e in events]
+        outcome: list[StoreResult] = []
+
+        async def work(session: AsyncClientSession) -> None:
+            # Run again from the start when the driver retries a transient error: nothing of
+            # an aborted attempt counts.
+            outcome.clear()
+            dup_positions = await _insert_unstored(
+                self._db.collection(POSITIONS), position_docs, session
+            )
+            dup_events = await _insert_unstored(self._db.collection(EVENTS), event_docs, session)
+            resent_p = _resent(positions, dup_positions, _POSITION_KEY)
+            resent_e = _resent(events, dup_events, _EVENT_KEY)
+            if self._stream is not None:
+                await self._stream.append(
+                    [
+                        *first_copies(positions, resent_p, _POSITION_KEY),
+                        *first_copies(events, resent_e, _EVENT_KEY),
+                    ],
+                    session=session,
+                )
+            newest = newest_valid_fixes(positions)
+            if newest:
+                self._db.round_trips += 1
+                await self._db.collection(LAST_POSITIONS).bulk_write(
+                    _last_position_ops(newest), ordered=True, session=session
+                )
+            outcome.append(
+                _result(positions, events, (dup_positions, dup_events), (resent_p, resent_e))
+            )
+
+        await self._transactions.run(work)
+        return outcome[-1]
+
+    async def _store_in_order(
+        self, positions: Sequence[Position], events: Sequence[Event]
+    ) -> StoreResult:
         dup_positions: list[int] = []
         dup_events: list[int] = []
         if positions:
@@ -65,14 +125,7 @@ class MongoTelemetry:
                     _last_position_ops(newest), ordered=True
                 )
             )
-        return StoreResult(
-            positions_inserted=len(positions) - len(dup_positions),
-            positions_duplicate=len(dup_positions),
-            events_inserted=len(events) - len(dup_events),
-            events_duplicate=len(dup_events),
-            duplicate_positions=resent_p,
-            duplicate_events=resent_e,
-        )
+        return _result(positions, events, (dup_positions, dup_events), (resent_p, resent_e))
 
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
         doc = await self._db.call(
@@ -104,22 +157,23 @@ class MongoTelemetry:
         to_ms: int,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Position]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "position", (int, str))
+        kind = order_kind("position", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, kind, (int, str))
+        seek, sort = keyset(["time_ms", "device_id"], key, newest_first=newest_first)
         query: Doc = {
             "fleet_id": fleet_id,
             "vehicle_id": vehicle_id,
             "time_ms": {"$gte": from_ms, "$lt": to_ms},
-            **after(["time_ms", "device_id"], key),
+            **seek,
         }
-        found = await self._db.find(
-            POSITIONS, query, [("time_ms", ASC), ("device_id", ASC)], limit + 1
-        )
+        found = await self._db.find(POSITIONS, query, sort, limit + 1)
         return make_page(
             [docs.to_position(d) for d in found],
             limit,
-            "position",
+            kind,
             lambda p: (p.time_ms, p.device_id),
         )
 
@@ -133,24 +187,22 @@ class MongoTelemetry:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Event]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "event", (int, str, str))
-        query: Doc = {
-            "fleet_id": fleet_id,
-            "time_ms": {"$gte": from_ms, "$lt": to_ms},
-            **after(["time_ms", "device_id", "code"], key),
-        }
+        kind = order_kind("event", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, kind, (int, str, str))
+        seek, sort = keyset(["time_ms", "device_id", "code"], key, newest_first=newest_first)
+        query: Doc = {"fleet_id": fleet_id, "time_ms": {"$gte": from_ms, "$lt": to_ms}, **seek}
         if vehicle_id is not None:
             query["vehicle_id"] = vehicle_id
         if code is not None:
             query["code"] = code
-        sort = [("time_ms", ASC), ("device_id", ASC), ("code", ASC)]
         found = await self._db.find(EVENTS, query, sort, limit + 1)
         return make_page(
             [docs.to_event(d) for d in found],
             limit,
-            "event",
+            kind,
             lambda e: (e.time_ms, e.device_id, e.code),
         )
 
@@ -185,6 +237,23 @@ _POSITION_KEY = attrgetter("device_id", "time_ms")
 _EVENT_KEY = attrgetter("device_id", "time_ms", "code")
 
 
+def _result(
+    positions: Sequence[Position],
+    events: Sequence[Event],
+    not_inserted: tuple[list[int], list[int]],
+    resent: tuple[frozenset[Any], frozenset[Any]],
+) -> StoreResult:
+    dup_positions, dup_events = not_inserted
+    return StoreResult(
+        positions_inserted=len(positions) - len(dup_positions),
+        positions_duplicate=len(dup_positions),
+        events_inserted=len(events) - len(dup_events),
+        events_duplicate=len(dup_events),
+        duplicate_positions=resent[0],
+        duplicate_events=resent[1],
+    )
+
+
 def _resent(records: Sequence[Any], duplicates: list[int], key: Any) -> frozenset[Any]:
     """Keys of the records refused as duplicates that no earlier copy in the batch stored:
     those were resends of an earlier batch; the others, second copies within this one."""
@@ -213,6 +282,31 @@ async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) ->
             raise
         return sorted(e["index"] for e in write_errors)
     return []
+
+
+async def _insert_unstored(
+    collection: AsyncCollection[Doc], documents: list[Doc], session: AsyncClientSession
+) -> list[int]:
+    """In a transaction, where a duplicate-key error would abort it: ask which _ids are stored
+    already, insert the others (each _id once); return the indexes of the documents not
+    inserted (stored before, or a second copy within the batch), as `_insert_new` does."""
+    if not documents:
+        return []
+    ids = [d["_id"] for d in documents]
+    stored = {
+        d["_id"] async for d in collection.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
+    }
+    fresh: list[Doc] = []
+    skipped: list[int] = []
+    for index, doc in enumerate(documents):
+        if doc["_id"] in stored:
+            skipped.append(index)
+        else:
+            stored.add(doc["_id"])
+            fresh.append(doc)
+    if fresh:
+        await collection.insert_many(fresh, ordered=False, session=session)
+    return skipped
 
 
 def _last_position_ops(newest: dict[str, Position]) -> list[UpdateOne]:

@@ -33,7 +33,7 @@ from storage.models import (
 from storage.mongo.command_schema import ALERTS
 from storage.mongo.commands import MongoAlerts, _doc, to_alert
 from storage.mongo.db import Doc, MongoDb
-from storage.mongo.query import ASC, after
+from storage.mongo.query import ASC, keyset
 from storage.mongo.tracking_schema import (
     ALERT_RULES,
     GUARD_STATES,
@@ -41,11 +41,10 @@ from storage.mongo.tracking_schema import (
     THEFT_CASES,
     TRACKING_POLICIES,
 )
-from storage.pagination import CursorKey, decode_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
 from storage.repository import StreamRepo
 from storage.tracking_codec import incident_key, to_case, to_doc, to_guard, to_policy, to_rule
 
-DESC = -1
 # Tries at storing a trigger: each retry means another writer opened or closed the same
 # incident in between (two gateways on one vehicle in the same instant).
 _TRIGGER_ATTEMPTS = 5
@@ -55,18 +54,6 @@ _STATE_QUERY: dict[AlertState, Doc] = {
     AlertState.ACKNOWLEDGED: {"cleared_ms": None, "acked_ms": {"$ne": None}},
     AlertState.CLOSED: {"cleared_ms": {"$ne": None}},
 }
-
-
-def _before(fields: Sequence[str], key: CursorKey | None) -> Doc:
-    """Documents sorting before ``key`` on ``fields``: `after` for a descending listing."""
-    if key is None:
-        return {}
-    branches: list[Doc] = []
-    for i, field in enumerate(fields):
-        branch: Doc = {fields[j]: key[j] for j in range(i)}
-        branch[field] = {"$lt": key[i]}
-        branches.append(branch)
-    return branches[0] if len(branches) == 1 else {"$or": branches}
 
 
 def _with_id(item: Any) -> Doc:
@@ -106,17 +93,14 @@ class MongoIncidentAlerts(MongoAlerts):
             conditions.append({"cleared_ms": None})
         if state is not None:
             conditions.append(_STATE_QUERY[state])
-        tag = "alert_desc" if newest_first else "alert"
-        if cursor is not None:
-            key = decode_cursor(cursor, tag, (int, str))
-            keyset = _before if newest_first else after
-            conditions.append(keyset(["raised_ms", "_id"], key))
+        tag = order_kind("alert", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["raised_ms", "_id"], key, newest_first=newest_first)
+        if seek:
+            conditions.append(seek)
         if conditions:
             query["$and"] = conditions
-        direction = DESC if newest_first else ASC
-        found = await self._db.find(
-            ALERTS, query, [("raised_ms", direction), ("_id", direction)], limit + 1
-        )
+        found = await self._db.find(ALERTS, query, sort, limit + 1)
         return make_page([to_alert(d) for d in found], limit, tag, lambda a: (a.raised_ms, a.id))
 
     async def trigger(self, alert: Alert) -> tuple[Alert, bool]:
@@ -409,6 +393,7 @@ class MongoTheftCases:
         status: TheftCaseStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[TheftCase]:
         limit = page_limit(limit)
         query: Doc = {"fleet_id": fleet_id}
@@ -416,14 +401,12 @@ class MongoTheftCases:
             query["vehicle_id"] = vehicle_id
         if status is not None:
             query["status"] = status.value
-        if cursor is not None:
-            key = decode_cursor(cursor, "theft_case", (int, str))
-            query.update(after(["opened_ms", "_id"], key))
-        found = await self._db.find(
-            THEFT_CASES, query, [("opened_ms", ASC), ("_id", ASC)], limit + 1
-        )
+        tag = order_kind("theft_case", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        seek, sort = keyset(["opened_ms", "_id"], key, newest_first=newest_first)
+        found = await self._db.find(THEFT_CASES, {**query, **seek}, sort, limit + 1)
         cases = [to_case(d) for d in found]
-        return make_page(cases, limit, "theft_case", lambda c: (c.opened_ms, c.id))
+        return make_page(cases, limit, tag, lambda c: (c.opened_ms, c.id))
 
     async def open_case(self, fleet_id: str, vehicle_id: str) -> TheftCase | None:
         doc = await self._db.call(

@@ -13,10 +13,10 @@ first, they are the ones that process queued too (same keys), so nothing is left
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
 
 from storage.errors import NotFound
@@ -30,30 +30,41 @@ from storage.models import (
 )
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.errors import DUPLICATE_KEY
-from storage.mongo.query import ASC, after
+from storage.mongo.query import ASC, after, keyset
 from storage.mongo.webhook_schema import WEBHOOK_DELIVERIES, WEBHOOKS
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
+from storage.secrets import SecretBox, webhook_context
 
 _PENDING = DeliveryStatus.PENDING.value
 
 
 class MongoWebhooks:
-    def __init__(self, db: MongoDb) -> None:
+    """The signing secret is sealed in the document (storage/secrets.py), opened here."""
+
+    def __init__(self, db: MongoDb, secrets: SecretBox) -> None:
         self._db = db
+        self._secrets = secrets
+
+    def _to_endpoint(self, doc: Doc) -> WebhookEndpoint:
+        endpoint = to_endpoint(doc)
+        secret = self._secrets.open(endpoint.secret, webhook_context(endpoint.id))
+        return dataclasses.replace(endpoint, secret=secret)
 
     def _col(self, name: str) -> Any:
         return self._db.collection(name)
 
     async def create(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
         await self._db.require_fleet(endpoint.fleet_id)
-        await self._db.call(self._col(WEBHOOKS).insert_one(endpoint_doc(endpoint)))
+        sealed = self._secrets.seal(endpoint.secret, webhook_context(endpoint.id))
+        doc = endpoint_doc(dataclasses.replace(endpoint, secret=sealed))
+        await self._db.call(self._col(WEBHOOKS).insert_one(doc))
         return endpoint
 
     async def get(self, fleet_id: str, webhook_id: str) -> WebhookEndpoint:
         doc = await self._db.find_one(
             WEBHOOKS, {"_id": webhook_id, "fleet_id": fleet_id}, f"webhook {webhook_id}"
         )
-        return to_endpoint(doc)
+        return self._to_endpoint(doc)
 
     async def list(
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
@@ -61,7 +72,8 @@ class MongoWebhooks:
         limit = page_limit(limit)
         query: Doc = {"fleet_id": fleet_id, **after(["_id"], id_key(cursor, "webhook"))}
         found = await self._db.find(WEBHOOKS, query, [("_id", ASC)], limit + 1)
-        return make_page([to_endpoint(d) for d in found], limit, "webhook", lambda e: (e.id,))
+        endpoints = [self._to_endpoint(d) for d in found]
+        return make_page(endpoints, limit, "webhook", lambda e: (e.id,))
 
     async def update(
         self,
@@ -108,7 +120,7 @@ class MongoWebhooks:
 
     async def active(self, *, limit: int = 10_000) -> builtins.list[WebhookEndpoint]:
         found = await self._db.find(WEBHOOKS, {"enabled": True}, [("_id", ASC)], page_limit(limit))
-        return [to_endpoint(d) for d in found]
+        return [self._to_endpoint(d) for d in found]
 
     async def enqueue(
         self,
@@ -163,6 +175,7 @@ class MongoWebhooks:
         status: DeliveryStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = True,
     ) -> Page[WebhookDelivery]:
         limit = page_limit(limit)
         # NotFound for an endpoint of another fleet (or none), rather than an empty page.
@@ -170,13 +183,12 @@ class MongoWebhooks:
         query: Doc = {"webhook_id": webhook_id, "fleet_id": fleet_id}
         if status is not None:
             query["status"] = status.value
-        if cursor is not None:
-            (before,) = decode_cursor(cursor, "webhook_delivery", (int,))
-            query["cursor"] = {"$lt": before}  # newest first: the next page is further back
-        found = await self._db.find(WEBHOOK_DELIVERIES, query, [("cursor", DESCENDING)], limit + 1)
-        return make_page(
-            [to_delivery(d) for d in found], limit, "webhook_delivery", lambda d: (d.cursor,)
-        )
+        # A delivery's stream cursor grows with the time its change happened: the time order.
+        tag = order_kind("webhook_delivery", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int,))
+        seek, sort = keyset(["cursor"], key, newest_first=newest_first)
+        found = await self._db.find(WEBHOOK_DELIVERIES, {**query, **seek}, sort, limit + 1)
+        return make_page([to_delivery(d) for d in found], limit, tag, lambda d: (d.cursor,))
 
     async def due(
         self, webhook_id: str, now_ms: int, *, limit: int = 100

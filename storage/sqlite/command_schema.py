@@ -76,7 +76,11 @@ CREATE TABLE IF NOT EXISTS command_audit (
     status TEXT,
     reason TEXT NOT NULL,
     theft_case_id TEXT,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    -- its link in the fleet's hash chain (storage/audit_chain.py; index in CHAIN_DDL)
+    seq INTEGER NOT NULL DEFAULT 0,
+    prev_hash TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS command_audit_by_fleet ON command_audit (fleet_id, time_ms, id);
 CREATE INDEX IF NOT EXISTS command_audit_by_vehicle

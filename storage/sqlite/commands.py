@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from storage.errors import NotFound
@@ -29,9 +29,10 @@ from storage.models import (
     VehicleLockState,
     first_command_seq,
 )
-from storage.pagination import decode_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
+from storage.sqlite.audit_chain import chain_fleets, insert_chained, read_chain
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one
+from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one, keyset
 from storage.sqlite.rows import Row
 from storage.sqlite.stream import append_in
 
@@ -47,6 +48,8 @@ LOCK_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VehicleLockState))
 # formatted into the SQL.
 _CHANGEABLE = frozenset(CommandChanges.__annotations__)
 _KILL_SWITCH = "kill_switch"
+# Keys per IN (...) lookup: well under SQLite's limit of host parameters.
+_KEYS_PER_QUERY = 500
 
 
 def _placeholders(n: int) -> str:
@@ -108,6 +111,11 @@ class SqliteCommands:
     ) -> tuple[CommandRecord, bool]:
         return await self._db.write(_create, command, requested)
 
+    async def create_many(
+        self, items: Sequence[tuple[CommandRecord, AuditEntry]]
+    ) -> builtins.list[tuple[CommandRecord, bool]]:
+        return await self._db.write(_create_many, items)
+
     async def get(self, fleet_id: str, command_id: str) -> CommandRecord:
         sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ? AND fleet_id = ?"
         found = await self._db.read(fetch_all, sql, (command_id, fleet_id))
@@ -125,6 +133,23 @@ class SqliteCommands:
         found = await self._db.read(fetch_all, sql, (fleet_id, key))
         return to_command(found[0]) if found else None
 
+    async def by_idempotency_keys(
+        self, fleet_id: str, keys: Collection[str]
+    ) -> dict[str, CommandRecord]:
+        found: dict[str, CommandRecord] = {}
+        wanted = builtins.list(keys)
+        for i in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[i : i + _KEYS_PER_QUERY]
+            sql = (
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE fleet_id = ?"
+                f" AND idempotency_key IN ({_placeholders(len(chunk))})"
+            )
+            for row in await self._db.read(fetch_all, sql, [fleet_id, *chunk]):
+                command = to_command(row)
+                assert command.idempotency_key is not None  # matched by it
+                found[command.idempotency_key] = command
+        return found
+
     async def list(
         self,
         fleet_id: str,
@@ -136,21 +161,21 @@ class SqliteCommands:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[CommandRecord]:
         limit = page_limit(limit)
         where = ["fleet_id = ?", "created_ms >= ?", "created_ms < ?"]
         params: list[Any] = [fleet_id, from_ms, to_ms]
         equal_filters(where, params, vehicle_id=vehicle_id, status=status, kind=kind)
-        key = None if cursor is None else decode_cursor(cursor, "command", (int, str))
-        cond, after_params = after(["created_ms", "id"], key)
+        tag = order_kind("command", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        cond, after_params, order = keyset(["created_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)}{cond}"
-            " ORDER BY created_ms, id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
-        return make_page(
-            [to_command(r) for r in found], limit, "command", lambda c: (c.created_ms, c.id)
-        )
+        return make_page([to_command(r) for r in found], limit, tag, lambda c: (c.created_ms, c.id))
 
     async def count_since(
         self, fleet_id: str, kinds: Collection[CommandKind], since_ms: int
@@ -238,6 +263,16 @@ class SqliteAudit:
     async def append(self, entry: AuditEntry) -> None:
         await self._db.write(_insert_audit, entry)
 
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        return await self._db.read(
+            read_chain, "command_audit", to_audit, fleet_id, after_seq, limit
+        )
+
+    async def chain_fleets(self) -> list[str | None]:
+        return await self._db.read(chain_fleets, "command_audit")
+
     async def list(
         self,
         fleet_id: str | None,
@@ -248,20 +283,22 @@ class SqliteAudit:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[AuditEntry]:
         limit = page_limit(limit)
         # "IS ?" also matches NULL: the platform's entries are read with fleet_id None.
         where = ["fleet_id IS ?", "time_ms >= ?", "time_ms < ?"]
         params: list[Any] = [fleet_id, from_ms, to_ms]
         equal_filters(where, params, vehicle_id=vehicle_id, command_id=command_id)
-        key = None if cursor is None else decode_cursor(cursor, "audit", (int, str))
-        cond, after_params = after(["time_ms", "id"], key)
+        tag = order_kind("audit", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        cond, after_params, order = keyset(["time_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {AUDIT_COLUMNS} FROM command_audit WHERE {' AND '.join(where)}{cond}"
-            " ORDER BY time_ms, id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
-        return make_page([to_audit(r) for r in found], limit, "audit", lambda e: (e.time_ms, e.id))
+        return make_page([to_audit(r) for r in found], limit, tag, lambda e: (e.time_ms, e.id))
 
 
 class SqlitePolicies:
@@ -390,10 +427,8 @@ def _raise_alert(conn: sqlite3.Connection, sql: str, values: Row, alert: Alert) 
 
 
 def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
-    conn.execute(
-        f"INSERT INTO command_audit ({AUDIT_COLUMNS}) VALUES ({_placeholders(len(_AUDIT_FIELDS))})",
-        dataclasses.astuple(entry),
-    )
+    # In the caller's transaction, with the command write it records (storage/audit_chain.py).
+    insert_chained(conn, "command_audit", entry)
 
 
 # The WHERE keeps whichever state is newer, whatever order answers are processed in.
@@ -442,6 +477,13 @@ def _create(
     _insert_audit(conn, requested)
     append_in(conn, (command,))
     return command, True
+
+
+def _create_many(
+    conn: sqlite3.Connection, items: Sequence[tuple[CommandRecord, AuditEntry]]
+) -> list[tuple[CommandRecord, bool]]:
+    # One transaction: a later item sees an earlier one's idempotency key and number.
+    return [_create(conn, command, requested) for command, requested in items]
 
 
 def _transition(

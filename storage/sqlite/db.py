@@ -11,6 +11,13 @@ statements it runs, and its per-row work (building parameter tuples) stays off t
 SQLite allows one writer at a time anyway, so a single writer thread loses nothing and queues
 writers in order; WAL lets the separate reader connection read the last committed state while a
 write is in progress.
+
+Group commit: a commit costs an fsync (synchronous=FULL), far more than the statements of a
+typical API write. So the writes queued while the writer thread is busy are run together, each
+under its own SAVEPOINT inside one BEGIN IMMEDIATE ... COMMIT: a unit that raises is rolled back
+alone and its caller gets the error, the others commit together, and every caller is answered
+only after that COMMIT (durability per caller unchanged). Concurrent API requests, command
+transitions and ingest batches thus share fsyncs instead of queueing one fsync each.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from storage.errors import StorageUnavailable
 from storage.sqlite import schema
@@ -31,6 +40,8 @@ from storage.sqlite.errors import translate_errors
 P = ParamSpec("P")
 T = TypeVar("T")
 State = Literal["new", "open", "closed"]
+# Writes per group commit: bounds how long the first of a group waits behind the others.
+MAX_GROUP = 256
 
 Work = Callable[Concatenate[sqlite3.Connection, P], T]
 
@@ -48,14 +59,25 @@ class _Worker:
         # up still commits, and the box's resend is then counted as a duplicate.
         return await loop.run_in_executor(self._pool, fn)
 
-    def connect(self, path: Path, *, writer: bool, busy_timeout_ms: int) -> None:
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn`` on the thread without waiting for it (it answers its callers itself)."""
+        self._pool.submit(fn)
+
+    def connect(
+        self,
+        path: Path,
+        *,
+        writer: bool,
+        busy_timeout_ms: int,
+        prepare: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         # isolation_level=None: the sqlite3 module must not open transactions behind our back;
         # the writer issues BEGIN IMMEDIATE/COMMIT itself, the reader runs in autocommit.
         conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
         try:
             schema.configure(conn, writer=writer, busy_timeout_ms=busy_timeout_ms)
-            if writer:
-                schema.create(conn)
+            if prepare is not None:
+                prepare(conn)
         except BaseException:
             conn.close()
             raise
@@ -77,13 +99,27 @@ class _Worker:
 
 
 class Database:
-    def __init__(self, path: Path, *, busy_timeout_ms: int) -> None:
+    """``prepare`` runs on the writer connection when it opens, before anything else: it
+    checks (and creates or migrates) the schema, storage/sqlite/migrations.py."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int,
+        prepare: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self._prepare = prepare
         self._writer = _Worker("gp8-sqlite-writer")
         self._reader = _Worker("gp8-sqlite-reader")
         self._state: State = "new"  # -> "open" -> "closed"
         self._open_lock = asyncio.Lock()
+        # Writes waiting for the next group commit, shared by the loop and the writer thread.
+        self._pending: deque[_Write] = deque()
+        self._pending_lock = threading.Lock()
+        self._draining = False  # a drain is queued on, or running on, the writer thread
 
     async def open(self) -> None:
         """Connect both threads and create the schema; idempotent."""
@@ -94,13 +130,15 @@ class Database:
                 raise StorageUnavailable("sqlite store is closed")
             try:
                 with translate_errors():
-                    # The writer first: it creates the file, switches it to WAL, makes the schema.
+                    # The writer first: it creates the file, switches it to WAL, checks the
+                    # schema.
                     for worker, writer in ((self._writer, True), (self._reader, False)):
                         connect = functools.partial(
                             worker.connect,
                             self.path,
                             writer=writer,
                             busy_timeout_ms=self.busy_timeout_ms,
+                            prepare=self._prepare if writer else None,
                         )
                         await worker.run(connect)
             except BaseException:
@@ -120,10 +158,24 @@ class Database:
             worker.shutdown()
 
     async def write(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` as one transaction on the writer thread."""
+        """Run ``fn(conn, ...)`` atomically on the writer thread: alone or with the writes
+        queued beside it in one transaction (group commit), answered once that is committed."""
         self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def work(conn: sqlite3.Connection) -> T:
+            return fn(conn, *args, **kwargs)
+
+        with self._pending_lock:
+            self._pending.append(_Write(work, future, loop))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._writer.submit(self._drain)
         with translate_errors():
-            return await self._writer.run(functools.partial(self._transaction, fn, *args, **kwargs))
+            # A cancelled caller does not stop the work: it still commits (see _Worker.run).
+            return await future
 
     async def read(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` on the reader thread (autocommit: each statement one snapshot)."""
@@ -137,23 +189,85 @@ class Database:
         if self._state != "open":
             raise StorageUnavailable(f"sqlite store is {self._state}, not open")
 
-    def _transaction(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        conn = self._writer.conn
-        # IMMEDIATE takes the write lock now, so a transaction never fails half way to upgrade
-        # a read lock when another process (a backup) holds the database.
-        conn.execute("BEGIN IMMEDIATE")
+    def _drain(self) -> None:
+        """On the writer thread: commit the queued writes in groups until none is left."""
+        while True:
+            with self._pending_lock:
+                group = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
+                if not group:
+                    self._draining = False
+                    return
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[_Write]) -> None:
+        answers: list[tuple[_Write, object, BaseException | None]] = []
         try:
-            result = fn(conn, *args, **kwargs)
-            conn.execute("COMMIT")
-        except BaseException:
-            # After some errors (disk full, I/O) SQLite has already rolled back by itself.
-            if conn.in_transaction:
-                # Keep the original error; a failing ROLLBACK tells nothing more.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
-        return result
+            conn = self._writer.conn
+            # IMMEDIATE takes the write lock now, so a transaction never fails half way to
+            # upgrade a read lock when another process (a backup) holds the database.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for write in group:
+                    conn.execute("SAVEPOINT gp8_write")
+                    try:
+                        result = write.work(conn)
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            # SQLite rolled the whole transaction back by itself (disk full,
+                            # I/O): the writes before this one are gone too.
+                            raise
+                        conn.execute("ROLLBACK TO gp8_write")
+                        conn.execute("RELEASE gp8_write")
+                        answers.append((write, None, exc))
+                        continue
+                    conn.execute("RELEASE gp8_write")
+                    answers.append((write, result, None))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    # Keep the original error; a failing ROLLBACK tells nothing more.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            # Nothing of the group is committed: every caller gets the error (whatever it is:
+            # a caller left unanswered would wait forever, and so would the writes after it).
+            for write in group:
+                write.answer(None, exc)
+            return
+        for write, result, error in answers:
+            write.answer(result, error)
 
     @staticmethod
     def _call(worker: _Worker, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return fn(worker.conn, *args, **kwargs)
+
+
+class _Write:
+    """A write waiting for its group commit, and the caller's future on the caller's loop."""
+
+    __slots__ = ("future", "loop", "work")
+
+    def __init__(
+        self,
+        work: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.work = work
+        self.future = future
+        self.loop = loop
+
+    def answer(self, result: object, error: BaseException | None) -> None:
+        """From the writer thread: settle the future on its loop (unless the caller is gone)."""
+        # RuntimeError: the caller's loop is closed, nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._settle, result, error)
+
+    def _settle(self, result: object, error: BaseException | None) -> None:
+        if self.future.done():
+            return  # the caller was cancelled; the work committed anyway
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)

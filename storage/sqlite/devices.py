@@ -20,6 +20,7 @@ from storage.models import (
     now_ms,
 )
 from storage.pagination import id_key, make_page, page_limit
+from storage.secrets import SecretBox, device_context
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 from storage.sqlite.query import (
@@ -34,8 +35,17 @@ from storage.sqlite.resources import get_vehicle
 
 
 class SqliteDevices:
-    def __init__(self, db: Database) -> None:
+    """The LOGIN secret is sealed in the row (storage/secrets.py) and opened here, on read."""
+
+    def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
+        self._secrets = secrets
+
+    def _to_device(self, row: rows.Row) -> Device:
+        device = rows.to_device(row)
+        return dataclasses.replace(
+            device, secret=self._secrets.open(device.secret, device_context(device.id))
+        )
 
     async def create(
         self,
@@ -56,19 +66,20 @@ class SqliteDevices:
             status=DeviceStatus.ACTIVE,
             protocol=protocol,
         )
-        await self._db.write(_insert_device, device)
+        sealed = self._secrets.seal(device.secret, device_context(device.id))
+        await self._db.write(_insert_device, dataclasses.replace(device, secret=sealed))
         return device
 
     async def get(self, fleet_id: str, device_id: str) -> Device:
         sql = f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE id = ? AND fleet_id = ?"
         return await self._db.read(
-            get_one, sql, (device_id, fleet_id), rows.to_device, f"device {device_id}"
+            get_one, sql, (device_id, fleet_id), self._to_device, f"device {device_id}"
         )
 
     async def get_by_imei(self, imei: str) -> Device | None:
         sql = f"SELECT {rows.DEVICE_COLUMNS} FROM devices WHERE imei = ?"
         found = await self._db.read(fetch_all, sql, (imei,))
-        return rows.to_device(found[0]) if found else None
+        return self._to_device(found[0]) if found else None
 
     async def list(
         self,
@@ -93,7 +104,7 @@ class SqliteDevices:
             " ORDER BY id LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
-        return make_page([rows.to_device(r) for r in found], limit, "device", lambda d: (d.id,))
+        return make_page([self._to_device(r) for r in found], limit, "device", lambda d: (d.id,))
 
     async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
         return await self._db.write(_fit, fleet_id, vehicle_id, imei, at_ms)
@@ -113,6 +124,13 @@ class SqliteDevices:
 
     async def set_connection(self, connection: DeviceConnection) -> None:
         await self._db.write(_set_connection, connection)
+
+    async def touch_connections(
+        self, gateway_id: str, device_ids: builtins.list[str], seen_ms: int
+    ) -> dict[str, str]:
+        if not device_ids:
+            return {}
+        return await self._db.write(_touch_connections, gateway_id, device_ids, seen_ms)
 
     async def connection(self, device_id: str) -> DeviceConnection | None:
         sql = f"SELECT {rows.CONNECTION_COLUMNS} FROM connections WHERE device_id = ?"
@@ -197,18 +215,46 @@ def _set_connection(conn: sqlite3.Connection, c: DeviceConnection) -> None:
     # The fleet comes from the box, so an erasure finds its connection rows. A box that no
     # longer exists (deleted while connected) has nothing to attach the state to: no row, and
     # no error to fail the gateway's disconnect path with.
+    # "Newest observation wins" lives here, in the statement, like the last-position upsert:
+    # several processes write this row, and only the database sees all their writes in order.
     conn.execute(
         "INSERT INTO connections (device_id, fleet_id, online, transport, gateway_id, since_ms,"
-        " remote) SELECT id, fleet_id, ?, ?, ?, ?, ? FROM devices WHERE id = ?"
+        " remote, version, seen_ms) SELECT id, fleet_id, ?, ?, ?, ?, ?, ?, ? FROM devices"
+        " WHERE id = ?"
         " ON CONFLICT (device_id) DO UPDATE SET online = excluded.online,"
         " transport = excluded.transport, gateway_id = excluded.gateway_id,"
-        " since_ms = excluded.since_ms, remote = excluded.remote",
+        " since_ms = excluded.since_ms, remote = excluded.remote, version = excluded.version,"
+        " seen_ms = excluded.seen_ms"
+        " WHERE excluded.version >= connections.version",
         (
             c.online,
             None if c.transport is None else c.transport.value,
             c.gateway_id,
             c.since_ms,
             c.remote,
+            c.version,
+            c.seen_ms,
             c.device_id,
         ),
     )
+
+
+def _touch_connections(
+    conn: sqlite3.Connection, gateway_id: str, device_ids: list[str], seen_ms: int
+) -> dict[str, str]:
+    # Only rows this gateway still holds online: a row another process took over stays its.
+    conn.executemany(
+        "UPDATE connections SET seen_ms = ? WHERE device_id = ? AND gateway_id = ? AND online",
+        [(seen_ms, device_id, gateway_id) for device_id in device_ids],
+    )
+    taken: dict[str, str] = {}
+    for device_id in device_ids:
+        row = fetch_one(
+            conn,
+            "SELECT gateway_id FROM connections WHERE device_id = ? AND online"
+            " AND gateway_id IS NOT NULL AND gateway_id != ?",
+            (device_id, gateway_id),
+        )
+        if row is not None:
+            taken[device_id] = row[0]
+    return taken

@@ -6,6 +6,7 @@ extended code) says whether the database is unreachable for now or the request i
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ _UNAVAILABLE_CODES = frozenset(
 def storage_error(exc: sqlite3.Error) -> StorageError:
     """The storage error for a sqlite3 exception."""
     if isinstance(exc, sqlite3.IntegrityError):
-        return Conflict(str(exc))
+        return Conflict("conflicts with an existing record", fields=_constrained_fields(str(exc)))
     if isinstance(exc, sqlite3.ProgrammingError):
         # "Cannot operate on a closed database": the store was closed under the caller.
         return StorageUnavailable(str(exc))
@@ -38,6 +39,18 @@ def storage_error(exc: sqlite3.Error) -> StorageError:
     if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_CODES:
         return StorageUnavailable(str(exc))
     return StorageError(str(exc))
+
+
+# SQLite names the columns only in the message: "UNIQUE constraint failed: vehicles.fleet_id,
+# vehicles.vin". Read once here so nothing above sees the text.
+_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: (.+)$")
+
+
+def _constrained_fields(message: str) -> tuple[str, ...]:
+    match = _UNIQUE_COLUMNS.search(message)
+    if match is None:
+        return ()
+    return tuple(column.strip().rpartition(".")[2] for column in match.group(1).split(","))
 
 
 @contextmanager

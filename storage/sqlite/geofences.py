@@ -27,9 +27,17 @@ from storage.models import (
     Page,
     now_ms,
 )
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one, get_one, require_fleet
+from storage.sqlite.query import (
+    after,
+    equal_filters,
+    fetch_all,
+    fetch_one,
+    get_one,
+    keyset,
+    require_fleet,
+)
 from storage.sqlite.tracking_schema import HELD_VEHICLES_SQL
 
 Row = tuple[Any, ...]
@@ -127,21 +135,21 @@ class SqliteGeofences:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[GeofenceEvent]:
         limit = page_limit(limit)
         where = ["fleet_id = ?", "time_ms >= ?", "time_ms < ?"]
         params: list[Any] = [fleet_id, from_ms, to_ms]
         equal_filters(where, params, geofence_id=geofence_id, vehicle_id=vehicle_id)
-        key = None if cursor is None else decode_cursor(cursor, "geofence_event", (int, str))
-        cond, after_params = after(["time_ms", "id"], key)
+        tag = order_kind("geofence_event", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        cond, after_params, order = keyset(["time_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {EVENT_COLUMNS} FROM geofence_events WHERE {' AND '.join(where)}{cond}"
-            " ORDER BY time_ms, id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
-        return make_page(
-            [_to_event(r) for r in found], limit, "geofence_event", lambda e: (e.time_ms, e.id)
-        )
+        return make_page([_to_event(r) for r in found], limit, tag, lambda e: (e.time_ms, e.id))
 
     async def purge_before(self, fleet_id: str, before_ms: int) -> int:
         return await self._db.write(_purge_events, fleet_id, before_ms)

@@ -52,9 +52,32 @@ def equal_filters(where: list[str], params: list[Any], **columns: object) -> Non
 
 def after(columns: Sequence[str], key: CursorKey | None) -> tuple[str, list[Any]]:
     """A keyset condition ``(columns) > (key)`` (row values, SQLite >= 3.15), or nothing."""
+    return _beyond(columns, key, ">")
+
+
+def before(columns: Sequence[str], key: CursorKey | None) -> tuple[str, list[Any]]:
+    """A keyset condition ``(columns) < (key)``: `after` for a newest-first listing."""
+    return _beyond(columns, key, "<")
+
+
+def _beyond(columns: Sequence[str], key: CursorKey | None, op: str) -> tuple[str, list[Any]]:
     if key is None:
         return "", []
     if len(columns) == 1:
-        return f" AND {columns[0]} > ?", [key[0]]
+        return f" AND {columns[0]} {op} ?", [key[0]]
     placeholders = ", ".join("?" * len(columns))
-    return f" AND ({', '.join(columns)}) > ({placeholders})", list(key)
+    return f" AND ({', '.join(columns)}) {op} ({placeholders})", list(key)
+
+
+def keyset(
+    columns: Sequence[str], key: CursorKey | None, *, newest_first: bool
+) -> tuple[str, list[Any], str]:
+    """A listing page's keyset condition, its parameters and its ORDER BY list, in either
+    direction: every column descending for newest first, so the id tiebreak is reversed too
+    and rows sharing a timestamp come exactly once across pages. SQLite walks the same
+    ascending index backwards for it."""
+    if newest_first:
+        cond, params = before(columns, key)
+        return cond, params, ", ".join(f"{column} DESC" for column in columns)
+    cond, params = after(columns, key)
+    return cond, params, ", ".join(columns)

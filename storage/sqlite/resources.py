@@ -8,10 +8,18 @@ from typing import Any
 
 from storage.latest import vehicle_subject
 from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
 from storage.sqlite import rows, schema
+from storage.sqlite.audit_chain import chain_fleets, insert_chained, read_chain
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, equal_filters, fetch_all, get_one, require_fleet
+from storage.sqlite.query import (
+    after,
+    equal_filters,
+    fetch_all,
+    get_one,
+    keyset,
+    require_fleet,
+)
 
 
 class SqliteFleets:
@@ -67,6 +75,13 @@ class SqliteKeys:
         )
         found = await self._db.read(fetch_all, sql, [fleet_id, *params, limit + 1])
         return make_page([rows.to_key(r) for r in found], limit, "key", lambda k: (k.id,))
+
+    async def touch(self, key_id: str, at_ms: int, *, every_ms: int) -> None:
+        sql = (
+            "UPDATE api_keys SET last_used_ms = ?"
+            " WHERE id = ? AND (last_used_ms IS NULL OR last_used_ms <= ?)"
+        )
+        await self._db.write(_execute, sql, (at_ms, key_id, at_ms - every_ms))
 
     async def revoke(self, fleet_id: str | None, key_id: str, at_ms: int) -> ApiKey:
         return await self._db.write(_revoke_key, fleet_id, key_id, at_ms)
@@ -135,8 +150,17 @@ class SqliteAccessLog:
         self._db = db
 
     async def append(self, entry: AccessLogEntry) -> None:
-        sql = f"INSERT INTO access_log ({rows.ACCESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        await self._db.write(_execute, sql, dataclasses.astuple(entry))
+        await self._db.write(insert_chained, "access_log", entry)
+
+    async def chain(
+        self, fleet_id: str | None, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AccessLogEntry]:
+        return await self._db.read(
+            read_chain, "access_log", rows.to_access, fleet_id, after_seq, limit
+        )
+
+    async def chain_fleets(self) -> list[str | None]:
+        return await self._db.read(chain_fleets, "access_log")
 
     async def list(
         self,
@@ -146,18 +170,20 @@ class SqliteAccessLog:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[AccessLogEntry]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "access", (int, str))
-        cond, params = after(["time_ms", "id"], key)
+        tag = order_kind("access", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        cond, params, order = keyset(["time_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {rows.ACCESS_COLUMNS} FROM access_log"
             f" WHERE fleet_id IS ? AND time_ms >= ? AND time_ms < ?{cond}"
-            " ORDER BY time_ms, id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [fleet_id, from_ms, to_ms, *params, limit + 1])
         return make_page(
-            [rows.to_access(r) for r in found], limit, "access", lambda e: (e.time_ms, e.id)
+            [rows.to_access(r) for r in found], limit, tag, lambda e: (e.time_ms, e.id)
         )
 
 
@@ -180,7 +206,7 @@ def _erase_fleet(conn: sqlite3.Connection, fleet_id: str) -> None:
 def _insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:
     if key.fleet_id is not None:
         require_fleet(conn, key.fleet_id)
-    placeholders = ", ".join("?" * 9)
+    placeholders = ", ".join("?" * 11)
     conn.execute(
         f"INSERT INTO api_keys ({rows.KEY_COLUMNS}) VALUES ({placeholders})", rows.key_values(key)
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from storage.fields import POSITION_ATTRS
+from storage.fields import POSITION_ATTRS, POSITION_FIELDS, REQUIRED
 from storage.models import (
     AccessLogEntry,
     ApiKey,
@@ -30,29 +30,54 @@ from storage.sqlite.schema import POSITION_BOOL_INDEXES, POSITION_COLUMN_NAMES
 Row = tuple[Any, ...]
 
 FLEET_COLUMNS = "id, name, created_ms"
-KEY_COLUMNS = "id, fleet_id, role, name, key_hash, prefix, created_ms, expires_ms, revoked_ms"
+KEY_COLUMNS = (
+    "id, fleet_id, role, name, key_hash, prefix, created_ms, expires_ms, revoked_ms, email,"
+    " last_used_ms"
+)
 VEHICLE_COLUMNS = "id, fleet_id, vin, plate, label, created_ms, device_id"
 DEVICE_COLUMNS = "id, fleet_id, imei, model, secret, created_ms, status, vehicle_id, protocol"
 FITTING_COLUMNS = "fleet_id, device_id, vehicle_id, from_ms, to_ms"
-CONNECTION_COLUMNS = "device_id, online, transport, gateway_id, since_ms, remote"
+CONNECTION_COLUMNS = "device_id, online, transport, gateway_id, since_ms, remote, version, seen_ms"
 POSITION_COLUMNS = ", ".join(POSITION_COLUMN_NAMES)
 EVENT_COLUMNS = "fleet_id, device_id, vehicle_id, time_ms, received_ms, code, detail, position"
-ACCESS_COLUMNS = "id, time_ms, key_id, fleet_id, action, resource, resource_id, detail"
+ACCESS_COLUMNS = (
+    "id, time_ms, key_id, fleet_id, action, resource, resource_id, detail, seq, prev_hash, hash"
+)
 
 # attrgetter with several names returns the tuple in C: the cheapest way to turn a Position into
 # query parameters, which matters at tens of thousands of rows per second. Model order, which is
 # the order of POSITION_COLUMNS.
-position_values: Callable[[Position], Row] = attrgetter(*POSITION_ATTRS)
+_position_attrs: Callable[[Position], Row] = attrgetter(*POSITION_ATTRS)
+# The one column that is not a scalar: a JSON object, stored as its text. Last in model order.
+_IO = POSITION_ATTRS.index("io")
+
+
+def position_values(position: Position) -> Row:
+    values = _position_attrs(position)
+    if position.io is None:  # all GP8 boxes' fixes: the tuple as attrgetter made it
+        return values
+    return (*values[:_IO], orjson.dumps(position.io).decode(), *values[_IO + 1 :])
 
 
 def position_json(position: Position) -> bytes:
     """An event's copy of its position: keyed by column name, as a positions row would be."""
-    return orjson.dumps(dict(zip(POSITION_COLUMN_NAMES, position_values(position), strict=True)))
+    return orjson.dumps(dict(zip(POSITION_COLUMN_NAMES, _position_attrs(position), strict=True)))
+
+
+# (column, default) of the fields an older gp8 did not write: absent from its events' copies.
+_POSITION_JSON_KEYS: tuple[tuple[str, object], ...] = tuple(
+    (f.sqlite_column, f.default) for f in POSITION_FIELDS
+)
 
 
 def from_position_json(blob: bytes) -> Position:
     stored = orjson.loads(blob)
-    return Position(*(stored[name] for name in POSITION_COLUMN_NAMES))
+    return Position(
+        *(
+            stored[name] if default is REQUIRED else stored.get(name, default)
+            for name, default in _POSITION_JSON_KEYS
+        )
+    )
 
 
 def event_values(event: Event) -> Row:
@@ -72,6 +97,8 @@ def to_position(row: Row) -> Position:
     values = list(row)
     for i in POSITION_BOOL_INDEXES:  # stored as 0/1
         values[i] = bool(values[i])
+    if values[_IO] is not None:
+        values[_IO] = orjson.loads(values[_IO])
     return Position(*values)
 
 
@@ -94,7 +121,19 @@ def to_fleet(row: Row) -> Fleet:
 
 
 def to_key(row: Row) -> ApiKey:
-    key_id, fleet_id, role, name, key_hash, prefix, created_ms, expires_ms, revoked_ms = row
+    (
+        key_id,
+        fleet_id,
+        role,
+        name,
+        key_hash,
+        prefix,
+        created_ms,
+        expires_ms,
+        revoked_ms,
+        email,
+        last_used_ms,
+    ) = row
     return ApiKey(
         id=key_id,
         fleet_id=fleet_id,
@@ -105,6 +144,8 @@ def to_key(row: Row) -> ApiKey:
         created_ms=created_ms,
         expires_ms=expires_ms,
         revoked_ms=revoked_ms,
+        email=email,
+        last_used_ms=last_used_ms,
     )
 
 
@@ -119,6 +160,8 @@ def key_values(key: ApiKey) -> Row:
         key.created_ms,
         key.expires_ms,
         key.revoked_ms,
+        key.email,
+        key.last_used_ms,
     )
 
 
@@ -146,7 +189,7 @@ def to_fitting(row: Row) -> Fitting:
 
 
 def to_connection(row: Row) -> DeviceConnection:
-    device_id, online, transport, gateway_id, since_ms, remote = row
+    device_id, online, transport, gateway_id, since_ms, remote, version, seen_ms = row
     return DeviceConnection(
         device_id=device_id,
         online=bool(online),
@@ -154,6 +197,8 @@ def to_connection(row: Row) -> DeviceConnection:
         gateway_id=gateway_id,
         since_ms=since_ms,
         remote=remote,
+        version=version,
+        seen_ms=seen_ms,
     )
 
 

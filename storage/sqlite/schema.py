@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from storage.errors import StorageError
 from storage.fields import POSITION_FIELDS
 from storage.sqlite import tracking_schema
+from storage.sqlite.audit_chain import CHAIN_DDL
 from storage.sqlite.command_schema import COMMAND_DDL, COMMAND_FLEET_TABLES
+from storage.sqlite.privacy_schema import PRIVACY_DDL, PRIVACY_FLEET_TABLES
+from storage.sqlite.retention_schema import RETENTION_DDL, RETENTION_FLEET_TABLES
 from storage.sqlite.stream_schema import STREAM_DDL, STREAM_FLEET_TABLES
 from storage.sqlite.tracking_schema import TRACKING_FLEET_TABLES
 from storage.sqlite.webhook_schema import WEBHOOK_DDL, WEBHOOK_FLEET_TABLES
-
-# PRAGMA user_version; bumped by every schema change.
-SCHEMA_VERSION = 1
 
 # How long a statement waits for a lock held by another process (a backup, the sqlite3 shell)
 # before failing with "database is locked", which we report as StorageUnavailable.
@@ -35,7 +34,14 @@ POSITION_COLUMN_NAMES: tuple[str, ...] = tuple(f.sqlite_column for f in POSITION
 POSITION_BOOL_INDEXES: tuple[int, ...] = tuple(
     i for i, f in enumerate(POSITION_FIELDS) if f.py_type is bool
 )
-_SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
+# A dict is a JSON object, kept as its text (storage.sqlite.rows converts it).
+_SQL_TYPES: dict[type, str] = {
+    str: "TEXT",
+    int: "INTEGER",
+    float: "REAL",
+    bool: "INTEGER",
+    dict: "TEXT",
+}
 
 # Every table holding records of a fleet, by fleet_id: what a GDPR erasure deletes
 # (tests check that nothing of an erased fleet is left in any of them).
@@ -45,6 +51,7 @@ FLEET_TABLES = (
     "devices",
     "fittings",
     "connections",
+    "counters",
     "positions",
     "events",
     "last_positions",
@@ -57,6 +64,8 @@ FLEET_TABLES = (
     "geofence_states",
     "geofence_events",
     *TRACKING_FLEET_TABLES,
+    *PRIVACY_FLEET_TABLES,
+    *RETENTION_FLEET_TABLES,
 )
 
 _POSITION_COLUMNS_DDL = ",".join(
@@ -80,7 +89,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     prefix TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     expires_ms INTEGER,
-    revoked_ms INTEGER
+    revoked_ms INTEGER,
+    email TEXT NOT NULL DEFAULT '',  -- the owner's; '' for keys older than owners (unknown)
+    last_used_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_fleet ON api_keys (fleet_id, id);
 
@@ -105,7 +116,7 @@ CREATE TABLE IF NOT EXISTS devices (
     created_ms INTEGER NOT NULL,
     status TEXT NOT NULL,
     vehicle_id TEXT,
-    protocol TEXT NOT NULL DEFAULT 'gp8'  -- storage.models.DeviceProtocol (added_columns)
+    protocol TEXT NOT NULL DEFAULT 'gp8'  -- storage.models.DeviceProtocol (a v1 late column)
 );
 CREATE INDEX IF NOT EXISTS devices_by_fleet ON devices (fleet_id, id);
 
@@ -129,9 +140,22 @@ CREATE TABLE IF NOT EXISTS connections (
     transport TEXT,
     gateway_id TEXT,
     since_ms INTEGER NOT NULL,
-    remote TEXT
+    remote TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
+    seen_ms INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS connections_by_fleet ON connections (fleet_id);
+
+-- Shared counters (storage/sqlite/counters.py): per name, one row per time bucket; the
+-- per-key API rate limit and the hourly engine-start cap count here across processes.
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    fleet_id TEXT,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (name, bucket_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS counters_by_fleet ON counters (fleet_id);
 
 -- The key is the idempotency key (device_id, time_ms), time first: live records then land at
 -- the right edge of the table's B-tree, a few pages per batch, instead of one page per box.
@@ -181,7 +205,11 @@ CREATE TABLE IF NOT EXISTS access_log (
     action TEXT NOT NULL,
     resource TEXT NOT NULL,
     resource_id TEXT,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    -- its link in the fleet's hash chain (storage/audit_chain.py; index in CHAIN_DDL)
+    seq INTEGER NOT NULL DEFAULT 0,
+    prev_hash TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_log_by_fleet ON access_log (fleet_id, time_ms, id);
 """
@@ -257,34 +285,17 @@ def configure(conn: sqlite3.Connection, *, writer: bool, busy_timeout_ms: int) -
         conn.execute("PRAGMA query_only = 1")
 
 
-# Columns added after the first release, to tables CREATE TABLE IF NOT EXISTS leaves alone in an
-# existing file: (table, column, its definition with the default old rows take). There is no
-# migration framework; adding a column with a default is the one change made this way, and it
-# needs no version bump (an older gp8 names its columns and never sees the new one).
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("devices", "protocol", "TEXT NOT NULL DEFAULT 'gp8'"),
-)
-
-
-def add_missing_columns(conn: sqlite3.Connection) -> None:
-    """ALTER TABLE ... ADD COLUMN for each of ADDED_COLUMNS a table lacks; idempotent."""
-    for table, column, definition in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-
-
-def create(conn: sqlite3.Connection) -> None:
-    """Create what is missing; safe to run on every start."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        # Refuse rather than misread a file written by a newer gp8.
-        raise StorageError(f"database schema {version} is newer than this gp8 ({SCHEMA_VERSION})")
+def create_current(conn: sqlite3.Connection) -> None:
+    """Create every table and index of the current schema that is missing (CREATE ... IF NOT
+    EXISTS: idempotent). A fresh file gets the whole schema this way; an existing one is
+    changed only by the numbered steps of storage/sqlite/migrations.py, which also stamp the
+    version (nothing here does)."""
     conn.executescript(DDL)
-    add_missing_columns(conn)
     conn.executescript(COMMAND_DDL)
     conn.executescript(STREAM_DDL)
     conn.executescript(WEBHOOK_DDL)
     conn.executescript(GEOFENCE_DDL)
     tracking_schema.create(conn)  # after COMMAND_DDL: it adds columns to alerts
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.executescript(RETENTION_DDL)
+    conn.executescript(PRIVACY_DDL)
+    conn.executescript(CHAIN_DDL)  # after the audit tables it indexes

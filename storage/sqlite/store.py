@@ -5,30 +5,45 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from storage.migrations import SchemaState
+from storage.pseudonyms import BadgePseudonyms
 from storage.repository import (
     AccessLogRepo,
     AlertRepo,
     AlertRuleRepo,
     AuditRepo,
     CommandRepo,
+    CounterRepo,
     DeviceRepo,
+    DriverRepo,
+    ErasureRepo,
+    ExportRepo,
     FleetRepo,
     GeofenceRepo,
     GuardRepo,
+    ImportRepo,
     KeyRepo,
     PolicyRepo,
+    PrivacyRepo,
+    RetentionRepo,
     StreamRepo,
     TelemetryRepo,
     TheftRepo,
     VehicleRepo,
     WebhookRepo,
 )
+from storage.secrets import SecretBox
 from storage.sqlite.commands import SqliteAudit, SqliteCommands, SqlitePolicies
+from storage.sqlite.counters import SqliteCounters
 from storage.sqlite.db import Database
 from storage.sqlite.devices import SqliteDevices
 from storage.sqlite.geofences import SqliteGeofences
+from storage.sqlite.imports import SqliteImports
+from storage.sqlite.migrations import PSEUDONYM_FUNCTION, open_schema, reseal_secrets
+from storage.sqlite.privacy import SqliteDrivers, SqlitePrivacy
 from storage.sqlite.query import fetch_one
 from storage.sqlite.resources import SqliteAccessLog, SqliteFleets, SqliteKeys, SqliteVehicles
+from storage.sqlite.retention import SqliteErasure, SqliteExports, SqliteRetention
 from storage.sqlite.schema import BUSY_TIMEOUT_MS
 from storage.sqlite.stream import SqliteStream
 from storage.sqlite.telemetry import SqliteTelemetry
@@ -46,15 +61,33 @@ class SqliteStore:
 
     Nothing is opened before `start()`. The file must be on a local disk: WAL needs shared
     memory between the connections, which network file systems do not provide.
+
+    ``secrets`` seals the boxes' and webhooks' secrets (default: the development key).
+    `start()` serves a file at the current schema version or creates a fresh one; an older
+    file is refused unless ``migrate`` (``gp8 migrate``) is set.
     """
 
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        secrets: SecretBox | None = None,
+        pseudonyms: BadgePseudonyms | None = None,
+        migrate: bool = False,
+    ) -> None:
         self.path = Path(path)
-        self._db = Database(self.path, busy_timeout_ms=busy_timeout_ms)
+        self._secrets = secrets or SecretBox.development()
+        # The driver key: only the migration that pseudonymises old badges needs it here.
+        self._pseudonyms = pseudonyms or BadgePseudonyms.development()
+        self._migrate = migrate
+        self.schema: SchemaState | None = None  # set by start()
+        self._db = Database(self.path, busy_timeout_ms=busy_timeout_ms, prepare=self._prepare)
         self.fleets: FleetRepo = SqliteFleets(self._db)
         self.keys: KeyRepo = SqliteKeys(self._db)
         self.vehicles: VehicleRepo = SqliteVehicles(self._db)
-        self.devices: DeviceRepo = SqliteDevices(self._db)
+        self.devices: DeviceRepo = SqliteDevices(self._db, self._secrets)
+        self.imports: ImportRepo = SqliteImports(self._db, self._secrets)
         self.telemetry: TelemetryRepo = SqliteTelemetry(self._db)
         self.access_log: AccessLogRepo = SqliteAccessLog(self._db)
         self.commands: CommandRepo = SqliteCommands(self._db)
@@ -64,16 +97,31 @@ class SqliteStore:
         self.alerts: AlertRepo = SqliteIncidentAlerts(self._db)
         self.stream: StreamRepo = SqliteStream(self._db)
         self.geofences: GeofenceRepo = SqliteGeofences(self._db)
-        self.webhooks: WebhookRepo = SqliteWebhooks(self._db)
+        self.webhooks: WebhookRepo = SqliteWebhooks(self._db, self._secrets)
         self.alert_rules: AlertRuleRepo = SqliteAlertRules(self._db)
         self.guards: GuardRepo = SqliteGuards(self._db)
         self.theft_cases: TheftRepo = SqliteTheftCases(self._db)
+        self.counters: CounterRepo = SqliteCounters(self._db)
+        self.retention: RetentionRepo = SqliteRetention(self._db)
+        self.exports: ExportRepo = SqliteExports(self._db)
+        self.erasure: ErasureRepo = SqliteErasure(self._db)
+        self.privacy: PrivacyRepo = SqlitePrivacy(self._db)
+        self.drivers: DriverRepo = SqliteDrivers(self._db)
 
     async def start(self) -> None:
         await self._db.open()
 
     async def close(self) -> None:
         await self._db.close()
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # On the writer thread, before the store serves anything.
+        conn.create_function(PSEUDONYM_FUNCTION, 1, self._pseudonyms.of, deterministic=True)
+        self.schema = open_schema(conn, self._secrets, migrate=self._migrate)
+
+    async def rotate_secrets(self) -> dict[str, int]:
+        """Seal every secret again with the current key; the count re-sealed by table."""
+        return await self._db.write(reseal_secrets, self._secrets)
 
     async def health(self) -> dict[str, object]:
         journal_mode = await self._db.read(_journal_mode)

@@ -9,11 +9,11 @@ from typing import Any
 
 from storage.latest import newest_valid_fixes, vehicle_subject
 from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
-from storage.pagination import decode_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
 from storage.repository import BBox
 from storage.sqlite import rows
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, fetch_all
+from storage.sqlite.query import fetch_all, keyset
 from storage.sqlite.rows import Row
 from storage.sqlite.schema import POSITION_COLUMN_NAMES
 from storage.sqlite.stream import append_in
@@ -85,21 +85,23 @@ class SqliteTelemetry:
         to_ms: int,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Position]:
         limit = page_limit(limit)
-        key = None if cursor is None else decode_cursor(cursor, "position", (int, str))
-        cond, after_params = after(["time_ms", "device_id"], key)
+        kind = order_kind("position", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, kind, (int, str))
+        cond, after_params, order = keyset(["time_ms", "device_id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {rows.POSITION_COLUMNS} FROM positions"
             f" WHERE fleet_id = ? AND vehicle_id = ? AND time_ms >= ? AND time_ms < ?{cond}"
-            " ORDER BY time_ms, device_id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         params = [fleet_id, vehicle_id, from_ms, to_ms, *after_params, limit + 1]
         found = await self._db.read(fetch_all, sql, params)
         return make_page(
             [rows.to_position(r) for r in found],
             limit,
-            "position",
+            kind,
             lambda p: (p.time_ms, p.device_id),
         )
 
@@ -113,6 +115,7 @@ class SqliteTelemetry:
         to_ms: int = 2**62,
         cursor: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> Page[Event]:
         limit = page_limit(limit)
         where = "fleet_id = ? AND time_ms >= ? AND time_ms < ?"
@@ -123,17 +126,18 @@ class SqliteTelemetry:
         if code is not None:
             where += " AND code = ?"
             params.append(code)
-        key = None if cursor is None else decode_cursor(cursor, "event", (int, str, str))
-        cond, after_params = after(["time_ms", "device_id", "code"], key)
+        kind = order_kind("event", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, kind, (int, str, str))
+        columns = ["time_ms", "device_id", "code"]
+        cond, after_params, order = keyset(columns, key, newest_first=newest_first)
         sql = (
-            f"SELECT {rows.EVENT_COLUMNS} FROM events WHERE {where}{cond}"
-            " ORDER BY time_ms, device_id, code LIMIT ?"
+            f"SELECT {rows.EVENT_COLUMNS} FROM events WHERE {where}{cond} ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
         return make_page(
             [rows.to_event(r) for r in found],
             limit,
-            "event",
+            kind,
             lambda e: (e.time_ms, e.device_id, e.code),
         )
 

@@ -29,10 +29,10 @@ from storage.models import (
     TheftCaseStatus,
     TrackingPolicy,
 )
-from storage.pagination import decode_cursor, make_page, page_limit
+from storage.pagination import decode_cursor, make_page, order_kind, page_limit
 from storage.sqlite.commands import ALERT_COLUMNS, SqliteAlerts, alert_values, to_alert
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, equal_filters, fetch_all, fetch_one, require_fleet
+from storage.sqlite.query import equal_filters, fetch_all, fetch_one, keyset, require_fleet
 from storage.sqlite.stream import append_in
 from storage.tracking_codec import (
     incident_key,
@@ -93,15 +93,9 @@ class SqliteIncidentAlerts(SqliteAlerts):
             where.append("cleared_ms IS NULL")
         if state is not None:
             where.append(_STATE_SQL[state])
-        tag = "alert_desc" if newest_first else "alert"
+        tag = order_kind("alert", newest_first)
         key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
-        if newest_first:
-            cond = "" if key is None else " AND (raised_ms, id) < (?, ?)"
-            after_params = [] if key is None else list(key)
-            order = "raised_ms DESC, id DESC"
-        else:
-            cond, after_params = after(["raised_ms", "id"], key)
-            order = "raised_ms, id"
+        cond, after_params, order = keyset(["raised_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(where)}{cond}"
             f" ORDER BY {order} LIMIT ?"
@@ -254,20 +248,22 @@ class SqliteTheftCases:
         status: TheftCaseStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> Page[TheftCase]:
         limit = page_limit(limit)
         where = ["fleet_id = ?"]
         params: list[Any] = [fleet_id]
         equal_filters(where, params, vehicle_id=vehicle_id, status=status)
-        key = None if cursor is None else decode_cursor(cursor, "theft_case", (int, str))
-        cond, after_params = after(["opened_ms", "id"], key)
+        tag = order_kind("theft_case", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int, str))
+        cond, after_params, order = keyset(["opened_ms", "id"], key, newest_first=newest_first)
         sql = (
             f"SELECT data FROM theft_cases WHERE {' AND '.join(where)}{cond}"
-            " ORDER BY opened_ms, id LIMIT ?"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
         cases = [to_case(orjson.loads(row[0])) for row in found]
-        return make_page(cases, limit, "theft_case", lambda c: (c.opened_ms, c.id))
+        return make_page(cases, limit, tag, lambda c: (c.opened_ms, c.id))
 
     async def open_case(self, fleet_id: str, vehicle_id: str) -> TheftCase | None:
         sql = "SELECT data FROM theft_cases WHERE vehicle_id = ? AND fleet_id = ? AND status = ?"

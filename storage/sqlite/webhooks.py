@@ -9,6 +9,7 @@ compare-and-set updates too, so two gp8 processes never both take the same due d
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +25,10 @@ from storage.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from storage.pagination import decode_cursor, id_key, make_page, page_limit
+from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
+from storage.secrets import SecretBox, webhook_context
 from storage.sqlite.db import Database
-from storage.sqlite.query import after, fetch_all, fetch_one, get_one, require_fleet
+from storage.sqlite.query import after, fetch_all, fetch_one, get_one, keyset, require_fleet
 
 Row = tuple[Any, ...]
 
@@ -47,15 +49,23 @@ _PENDING = DeliveryStatus.PENDING.value
 
 
 class SqliteWebhooks:
-    def __init__(self, db: Database) -> None:
+    """The signing secret is sealed in the row (storage/secrets.py) and opened here, on read."""
+
+    def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
+        self._secrets = secrets
+
+    def _open(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        secret = self._secrets.open(endpoint.secret, webhook_context(endpoint.id))
+        return dataclasses.replace(endpoint, secret=secret)
 
     async def create(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
-        await self._db.write(_insert_endpoint, endpoint)
+        sealed = self._secrets.seal(endpoint.secret, webhook_context(endpoint.id))
+        await self._db.write(_insert_endpoint, dataclasses.replace(endpoint, secret=sealed))
         return endpoint
 
     async def get(self, fleet_id: str, webhook_id: str) -> WebhookEndpoint:
-        return await self._db.read(_get_endpoint, fleet_id, webhook_id)
+        return self._open(await self._db.read(_get_endpoint, fleet_id, webhook_id))
 
     async def list(
         self, fleet_id: str, *, cursor: str | None = None, limit: int = 100
@@ -66,7 +76,8 @@ class SqliteWebhooks:
             f"SELECT {ENDPOINT_COLUMNS} FROM webhooks WHERE fleet_id = ?{cond} ORDER BY id LIMIT ?"
         )
         found = await self._db.read(fetch_all, sql, [fleet_id, *params, limit + 1])
-        return make_page([_to_endpoint(r) for r in found], limit, "webhook", lambda e: (e.id,))
+        endpoints = [self._open(_to_endpoint(r)) for r in found]
+        return make_page(endpoints, limit, "webhook", lambda e: (e.id,))
 
     async def update(
         self,
@@ -94,7 +105,9 @@ class SqliteWebhooks:
         if cursor is not None:
             sets.append("cursor = ?")
             params.append(cursor)
-        return await self._db.write(_update_endpoint, fleet_id, webhook_id, sets, params)
+        return self._open(
+            await self._db.write(_update_endpoint, fleet_id, webhook_id, sets, params)
+        )
 
     async def delete(self, fleet_id: str, webhook_id: str) -> None:
         await self._db.write(_delete_endpoint, fleet_id, webhook_id)
@@ -102,7 +115,7 @@ class SqliteWebhooks:
     async def active(self, *, limit: int = 10_000) -> builtins.list[WebhookEndpoint]:
         sql = f"SELECT {ENDPOINT_COLUMNS} FROM webhooks WHERE enabled = 1 ORDER BY id LIMIT ?"
         found = await self._db.read(fetch_all, sql, (page_limit(limit),))
-        return [_to_endpoint(r) for r in found]
+        return [self._open(_to_endpoint(r)) for r in found]
 
     async def enqueue(
         self,
@@ -126,25 +139,26 @@ class SqliteWebhooks:
         status: DeliveryStatus | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        newest_first: bool = True,
     ) -> Page[WebhookDelivery]:
         limit = page_limit(limit)
-        where = ["webhook_id = ?", "fleet_id = ?"]
+        where = "webhook_id = ? AND fleet_id = ?"
         params: list[Any] = [webhook_id, fleet_id]
         if status is not None:
-            where.append("status = ?")
+            where += " AND status = ?"
             params.append(status.value)
-        if cursor is not None:
-            (before,) = decode_cursor(cursor, "webhook_delivery", (int,))
-            where.append("cursor < ?")  # newest first: the next page is further back
-            params.append(before)
+        # A delivery's stream cursor grows with the time its change happened: the time order.
+        tag = order_kind("webhook_delivery", newest_first)
+        key = None if cursor is None else decode_cursor(cursor, tag, (int,))
+        cond, key_params, order = keyset(["cursor"], key, newest_first=newest_first)
         sql = (
-            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(where)}"
-            " ORDER BY cursor DESC LIMIT ?"
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {where}{cond}"
+            f" ORDER BY {order} LIMIT ?"
         )
-        found = await self._db.read(_deliveries, fleet_id, webhook_id, sql, [*params, limit + 1])
-        return make_page(
-            [_to_delivery(r) for r in found], limit, "webhook_delivery", lambda d: (d.cursor,)
+        found = await self._db.read(
+            _deliveries, fleet_id, webhook_id, sql, [*params, *key_params, limit + 1]
         )
+        return make_page([_to_delivery(r) for r in found], limit, tag, lambda d: (d.cursor,))
 
     async def due(
         self, webhook_id: str, now_ms: int, *, limit: int = 100

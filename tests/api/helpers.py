@@ -98,7 +98,9 @@ async def create_fleet(client: httpx.AsyncClient, name: str, vin: str, imei: str
     key_ids: dict[str, str] = {}
     for role in ("admin", "manager", "viewer"):
         r = await client.post(
-            f"/v1/fleets/{fleet_id}/keys", json={"role": role, "name": role}, headers=op
+            f"/v1/fleets/{fleet_id}/keys",
+            json={"role": role, "name": role, "email": f"{role}@example.com"},
+            headers=op,
         )
         assert r.status_code == 201, r.text
         keys[role] = r.json()["key"]

@@ -6,7 +6,9 @@ import httpx
 
 from api.schemas.events import EventsPublic, EventType
 from api.times import iso_ms
+from gateway.adapters.teltonika import FMB_EVENTS
 from protocol.gp8.frames import EventCode
+from protocol.teltonika import AvlId
 from storage.repository import Store
 from tests.api.helpers import T0, FleetFixture, make_event, make_position
 
@@ -14,7 +16,19 @@ RANGE = {"from": iso_ms(T0 - 60_000), "to": iso_ms(T0 + 3_600_000)}
 
 
 def test_event_type_matches_protocol_event_codes() -> None:
-    assert [t.value for t in EventType] == [(c.name or "").lower() for c in EventCode]
+    gp8_codes = [(c.name or "").lower() for c in EventCode]
+    assert [t.value for t in EventType][: len(gp8_codes)] == gp8_codes
+
+
+def test_event_type_has_every_code_a_teltonika_box_can_produce() -> None:
+    produced = set()
+    for io_id, rule in FMB_EVENTS.items():
+        for value in range(4):
+            decided = rule(value, {io_id: value, AvlId.GREEN_DRIVING_VALUE: 1})
+            if decided is not None:
+                produced.add(decided[0])
+    gp8_codes = {(c.name or "").lower() for c in EventCode}
+    assert produced - gp8_codes == {t.value for t in EventType} - gp8_codes
 
 
 async def seed_events(store: Store, fleet: FleetFixture) -> None:

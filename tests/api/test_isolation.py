@@ -25,6 +25,9 @@ from tests.api.helpers import (
 
 RANGE = {"from": str(T0 - 3_600_000), "to": str(T0 + 3_600_000)}
 
+# The owner every key is created for (a key belongs to a named person).
+OWNER = {"name": "v", "email": "v@example.com"}
+
 
 def foreign_requests(a: FleetFixture, b: FleetFixture) -> list[tuple[str, str, dict[str, Any]]]:
     """Every route that names a resource, aimed at fleet B's ids."""
@@ -133,7 +136,7 @@ def own_writes(a: FleetFixture) -> list[tuple[str, str, dict[str, Any], str]]:
         ("PUT", f"/v1/vehicles/{a.vehicle_id}/device", {"json": {"imei": a.imei}}, "admin"),
         ("DELETE", f"/v1/vehicles/{a.vehicle_id}/device", {}, "admin"),
         ("POST", "/v1/devices", {"json": {"imei": VALID_IMEIS[3], "model": "GP8000"}}, "admin"),
-        ("POST", f"/v1/fleets/{a.id}/keys", {"json": {"role": "viewer"}}, "admin"),
+        ("POST", f"/v1/fleets/{a.id}/keys", {"json": {"role": "viewer", **OWNER}}, "admin"),
         ("POST", "/v1/data/purge", {"json": {"before": "2024-05-01T12:01:00Z"}}, "admin"),
         ("DELETE", f"/v1/fleets/{a.id}/keys/{a.key_ids['admin']}", {}, "admin"),
         ("POST", "/v1/fleets", {"json": {"name": "new"}}, "operator"),

@@ -53,6 +53,7 @@ PUBLIC_FIELDS = [
     "received_at",
     "device_id",
     "buffered",
+    "io",
 ]
 
 
@@ -92,6 +93,8 @@ async def test_get_position_last_and_online(
         "vehicle_id": fleet_a.vehicle_id,
         "position": None,
         "age_s": None,
+        "last_seen_at": None,
+        "stale": False,
         "online": False,
         # Doors and engine-start inhibit (docs/commands.md): never reported yet.
         "lock_state": {
@@ -102,6 +105,7 @@ async def test_get_position_last_and_online(
             "as_of": None,
             "command_id": None,
         },
+        "privacy": "off",  # docs/privacy.md
     }
     times = await seed_track(store, fleet_a)
     await store.devices.set_connection(
@@ -346,8 +350,8 @@ async def test_get_positions_export_walks_every_page(
 @pytest.mark.parametrize(
     ("params", "loc", "msg"),
     [
-        ({"from": "yesterday"}, ["query", "from"], "neither ISO-8601"),
-        ({"to": "2024-13-01T00:00:00Z"}, ["query", "to"], "neither ISO-8601"),
+        ({"from": "yesterday"}, ["query", "from"], "neither RFC 3339"),
+        ({"to": "2024-13-01T00:00:00Z"}, ["query", "to"], "neither RFC 3339"),
         (
             {"from": "2024-05-02T00:00:00Z", "to": "2024-05-01T00:00:00Z"},
             ["query", "from"],
@@ -359,7 +363,6 @@ async def test_get_positions_export_walks_every_page(
             "31 days",
         ),
         ({"limit": "10001"}, ["query", "limit"], "less than or equal to 10000"),
-        ({"format": "kml"}, ["query", "format"], "'json', 'geojson', 'csv' or 'gpx'"),
     ],
 )
 async def test_get_positions_invalid_params_422(
@@ -373,6 +376,15 @@ async def test_get_positions_invalid_params_422(
     assert r.status_code == 422
     error = r.json()["errors"][0]
     assert error["loc"] == loc and msg in error["msg"], error
+
+
+async def test_get_positions_unknown_format_406_lists_the_formats(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    r = await client.get(positions_url(fleet_a), params={"format": "kml"}, headers=fleet_a.h())
+    assert r.status_code == 406
+    assert r.json()["type"] == "urn:gp8:problem:not-acceptable"
+    assert "'json', 'geojson', 'csv' or 'gpx'" in r.json()["detail"]
 
 
 async def test_get_positions_invalid_cursor_400(

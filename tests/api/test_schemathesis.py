@@ -1,7 +1,8 @@
 """Property-based run over the OpenAPI schema: no 5xx, every response as the schema says.
 
-The app runs in-process (schemathesis' ASGI transport) on the real SQLite engine, started and
-seeded in the app's lifespan so it lives on the event loop schemathesis drives the app with.
+The app runs in-process (schemathesis' ASGI transport) on the real SQLite engine and on the
+MongoDB engine over the in-memory fake, started and seeded in the app's lifespan so it lives on
+the event loop schemathesis drives the app with.
 Requests carry a seeded admin key; path ids are sometimes swapped for seeded ones so the 200
 paths (positions in every format, trips, ...) are exercised too, not only 404s.
 """
@@ -20,12 +21,14 @@ from typing import Any
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from pymongo_async_mock import AsyncMongoMockClient
 from schemathesis import checks
 
 from api.app import create_app
 from api.security import new_api_key
 from storage import open_store
 from storage.models import DeviceModel, Role, now_ms
+from storage.mongo import MongoStore
 from storage.repository import Store
 from tests.api.helpers import VALID_VINS, luhn_imei, make_event, make_position
 
@@ -66,8 +69,9 @@ async def seed(store: Store) -> None:
     )
 
 
-def build_schema() -> Any:
-    """The schema of an app over a fresh SQLite store, started and seeded by the lifespan.
+def build_schema(engine: str) -> Any:
+    """The schema of an app over a fresh store of ``engine`` (SQLite, or MongoDB on the
+    in-memory fake), started and seeded by the lifespan.
 
     Built at import: schemathesis' lazy `from_fixture` loader does not work with this pytest
     (it reads a private attribute pytest 9 no longer has).
@@ -75,17 +79,24 @@ def build_schema() -> Any:
     tmpfs = Path("/dev/shm")
     path = Path(tempfile.mkdtemp(prefix="gp8-schemathesis-", dir=tmpfs if tmpfs.is_dir() else None))
     atexit.register(shutil.rmtree, path, True)
+    # One fake server for the run: the stores opened on it below share its data, like
+    # reconnections to a real one.
+    mongo_client = AsyncMongoMockClient()
+
+    def open_engine() -> Store:
+        if engine == "mongo":
+            return MongoStore(mongo_client, "gp8_schemathesis")
+        return open_store(mongo_url=None, mongo_db="gp8", data_dir=path)
+
     # The store given here is replaced by the one the lifespan opens (below).
-    app = create_app(
-        open_store(mongo_url=None, mongo_db="gp8", data_dir=path), rate_limit_per_minute=None
-    )
+    app = create_app(open_engine(), rate_limit_per_minute=None)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
         # Schemathesis stops the lifespan after each operation's test and starts it again for
-        # the next; a closed store cannot reopen, so each start opens the same file anew.
-        store = open_store(mongo_url=None, mongo_db="gp8", data_dir=path)
+        # the next; a closed store cannot reopen, so each start opens the same data anew.
+        store = open_engine()
         await store.start()
         application.state.store = store
         # Each operation's test starts with a fresh fleet: an earlier test may have deleted the
@@ -113,7 +124,8 @@ def build_schema() -> Any:
     return loaded
 
 
-schema = build_schema()
+schema = build_schema("sqlite")
+mongo_schema = build_schema("mongo")
 
 CHECKS = [
     checks.not_a_server_error,
@@ -131,4 +143,16 @@ CHECKS = [
     suppress_health_check=list(HealthCheck),
 )
 def test_api_conforms_to_schema(case: Any) -> None:
+    case.call_and_validate(headers={"Authorization": f"Bearer {SEEDED['key']}"}, checks=CHECKS)
+
+
+# The same run on the MongoDB engine, with fewer examples: the engines share the API code, so
+# what differs (queries, conflicts, cursors) shows within a few cases per operation.
+@mongo_schema.parametrize()  # type: ignore[untyped-decorator]
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_conforms_to_schema_on_mongo(case: Any) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {SEEDED['key']}"}, checks=CHECKS)

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
+from api.security import KeyThrottle
 from api.stream import Limits, StreamHub
 from storage import open_store
 from storage.models import now_ms
@@ -40,6 +41,7 @@ from tests.api.helpers import (
     make_event,
     make_position,
 )
+from throttle import FailureLimit, FailureThrottle
 
 TIMEOUT_S = 5.0
 FAST = Limits(first_message_timeout_s=0.5, heartbeat_s=0.3, key_check_s=0.3)
@@ -80,6 +82,7 @@ class Live:
     store: Store
     hub: StreamHub
     address: str
+    app: FastAPI
 
     @property
     def http(self) -> str:
@@ -96,7 +99,7 @@ async def live_api(store: Store, **hub_options: Any) -> AsyncIterator[Live]:
     app = create_app(store, bootstrap_key=OPERATOR_KEY, rate_limit_per_minute=None, stream_hub=hub)
     async with serving(app) as address:
         try:
-            yield Live(store, hub, address)
+            yield Live(store, hub, address, app)
         finally:
             await hub.stop()
 
@@ -590,6 +593,18 @@ async def test_stream_refuses_without_a_valid_key(
         message, got_code, reason = await refused(ws)
         assert (message["error"], got_code) == (error, code), message
         assert reason
+
+
+async def test_stream_throttles_invalid_keys_per_address_as_the_rest_api(live: Live) -> None:
+    # A brute force through the WebSocket is counted with the REST API's (api/security.py).
+    throttle = KeyThrottle(FailureThrottle(FailureLimit(3, 60.0, 300.0)))
+    live.app.state.key_throttle = throttle
+    for _ in range(3):
+        error, code, _ = await refused(await open_ws(live.ws(), first={"key": "gp8_guess"}))
+        assert (error["error"], code) == ("unauthorized", 4401)
+    error, code, _ = await refused(await open_ws(live.ws(), first={"key": "gp8_guess"}))
+    assert error["error"] == "rate_limited"
+    assert throttle.counts == {"failed": 3, "locked_out": 1, "throttled": 1}
 
 
 async def test_stream_refuses_a_key_in_the_url(live: Live, alpha: FleetFixture) -> None:

@@ -1,23 +1,40 @@
-"""The live stream's fan-out (api/stream/hub.py) without a network, on the real SQLite
-engine: the replay-to-live handoff, bounded mailboxes, shutdown; the pruner; the settings."""
+"""The live stream's fan-out (api/stream/hub.py) without a network, on the real SQLite engine
+and on the Mongo engine (its in-memory fake, whose log has blocks that become visible out of
+order): the replay-to-live handoff, bounded mailboxes, shutdown; the pruner; the settings."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pymongo_async_mock import AsyncMongoMockClient
 
 from api.stream import StreamError, StreamHub, StreamOptions, StreamPruner, StreamRefused
 from api.stream.hub import Outgoing, Subscription
 from gp8.settings import Settings, StreamSettings
+from storage import open_store
 from storage.models import Fleet, StreamKind, StreamPage, now_ms
+from storage.mongo import MongoStore
 from storage.repository import Store, StreamRepo
 from tests.api.helpers import make_position
 
 DEV, VEH = "dev_a", "veh_a"
+
+
+@pytest.fixture(params=["sqlite", "mongo-fake"])
+async def store(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[Store]:
+    engine: Store
+    if request.param == "sqlite":
+        engine = open_store(mongo_url=None, mongo_db="gp8", data_dir=data_dir)
+    else:
+        engine = MongoStore(AsyncMongoMockClient(), "gp8_hub_test")
+    await engine.start()
+    yield engine
+    await engine.close()
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ async def test_track_export_formats_are_logged(
     assert root.find(".//g:name", ns).text == f"theft case {case_id}"  # type: ignore[union-attr]
 
     r = await client.get(base, params={"format": "kml"}, headers=fleet_a.h())
-    assert r.status_code == 422
+    assert r.status_code == 406
     r = await client.get("/v1/access-log", headers=fleet_a.h())
     exports = [e for e in r.json()["data"] if e["resource"] == "theft_case_track"]
     assert [e["action"] for e in exports] == ["export"] * 3

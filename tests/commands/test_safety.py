@@ -10,7 +10,9 @@ from tests.commands.conftest import OPERATOR, Fleet, Gp8, send, wait_silent, wai
 
 async def second_admin(gp8: Gp8, fleet: Fleet) -> dict[str, str]:
     r = await gp8.http.post(
-        f"/v1/fleets/{fleet.id}/keys", json={"role": "admin", "name": "admin 2"}, headers=OPERATOR
+        f"/v1/fleets/{fleet.id}/keys",
+        json={"role": "admin", "name": "admin 2", "email": "a2@example.com"},
+        headers=OPERATOR,
     )
     assert r.status_code == 201, r.text
     return bearer(r.json()["key"])

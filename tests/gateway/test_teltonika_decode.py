@@ -31,7 +31,7 @@ def test_teltonika_capture_with_what_would_be_stored() -> None:
     position = record["position"]
     assert position["time_ms"] == 1_560_161_086_000
     assert position["external_power_mv"] == 24_079 and position["fix_valid"] is False
-    assert record["unmapped_io"] == {"1": 1, "241": 24602}
+    assert position["io"] == {"1": 1, "241": 24602}  # the elements with no gp8 field
     assert out[2]["frame"] == "Response" and str(out[2]["text"]).startswith("INI:")
 
 

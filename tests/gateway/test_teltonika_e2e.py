@@ -29,6 +29,7 @@ from simulator.box import VirtualBox
 from storage.models import DeviceModel, DeviceProtocol, Position, now_ms
 from storage.sqlite import SqliteStore
 from tests.gateway.conftest import TIMEOUT, RawClient, eventually, track
+from throttle import AuthThrottle, FailureLimit
 
 IMEI = "356307042441013"
 GP8_IMEI = "356000000000001"
@@ -126,7 +127,8 @@ class Box:
         self.writer.transport.abort()
 
 
-def records(start_ms: int, count: int) -> tuple[AvlRecord, ...]:
+def records(start_ms: int, count: int, *, nx: bool = False) -> tuple[AvlRecord, ...]:
+    """``count`` records a second apart; with ``nx``, each has an NX element (Codec 8E only)."""
     out = []
     for i, gp8_record in enumerate(track(count, start_ms=start_ms, step_ms=1_000)):
         out.append(
@@ -136,6 +138,7 @@ def records(start_ms: int, count: int) -> tuple[AvlRecord, ...]:
                 io1=((AvlId.IGNITION, 1), (AvlId.MOVEMENT, 1), (AvlId.GSM_SIGNAL, 4)),
                 io2=((AvlId.EXTERNAL_VOLTAGE, 12_800), (AvlId.GNSS_HDOP, 9)),
                 io4=((AvlId.TOTAL_ODOMETER, 100_000 + i),),
+                iox=((385, bytes([1, i, 0xAB])),) if nx else (),
             )
         )  # fmt: skip
     return tuple(out)
@@ -143,7 +146,9 @@ def records(start_ms: int, count: int) -> tuple[AvlRecord, ...]:
 
 async def test_box_with_cuts_and_resends_ends_with_exactly_the_sent_records(world: World) -> None:
     start = now_ms() - 3_600_000
-    a, b, c, d = (AvlPacket(Codec.CODEC_8E, records(start + i * 100_000, 7)) for i in range(4))
+    a, b, c, d = (
+        AvlPacket(Codec.CODEC_8E, records(start + i * 100_000, 7, nx=True)) for i in range(4)
+    )
     box = await Box.connect(world.gateway.teltonika_port or 0)
     assert await box.login()
     assert await box.send_packet(a, pieces=5) == 7
@@ -177,6 +182,11 @@ async def test_box_with_cuts_and_resends_ends_with_exactly_the_sent_records(worl
         25,
     )
     assert first.vehicle_id == world.vehicle_id and first.fix_valid
+    # What has no gp8 field is stored raw with the position; nothing of it dropped.
+    assert [p.io for p in stored[:2]] == [
+        {"240": 1, "385": "0100ab"},
+        {"240": 1, "385": "0101ab"},
+    ]
     events = await world.store.telemetry.events(world.fleet_id)
     assert sorted(e.code for e in events.items) == ["ignition_on"] * 4
     metrics = world.gateway.metrics
@@ -225,3 +235,64 @@ async def test_gp8_listener_unchanged_beside_it(world: World) -> None:
     assert gp8_device is not None and gp8_device.protocol is DeviceProtocol.GP8
     assert world.gateway.health()["teltonika_port"] == world.gateway.teltonika_port
     assert world.gateway.metrics.frames["position"] >= 1
+
+
+async def test_a_cloned_imei_talking_beside_the_box_is_reported_as_a_duplicate(
+    world: World,
+) -> None:
+    # As for GP8 boxes: a second live link with the same IMEI closes the first and reports it
+    # (the command service raises duplicate_box and freezes commands: docs/commands.md).
+    reports: list[tuple[str, str, str]] = []
+
+    async def on_duplicate(imei: str, *, old_remote: str, new_remote: str, idle_s: float) -> None:
+        reports.append((imei, old_remote, new_remote))
+
+    world.gateway.registry.on_duplicate = on_duplicate
+    start = now_ms() - 600_000
+    real = await Box.connect(world.gateway.teltonika_port or 0)
+    assert await real.login()
+    assert await real.send_packet(AvlPacket(Codec.CODEC_8, records(start, 2))) == 2
+    clone = await Box.connect(world.gateway.teltonika_port or 0)
+    assert await clone.login()
+    await eventually(lambda: len(reports) == 1)
+    assert reports[0][0] == IMEI and reports[0][1] != reports[0][2]
+    assert await real.read() is None  # the older link was closed
+    assert world.gateway.metrics.superseded == 1
+    clone.cut()
+
+
+async def test_imei_guessing_from_one_source_is_throttled(tmp_path: Path) -> None:
+    # As GP8 logins (gateway/auth.py): failures per (source, IMEI), then per source; a locked
+    # source is answered 00 unchecked, even for a provisioned IMEI, and the lock-out counted.
+    store = SqliteStore(tmp_path / "gp8.sqlite3")
+    await store.start()
+    fleet = await store.fleets.create("teltonika")
+    await store.devices.create(
+        fleet.id, imei=IMEI, model=DeviceModel.FMC130, secret="", protocol=DeviceProtocol.TELTONIKA
+    )
+    throttle = AuthThrottle(
+        per_identity=FailureLimit(2, 60.0, 600.0), per_source=FailureLimit(4, 60.0, 600.0)
+    )
+    gateway = TcpGateway(store, port=0, teltonika_port=0, login_throttle=throttle)
+    await gateway.start()
+    try:
+        port = gateway.teltonika_port or 0
+        for guess in ("356307042441021", "356307042441039", "356307042441047"):
+            box = await Box.connect(port)
+            assert not await box.login(guess)
+            box.cut()
+        box = await Box.connect(port)
+        assert await box.login()  # 3 failures: not locked yet, the genuine box gets in
+        box.cut()
+        box = await Box.connect(port)
+        assert not await box.login("356307042441054")  # the 4th failure locks the source
+        box.cut()
+        box = await Box.connect(port)
+        assert not await box.login()  # locked: refused unchecked
+        box.cut()
+        metrics = gateway.metrics
+        assert metrics.logins["unknown_device"] == 4 and metrics.logins["throttled"] == 1
+        assert metrics.login_lockouts["source"] == 1
+    finally:
+        await gateway.stop(grace_s=1)
+        await store.close()

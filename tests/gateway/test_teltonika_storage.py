@@ -6,6 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from storage.migrations import SchemaTooOld
 from storage.models import DeviceModel, DeviceProtocol, Fleet
 from storage.repository import Store
 from storage.sqlite import SqliteStore
@@ -55,8 +58,10 @@ async def test_sqlite_file_from_before_the_column(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    for _ in range(2):  # idempotent: the second start finds the column
-        sqlite = SqliteStore(path)
+    with pytest.raises(SchemaTooOld):  # gp8 serve never migrates by itself (gp8 migrate)
+        await SqliteStore(path).start()
+    for migrate in (True, False):  # the migrated file then opens as it is
+        sqlite = SqliteStore(path, migrate=migrate)
         await sqlite.start()
         device = await sqlite.devices.get_by_imei(GP8_IMEI)
         assert device is not None and device.protocol is DeviceProtocol.GP8

@@ -95,11 +95,19 @@ def test_each_box_gets_its_own_topics_and_the_gateway_all() -> None:
     assert rules == {
         "gp8-gateway": {
             "topic read gp8/+/up",
+            "topic read gp8/+/status",
             "topic write gp8/+/down",
             "topic write gp8/+/ack",
         },
-        A: {f"topic write gp8/{A}/up", f"topic read gp8/{A}/down", f"topic read gp8/{A}/ack"},
-        B: {f"topic write gp8/{B}/up", f"topic read gp8/{B}/down", f"topic read gp8/{B}/ack"},
+        **{
+            box: {
+                f"topic write gp8/{box}/up",
+                f"topic write gp8/{box}/status",
+                f"topic read gp8/{box}/down",
+                f"topic read gp8/{box}/ack",
+            }
+            for box in (A, B)
+        },
     }
     passwords = parse_passwd(files.passwd)
     assert set(passwords) == {"gp8-gateway", A, B}  # the disabled box gets no credentials

@@ -275,7 +275,8 @@ async def test_online_state_follows_the_box(
 ) -> None:
     (device,) = await env.provision()
     bridge = await make_bridge(shared_broker, idle_s=1.0, gateway_id="gw-presence")
-    box = make_box(shared_broker, device)
+    # A box without birth and will (§7.6): its presence is inferred from its messages.
+    box = make_box(shared_broker, device, publish_status=False)
     await box.connect()
     await box.send_positions(track(1), timeout=TIMEOUT)
 

@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from gp8.serve import Running, start_services, stop_services
-from gp8.settings import ApiSettings, Settings, TcpSettings
+from gp8.settings import ApiSettings, Settings, TcpSettings, TeltonikaSettings
 from simulator.fleet import Fleet, FleetOptions, make_clock
 from simulator.geo import LatLon
 from simulator.provision import ApiClient, ProvisionedBox, provision_fleet
 from simulator.report import Report
 from simulator.scenario import Scenario, load_scenario
-from simulator.trajectory import StreetGrid
+from simulator.trajectory import RoadNetwork, StreetGrid
 from simulator.transport import TransportConfig
 
 OPERATOR_KEY = "gp8-sim-test-operator-key"
@@ -50,6 +50,12 @@ class Gp8:
     def tcp_port(self) -> int:
         return self.run.tcp_port
 
+    def port_for(self, protocol: str) -> int:
+        """The listener boxes of ``protocol`` dial."""
+        if protocol == "teltonika":
+            return int(self.run.gateway.teltonika_port or 0)
+        return self.tcp_port
+
     async def health(self) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as c:
             response = await c.get("/health")
@@ -65,6 +71,7 @@ async def gp8(data_dir: Path) -> AsyncIterator[Gp8]:
         bootstrap_key=OPERATOR_KEY,
         log_level="warning",
         tcp=TcpSettings(host="127.0.0.1", port=0),
+        teltonika=TeltonikaSettings(port=0),
         api=ApiSettings(host="127.0.0.1", port=0, rate_limit_per_minute=0),
     )
     run = await start_services(settings)
@@ -147,13 +154,15 @@ class SimRun:
 
 
 async def provision_backdated(
-    access: FleetAccess, devices: int, fitted_ms: int, *, seed: str = "e2e"
+    access: FleetAccess, devices: int, fitted_ms: int, *, seed: str = "e2e", protocol: str = "gp8"
 ) -> list[ProvisionedBox]:
     """Vehicles and boxes created and fitted through the API, the fittings dated
     ``fitted_ms`` (in the past: the scenarios run in the past and end now)."""
     async with ApiClient(access.gp8.base_url, access.key) as client:
         assert await client.supports_backdated_fitting()
-        boxes = await provision_fleet(client, devices, seed=seed, fitted_at_ms=fitted_ms)
+        boxes = await provision_fleet(
+            client, devices, seed=seed, fitted_at_ms=fitted_ms, protocol=protocol
+        )
     assert all(box.fitted_ms == fitted_ms for box in boxes)
     return boxes
 
@@ -168,9 +177,16 @@ def build_fleet(
     rate: float | None = None,
     seed: str = "e2e",
     start_ms: int | None = None,
+    protocol: str = "gp8",
+    network: RoadNetwork | None = None,
+    batch_size: int = 50,
+    window: int = 4,
 ) -> Fleet:
+    transport = TransportConfig(
+        protocol=protocol, port=access.gp8.port_for(protocol), batch_size=batch_size, window=window
+    )
     options = FleetOptions(
-        transport=TransportConfig(port=access.gp8.tcp_port),
+        transport=transport,
         interval_s=interval_s,
         count=count,
         rate=rate,
@@ -183,7 +199,8 @@ def build_fleet(
     clock = make_clock(scenario, options, lon=CENTER.lon)
     if start_ms is not None:
         clock.start_ms = start_ms
-    network = StreetGrid(CENTER, 3_000, seed=seed)
+    if network is None:
+        network = StreetGrid(CENTER, 3_000, seed=seed)
     return Fleet(boxes, scenario=scenario, network=network, clock=clock, options=options)
 
 
@@ -195,6 +212,7 @@ async def run_scenario(
     interval_s: float = 30.0,
     count: int | None = None,
     seed: str = "e2e",
+    protocol: str = "gp8",
 ) -> SimRun:
     """Run a scenario to its end against the server: boxes provisioned through the API, the
     simulated clock in the past so that the run ends now."""
@@ -203,9 +221,16 @@ async def run_scenario(
     scenario = load_scenario(name) if isinstance(name, str) else name
     options = FleetOptions(transport=TransportConfig(), interval_s=interval_s, count=count)
     start = make_clock(scenario, options, lon=CENTER.lon).start_ms
-    boxes = await provision_backdated(access, devices, start - 60_000, seed=seed)
+    boxes = await provision_backdated(access, devices, start - 60_000, seed=seed, protocol=protocol)
     fleet = build_fleet(
-        access, boxes, scenario, interval_s=interval_s, count=count, seed=seed, start_ms=start
+        access,
+        boxes,
+        scenario,
+        interval_s=interval_s,
+        count=count,
+        seed=seed,
+        start_ms=start,
+        protocol=protocol,
     )
     async with asyncio.timeout(RUN_TIMEOUT_S):
         report = await fleet.run()

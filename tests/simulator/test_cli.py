@@ -62,6 +62,8 @@ async def test_the_api_contract_invocation(fleet: FleetAccess) -> None:
     assert report["devices"] == 3
     assert report["sent"] == report["acked"] == 60
     assert report["ack_latency_ms"]["p50"] is not None
+    # A run shorter than the connection sampling still counts its boxes (was 0).
+    assert report["max_connected"] == 3
     vehicles = await _vehicles(fleet)
     assert len(vehicles) == 3 and all(v["device_id"] for v in vehicles)
     for vehicle in vehicles:
@@ -175,3 +177,13 @@ async def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("normal", "theft", "tunnel", "storm", "garbage", "offline-replay"):
         assert name in out
+
+
+async def test_interval_0_with_a_timed_scenario_is_refused_with_a_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = "sim --api http://127.0.0.1:9 --key k --scenario theft --devices 2 --interval 0"
+    args = build_parser().parse_args(argv.split())
+    assert await run_sim(args) == 2
+    err = capsys.readouterr().err
+    assert "--interval 0" in err and "'theft'" in err and "positive --interval" in err

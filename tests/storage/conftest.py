@@ -6,7 +6,10 @@
 * ``mongo-fake``: `pymongo_async_mock.AsyncMongoMockClient`, in memory (slow per document:
   keep these tests to dozens of documents);
 * ``mongo-real``: a throwaway database on GP8_TEST_MONGO_URL, dropped afterwards; skipped when
-  the variable is not set.
+  the variable is not set;
+* ``mongo-txn``: the fake as a replica set would run it, with transactions (tests.storage.fakes),
+  for the code paths that use them; opted into by the modules that test those paths
+  (`ENGINES_WITH_TRANSACTIONS`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from pymongo_async_mock import AsyncMongoMockClient
 
 from storage.models import DeviceModel, Fleet, Vehicle
 from storage.mongo import MongoStore
+from storage.mongo.commands import MongoCommands
+from storage.mongo.stream import MongoStream
+from storage.mongo.telemetry import MongoTelemetry
 from storage.repository import Store
 from storage.sqlite import SqliteStore
+from tests.storage.fakes import FakeTransactions
 
 MONGO_URL = os.environ.get("GP8_TEST_MONGO_URL")
 # A port nothing listens on ("the server is down"), and a short bound to find out.
@@ -47,6 +54,9 @@ ENGINES = [
         ],
     ),
 ]
+
+
+ENGINES_WITH_TRANSACTIONS = [*ENGINES, "mongo-txn"]
 
 
 @pytest.fixture(params=ENGINES)
@@ -80,6 +90,16 @@ async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
         await fake_store.start()
         yield fake_store
         await fake_store.close()
+    elif engine == "mongo-txn":
+        txn_store = MongoStore(AsyncMongoMockClient(), "gp8_test")
+        transactions = FakeTransactions()
+        stream = txn_store.stream
+        assert isinstance(stream, MongoStream)
+        txn_store.telemetry = MongoTelemetry(txn_store._db, stream, transactions)
+        txn_store.commands = MongoCommands(txn_store._db, transactions, stream=stream)
+        await txn_store.start()
+        yield txn_store
+        await txn_store.close()
     else:
         assert MONGO_URL is not None
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(MONGO_URL)

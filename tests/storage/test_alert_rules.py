@@ -397,8 +397,10 @@ async def test_sqlite_adds_the_incident_columns_to_an_older_file(tmp_path: Path)
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.executescript(_OLD_ALERTS)
-    for _ in range(2):  # idempotent: a second start finds the columns there
-        store = SqliteStore(path)
+    # An unstamped file of the first release: `gp8 migrate` upgrades it, then a plain start
+    # serves it.
+    for migrate in (True, False):
+        store = SqliteStore(path, migrate=migrate)
         await store.start()
         try:
             old = await store.alerts.get("flt_1", "alr_old")

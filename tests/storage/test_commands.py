@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo_async_mock import AsyncMongoMockClient, AsyncMongoMockCollection
 
 from storage.errors import Conflict, NotFound, StorageUnavailable
@@ -31,16 +30,12 @@ from storage.models import (
 )
 from storage.mongo import MongoStore
 from storage.mongo.command_schema import COMMAND_AUDIT, COMMAND_IDEMPOTENCY, COMMANDS
-from storage.mongo.commands import (
-    IDEMPOTENCY_STALE_MS,
-    MongoCommands,
-    ServerTransactions,
-    supports_transactions,
-)
-from storage.mongo.errors import translate_errors
+from storage.mongo.commands import IDEMPOTENCY_STALE_MS, MongoCommands
+from storage.mongo.transactions import ServerTransactions, supports_transactions
 from storage.repository import Store
 from storage.sqlite import SqliteStore
 from tests.storage.conftest import UNREACHABLE_MONGO_URL, make_device
+from tests.storage.fakes import FakeTransactions
 
 IMEI = "356938035643809"
 OTHER_IMEI = "356938035643810"
@@ -458,35 +453,6 @@ async def test_a_create_failing_half_way_never_leaves_a_command_without_its_audi
     # With a transaction the request's line went with the failed insert; without one it was
     # written first (the fail-safe order) and stays: a line too many, never a command unaudited.
     assert (requested.id in lines) is not await _atomic_create(store)
-
-
-class FakeSession:
-    """Stands for a driver session. Falsy, because the in-memory fake refuses any truthy
-    session argument: the writes still run, and the test sees which session each carried."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
-class FakeTransactions:
-    """Transactions as the replica set offers them, for the in-memory fake (which has none)."""
-
-    def __init__(self) -> None:
-        self.session = FakeSession()
-        self.runs = 0
-        self.inside = False
-
-    async def available(self) -> bool:
-        return True
-
-    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
-        self.runs += 1
-        self.inside = True
-        try:
-            with translate_errors():  # as the real one: driver errors come out translated
-                await work(cast(AsyncClientSession, self.session))
-        finally:
-            self.inside = False
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import types
 import typing
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +36,8 @@ from storage.fields import (
 )
 from storage.models import Position
 from storage.mongo import documents as docs
-from storage.sqlite import rows, schema
+from storage.secrets import SecretBox
+from storage.sqlite import migrations, rows, schema
 from tests.storage.factories import event, position
 
 # What existing SQLite files and Mongo databases hold, in column order. Changing a name here
@@ -66,6 +68,7 @@ STORED_NAMES = (
     "warnings",
     "driver_badge",
     "buffered",
+    "io",  # added in release 3 (ADDED_COLUMNS; older rows and documents have none)
 )
 
 # How the API serves each kind of field, written independently of api.services.formats.
@@ -76,6 +79,7 @@ RENDER: dict[Kind, Callable[[Any], Any]] = {
         (light.name or "").lower() for light in WarningLight if mask & light
     ],
     Kind.BADGE: lambda badge: None if badge is None else str(badge),
+    Kind.OBJECT: lambda value: value,
 }
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -109,6 +113,7 @@ def samples() -> list[Position]:
         warnings=int(WarningLight.ENGINE | WarningLight.ESP),
         driver_badge=2**53 + 1,  # beyond a JavaScript number: why badges are served as text
         buffered=True,
+        io={"240": 1, "385": "01ab", "400": 2**63 - 1},
     )
     unfitted = position("flt_1", "dev_2", None, 1_000)
     return [busy, unfitted]
@@ -145,7 +150,15 @@ def test_position_model_is_the_table() -> None:
     assert Position._fields == POSITION_ATTRS
     hints = typing.get_type_hints(Position)
     for f in POSITION_FIELDS:
-        assert hints[f.attr] == (f.py_type | None if f.nullable else f.py_type), f.attr
+        hint = hints[f.attr]
+        if typing.get_origin(hint) is types.UnionType:  # X | None: the X of it
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            assert f.nullable and len(args) == 1, f.attr
+            hint = args[0]
+        else:
+            assert not f.nullable, f.attr
+        # A parametrised type (io's dict[str, int | str]) is its origin in the table.
+        assert (typing.get_origin(hint) or hint) is f.py_type, f.attr
     defaults = {f.attr: f.default for f in POSITION_FIELDS if f.default is not REQUIRED}
     assert Position._field_defaults == defaults
 
@@ -163,9 +176,9 @@ def test_queried_fields_are_stored_under_their_own_names() -> None:
 
 def test_sqlite_positions_table_is_the_table() -> None:
     conn = sqlite3.connect(":memory:")
-    schema.create(conn)
+    schema.create_current(conn)
     columns = conn.execute("PRAGMA table_info(positions)").fetchall()
-    sql_types = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
+    sql_types = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER", dict: "TEXT"}
     assert [(c[1], c[2], bool(c[3])) for c in columns] == [
         (f.sqlite_column, sql_types[f.py_type], not f.nullable) for f in POSITION_FIELDS
     ]
@@ -177,7 +190,7 @@ def test_sqlite_positions_table_is_the_table() -> None:
 
 def test_sqlite_rows_and_event_copies_round_trip() -> None:
     conn = sqlite3.connect(":memory:")
-    schema.create(conn)
+    schema.create_current(conn)
     for p in samples():
         placeholders = ", ".join("?" * len(STORED_NAMES))
         conn.execute(
@@ -202,6 +215,26 @@ def test_mongo_documents_are_the_table() -> None:
     e = event("flt_1", "dev_1", "veh_1", 5_000)
     assert list(docs.event_doc(e)["position"]) == list(STORED_NAMES)
     assert docs.to_event(docs.event_doc(e)) == e
+
+
+def test_records_written_before_a_field_existed_read_with_its_default() -> None:
+    """Documents, rows' event copies of an older gp8 lack io: read as None, not a KeyError."""
+    p = samples()[0]
+    doc = docs.position_doc(p)
+    del doc["io"]
+    assert docs.to_position(doc) == p._replace(io=None)
+    copy = orjson.loads(rows.position_json(p))
+    del copy["io"]
+    assert rows.from_position_json(orjson.dumps(copy)) == p._replace(io=None)
+
+
+def test_an_older_sqlite_file_gains_the_io_column() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    schema.create_current(conn)
+    conn.execute("ALTER TABLE positions DROP COLUMN io")  # the table as version 2 had it
+    conn.execute("PRAGMA user_version = 2")
+    migrations.open_schema(conn, SecretBox.development(), migrate=True)
+    assert "io" in {c[1] for c in conn.execute("PRAGMA table_info(positions)")}
 
 
 # --- the API ------------------------------------------------------------------------------
@@ -258,7 +291,7 @@ def test_gpx_extensions_are_json_fields_with_their_values() -> None:
         for element in extensions:
             name = element.tag.rpartition("}")[2]
             assert name in PUBLIC_ORDER, name
-            assert element.text == formats._csv_cell(rendered[name])
+            assert element.text == formats.csv_cell(rendered[name])
 
 
 def _doc_type(prop: dict[str, Any]) -> str:

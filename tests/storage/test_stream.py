@@ -21,8 +21,18 @@ from storage.models import (
     now_ms,
 )
 from storage.repository import Store
+from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS
 from tests.storage.factories import event, position
 from tests.storage.test_commands import IMEI, T0, command, create, device_id  # noqa: F401
+
+
+@pytest.fixture(params=ENGINES_WITH_TRANSACTIONS)
+def engine(request: pytest.FixtureRequest) -> str:
+    """These paths are written twice on Mongo (in a transaction where the deployment has them):
+    every test here also runs on the fake with transactions."""
+    name: str = request.param
+    return name
+
 
 DEV = "dev_a"
 VEH = "veh_a"

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from storage.models import Fleet, StoreResult
 from storage.repository import Store
+from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS
 from tests.storage.factories import event, position
+from tests.storage.fakes import FakeTransactions
+
+
+@pytest.fixture(params=ENGINES_WITH_TRANSACTIONS)
+def engine(request: pytest.FixtureRequest) -> str:
+    """These paths are written twice on Mongo (in a transaction where the deployment has them):
+    every test here also runs on the fake with transactions."""
+    name: str = request.param
+    return name
+
 
 DEV = "dev_a"
 DEV2 = "dev_b"
@@ -241,3 +254,45 @@ async def test_vehicle_delete_drops_its_last_position_not_its_track(
 async def test_limit_below_one_is_a_caller_bug(store: Store, fleet: Fleet, limit: int) -> None:
     with pytest.raises(ValueError):
         await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=1, limit=limit)
+
+
+async def test_mongo_stores_records_and_their_stream_entries_in_one_transaction(
+    engine: str, store: Store, fleet: Fleet
+) -> None:
+    """On a replica set, positions, events, the stream's log and last positions commit together:
+    every write of store() carries the transaction's session, and none runs outside it."""
+    if engine != "mongo-txn":
+        pytest.skip("the transaction path: Mongo with transactions only")
+    from storage.mongo import MongoStore
+    from storage.mongo.schema import EVENTS, LAST_POSITIONS, POSITIONS
+    from storage.mongo.stream_schema import STREAM, STREAM_SEQ
+    from storage.mongo.telemetry import MongoTelemetry
+
+    assert isinstance(store, MongoStore) and isinstance(store.telemetry, MongoTelemetry)
+    transactions = store.telemetry._transactions
+    assert isinstance(transactions, FakeTransactions)
+    writes: list[tuple[str, bool, bool]] = []
+    database = store._db.database
+    spied = {
+        name: database[name] for name in (POSITIONS, EVENTS, STREAM, STREAM_SEQ, LAST_POSITIONS)
+    }
+    for name, collection in spied.items():
+        for method in ("insert_many", "find_one_and_update", "bulk_write"):
+            original = getattr(collection, method)
+
+            def spy(*args: Any, _o: Any = original, _n: str = name, **kwargs: Any) -> Any:
+                in_session = kwargs.get("session") is transactions.session
+                writes.append((_n, in_session, transactions.inside))
+                return _o(*args, **kwargs)
+
+            setattr(collection, method, spy)
+    store._db.collection = lambda name: spied.get(name) or database[name]  # type: ignore[method-assign]
+    runs = transactions.runs
+    result = await store.telemetry.store(
+        [position(fleet.id, DEV, VEH, 1_000), position(fleet.id, DEV, VEH, 2_000)],
+        [event(fleet.id, DEV, VEH, 2_000)],
+    )
+    assert (result.positions_inserted, result.events_inserted) == (2, 1)
+    assert transactions.runs == runs + 1
+    assert {w[0] for w in writes} == set(spied)
+    assert all(in_session and inside for _, in_session, inside in writes), writes

@@ -74,9 +74,10 @@ def test_positional_construction_matches_the_model_fields() -> None:
         warnings=record.warnings,
         driver_badge=9,
         buffered=False,
+        io=None,  # a GP8 box reports no raw IO elements
     )
     assert p == expected
-    assert list(Position._fields)[-2:] == ["driver_badge", "buffered"]
+    assert list(Position._fields)[-3:] == ["driver_badge", "buffered", "io"]
 
 
 def test_no_badge_and_cleared_flags() -> None:

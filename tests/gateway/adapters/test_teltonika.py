@@ -214,9 +214,21 @@ def test_records_that_are_no_event(event_id: int, io: dict[str, int]) -> None:
     assert to_event(r, r.io, convert(r), FMB) is None
 
 
-def test_unmapped_io_is_kept_raw() -> None:
+def test_unmapped_io_is_kept_raw_with_the_position() -> None:
     r = record(ignition=1, movement=1, gnss_pdop=12)._replace(iox=((385, b"\x01\xab"),))
-    assert unmapped_io(r, FMB) == {"240": 1, "181": 12, "385": "01ab"}
+    assert unmapped_io(r.io, FMB) == {"240": 1, "181": 12, "385": "01ab"}
+    assert convert(r).io == {"240": 1, "181": 12, "385": "01ab"}
+
+
+def test_unmapped_io_beyond_a_signed_64_bit_integer_is_hex() -> None:
+    # No engine stores an integer above 2^63-1 (BSON, SQLite): it would fail the whole batch.
+    r = record()._replace(io8=((400, 2**64 - 2), (401, 2**63 - 1)))
+    assert unmapped_io(r.io, FMB) == {"400": "fffffffffffffffe", "401": 2**63 - 1}
+
+
+def test_no_unmapped_io_is_none() -> None:
+    r = record(ignition=1)
+    assert unmapped_io(r.io, FMB) is None and convert(r).io is None
 
 
 # --- the session, through the real core ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CRC-16/IBM (ARC): the catalogue's check value, and the word-table path against the byte one."""
+"""CRC-16/IBM (ARC): the check value, and the C implementation against the bitwise one."""
 
 from __future__ import annotations
 
