@@ -11,7 +11,14 @@ const ROLE_RANK = { viewer: 0, manager: 1, admin: 2 };
 const MOVING_KMH = 3;
 const STALE_S = 10 * 60;
 const OFFLINE_S = 60 * 60;
-const STATE_LABELS = { moving: "moving", parked: "parked", stale: "stale fix", offline: "offline", theft: "theft" };
+const STATE_LABELS = {
+  moving: "moving",
+  parked: "parked",
+  stale: "stale fix",
+  offline: "offline",
+  private: "private",
+  theft: "theft",
+};
 const FINAL_COMMAND = new Set(["acknowledged", "failed", "expired", "cancelled"]);
 const COMMAND_STEPS = ["queued", "sent", "acknowledged"];
 const COMMANDS = {
@@ -98,6 +105,8 @@ function theftSuspected(vehicleId) {
 
 function vehicleState(entry) {
   if (theftSuspected(entry.vehicle.id)) return "theft";
+  // Privacy mode (docs/privacy.md): the API names the vehicle but does not place it.
+  if (entry.private) return "private";
   const p = entry.position;
   if (!p) return "offline";
   const age = (Date.now() - ms(p.time)) / 1000;
@@ -223,10 +232,14 @@ async function loadFleet() {
     state.api.get("/v1/theft-cases", { status: "open", limit: 500 }),
   ]);
   state.vehicles.clear();
-  for (const vehicle of vehicles) state.vehicles.set(vehicle.id, { vehicle, position: null });
+  for (const vehicle of vehicles) state.vehicles.set(vehicle.id, { vehicle, position: null, private: false });
   for (const row of positions.data) {
     const entry = state.vehicles.get(row.vehicle_id);
     if (entry) entry.position = row.position;
+  }
+  for (const vehicleId of positions.private || []) {
+    const entry = state.vehicles.get(vehicleId);
+    if (entry) entry.private = true;
   }
   state.alerts.clear();
   for (const alert of alerts.data) state.alerts.set(alert.id, alert);
@@ -255,7 +268,7 @@ function onPosition(vehicleId, position) {
   if (!entry) {
     // A vehicle created after the page loaded: fetch it once, then it is like the others.
     state.api.get(`/v1/vehicles/${vehicleId}`).then((vehicle) => {
-      state.vehicles.set(vehicle.id, { vehicle, position });
+      state.vehicles.set(vehicle.id, { vehicle, position, private: false });
       drawMarker(state.vehicles.get(vehicle.id));
       renderVehicleList();
     }).catch(() => {});
@@ -264,6 +277,7 @@ function onPosition(vehicleId, position) {
   // The stream carries late (buffered) fixes too: the last position never moves back in time.
   if (entry.position && ms(position.time) <= ms(entry.position.time)) return;
   entry.position = position;
+  entry.private = false; // the stream carries no private fix: a fix means privacy is over
   drawMarker(entry);
   updateVehicleRow(entry);
   if (state.view === "vehicle" && state.selected === vehicleId) onSelectedPosition(entry);

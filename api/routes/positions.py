@@ -32,6 +32,7 @@ from api.services.privacy import PrivacyView, privacy_view
 from api.times import iso_ms
 from storage.models import Position, now_ms
 from storage.repository import BBox, Store
+from tracking.privacy import PrivacyState
 
 router = APIRouter(tags=["positions"], responses=problem_responses(401, 403, 404, 422, 429, 503))
 
@@ -247,7 +248,13 @@ async def _fleet_positions(
                 "age_s": _age_s(p, now),
             }
         )
-    return {"data": data}
+    # Named whatever the area: listing them by area would tell where they are.
+    private = sorted(
+        vid
+        for vid in view.vehicles
+        if vid in vehicles and view.state(vid, now, now + 1) is PrivacyState.ACTIVE
+    )
+    return {"data": data, "private": private}
 
 
 @router.get(

@@ -92,6 +92,11 @@ class FleetPositionPublic(BaseModel):
 
 class FleetPositionsPublic(BaseModel):
     data: list[FleetPositionPublic]
+    private: list[str] = Field(
+        default_factory=list,
+        description="Vehicles in privacy mode now (docs/privacy.md), whatever the area asked "
+        "(naming them by area would tell where they are): their last fix is not shown",
+    )
 
 
 class AreaQuery(BaseModel):

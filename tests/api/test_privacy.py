@@ -62,7 +62,12 @@ async def test_private_positions_hidden_from_manager_and_viewer(
         r = await client.get(f"/v1/vehicles/{fleet_a.vehicle_id}/position", headers=fleet_a.h(role))
         assert r.json()["position"] is None
         r = await client.get("/v1/fleet/positions", headers=fleet_a.h(role))
-        assert r.json()["data"] == []
+        assert r.json()["data"] == [] and r.json()["private"] == [fleet_a.vehicle_id]
+        # Named whatever the area: an empty box far away must not tell it apart.
+        far = await client.get(
+            "/v1/fleet/positions", params={"bbox": "-70,-50,-69,-49"}, headers=fleet_a.h(role)
+        )
+        assert far.json()["private"] == [fleet_a.vehicle_id]
     # A reason from a manager changes nothing: only an admin may reveal.
     r = await client.get(
         f"/v1/vehicles/{fleet_a.vehicle_id}/positions",
