@@ -183,7 +183,7 @@ async def list_positions(
             "from": iso_ms(span.from_ms),
             "to": iso_ms(span.to_ms),
             "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
-            "data": [formats.position_dict(p) for p in shown],
+            "data": await formats.position_dicts(shown),
             "next_cursor": first.next_cursor,
         }
         return Response(formats.dumps(body), media_type=formats.MEDIA_TYPES[fmt], headers=_VARY)

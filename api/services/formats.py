@@ -10,9 +10,10 @@ and checked against them by tests/storage/test_fields.py.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -133,6 +134,22 @@ def position_dict(p: Position) -> dict[str, Any]:
         "buffered": p.buffered,
         "io": p.io,
     }
+
+
+# Fixes rendered between two turns given back to the event loop: about a millisecond of work,
+# so a box's ACK, on the same loop as the API in `gp8 serve`, waits for that, not for whole
+# histories of every request in flight (issue 11; bench/bench_api_isolation.py).
+RENDER_CHUNK = 256
+
+
+async def position_dicts(positions: Sequence[Position]) -> list[dict[str, Any]]:
+    """`position_dict` of each fix, yielding to the event loop every RENDER_CHUNK fixes."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(positions), RENDER_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        out.extend(position_dict(p) for p in positions[start : start + RENDER_CHUNK])
+    return out
 
 
 def dumps(value: Any) -> bytes:

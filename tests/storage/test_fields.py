@@ -8,6 +8,7 @@ literally: they are what existing databases hold.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import types
@@ -321,3 +322,25 @@ def test_docs_field_table_is_the_openapi_schema() -> None:
 def test_tenant_and_vehicle_ids_are_not_served_inside_a_position(attr: str) -> None:
     # Every response already says whose position it is, next to it.
     assert by_attr(attr).public is None
+
+
+async def test_position_dicts_render_the_same_and_give_the_loop_turns() -> None:
+    """A long history is rendered in chunks, with the event loop's turn between them: a box's
+    ACK on the same loop waits for a chunk, not for the whole page (issue 11)."""
+    fixes = [samples()[0]._replace(time_ms=t) for t in range(3 * formats.RENDER_CHUNK + 5)]
+    turns = 0
+    rendering = True
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while rendering:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    rendered = await formats.position_dicts(fixes)
+    rendering = False
+    await counter
+    assert rendered == [formats.position_dict(p) for p in fixes]
+    assert turns >= 3  # one per chunk after the first, at least
