@@ -272,6 +272,8 @@ async def _start(run: Running, settings: Settings) -> None:
             request_timeout_s=settings.webhooks.request_timeout_s,
             max_in_flight=settings.webhooks.max_in_flight,
             per_endpoint_in_flight=settings.webhooks.per_endpoint_in_flight,
+            # What the stream leaves out (privacy mode), webhooks leave out too.
+            privacy=EntryPrivacy(store),
         )
         await webhooks.start()
         run.webhooks = webhooks

@@ -11,6 +11,7 @@ from api.problems import problem_responses
 from api.schemas.events import EventsPublic, EventType
 from api.services import formats
 from api.services.exports import CSV_CONTENT, ListFormat, attachment, csv_download, list_format
+from api.services.privacy import privacy_view
 from api.times import iso_ms
 from storage.models import Event, Page
 
@@ -82,16 +83,23 @@ async def list_events(
     # The first page is read before answering: a bad cursor is still a proper problem.
     page = await read(cursor, limit if fmt is ListFormat.JSON else _EXPORT_PAGE)
     await audit("read", "events", vehicle_id, detail=f"{fmt} {len(page.items)} events")
+    # An event carries where it happened: in privacy mode it is hidden as its fix is
+    # (docs/privacy.md). A page may then hold fewer items than asked; its cursor still goes on.
+    view = await privacy_view(store, caller, request, audit, vehicle_id)
+
+    def shown(events: list[Event]) -> list[Event]:
+        return [e for e in events if view.visible(e.position, span.from_ms, span.to_ms)]
+
     if fmt is ListFormat.JSON:
         return {
-            "data": [formats.event_dict(e) for e in page.items],
+            "data": [formats.event_dict(e) for e in shown(page.items)],
             "next_cursor": page.next_cursor,
         }
 
     async def pages() -> AsyncIterator[list[dict[str, Any]]]:
         current = page
         while True:
-            yield [_csv_row(e) for e in current.items]
+            yield [_csv_row(e) for e in shown(current.items)]
             if current.next_cursor is None:
                 return
             current = await read(current.next_cursor, _EXPORT_PAGE)

@@ -37,6 +37,7 @@ import httpx
 import orjson
 
 from api.services.resources import render
+from api.stream.hub import EntryFilter
 from api.times import iso_ms
 from api.webhooks.schedule import parse_retry_after, retry_delay_ms
 from api.webhooks.signing import signature_headers
@@ -124,7 +125,10 @@ class WebhookService:
         per_endpoint_in_flight: int = 4,
         resolver: Resolver = system_resolver,
         rng: random.Random | None = None,
+        privacy: EntryFilter | None = None,
     ) -> None:
+        """``privacy`` drops what a webhook must not carry (positions and events in privacy
+        mode: api/services/privacy.py EntryPrivacy), as the live stream does."""
         if max_in_flight < 1 or per_endpoint_in_flight < 1:
             raise ValueError("in-flight limits must be at least 1")
         self._store = store
@@ -136,6 +140,7 @@ class WebhookService:
         self._per_endpoint = per_endpoint_in_flight
         self._resolver = resolver
         self._rng = rng or random.Random()
+        self._privacy = privacy
         self._lease_ms = round(request_timeout_s * 1000) + LEASE_MARGIN_MS
         self._in_flight: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         # One client per webhook: its connections go to that webhook's checked address only.
@@ -253,7 +258,10 @@ class WebhookService:
             if page.cursor == cursor:
                 return  # caught up
             now = self._clock.now_ms()
-            deliveries = [d for d in (self._delivery(endpoint, e, now) for e in page.entries) if d]
+            entries = page.entries
+            if self._privacy is not None:
+                entries = await self._privacy(endpoint.fleet_id, list(entries))
+            deliveries = [d for d in (self._delivery(endpoint, e, now) for e in entries) if d]
             if not await self._store.webhooks.enqueue(
                 endpoint.id, after=cursor, cursor=page.cursor, deliveries=deliveries
             ):

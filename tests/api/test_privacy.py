@@ -6,9 +6,10 @@ from __future__ import annotations
 import httpx
 
 from api.services.privacy import EntryPrivacy
+from api.webhooks import WebhookService
 from storage.models import StreamEntry, StreamKind, now_ms
 from storage.repository import Store
-from tests.api.helpers import FleetFixture, make_position
+from tests.api.helpers import FleetFixture, make_event, make_position
 
 ALWAYS = {
     "tz": "Europe/Paris",
@@ -167,3 +168,49 @@ async def test_drivers_map_badges_to_names_for_managers_only(
     assert r.status_code == 204
     r = await client.get("/v1/drivers", headers=fleet_a.h("manager"))
     assert r.json()["count"] == 0
+
+
+async def test_webhooks_carry_no_private_position(
+    client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
+) -> None:
+    # A webhook is a fleet-level integration with nobody to state a reason: as on the stream,
+    # private fixes are not queued for it (those of other vehicles and alerts still are).
+    r = await client.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example/gp8", "kinds": ["position"]},
+        headers=fleet_a.h("admin"),
+    )
+    assert r.status_code == 201, r.text
+    hook = r.json()
+    await _private_vehicle(client, store, fleet_a)
+    before = await store.webhooks.get(fleet_a.id, hook["id"])
+    page = await store.stream.after(fleet_a.id, before.cursor, kinds=before.kinds)
+    # The three fixes are in the log the webhook follows: only the filter keeps them out.
+    assert len([e for e in page.entries if e.kind is StreamKind.POSITION]) == 3
+    service = WebhookService(store, allow_private=True, privacy=EntryPrivacy(store))
+    await service.run_pass()
+    await service.stop(grace_s=0.5)
+    after = await store.webhooks.get(fleet_a.id, hook["id"])
+    assert after.cursor > before.cursor  # read past them
+    queued = await store.webhooks.deliveries(fleet_a.id, hook["id"])
+    assert queued.items == []
+
+
+async def test_events_in_privacy_mode_are_hidden_as_their_fixes(
+    client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
+) -> None:
+    t = await _private_vehicle(client, store, fleet_a)
+    fix = make_position(fleet_a.id, fleet_a.device_id, fleet_a.vehicle_id, t + 500)
+    await store.telemetry.store([], [make_event(fix, "towing")])
+    params = {**_range(t), "vehicle_id": fleet_a.vehicle_id}
+    for role in ("manager", "viewer"):
+        r = await client.get("/v1/events", params=params, headers=fleet_a.h(role))
+        assert r.status_code == 200 and r.json()["data"] == [], role
+        r = await client.get(
+            "/v1/events", params={**params, "format": "csv"}, headers=fleet_a.h(role)
+        )
+        assert r.text.count("\n") == 1  # the header only
+    r = await client.get(
+        "/v1/events", params=params, headers={**fleet_a.h("admin"), "Gp8-Reason": "insurer claim"}
+    )
+    assert len(r.json()["data"]) == 1
