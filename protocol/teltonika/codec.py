@@ -403,6 +403,22 @@ class _Buffer:
         except (ValueError, IndexError, struct.error) as exc:  # IntEnum lookups: ValueError
             raise MalformedPacket(f"{Codec(data[0]).name}: {exc}") from exc
 
+    def next_frame(self) -> Frame | None:
+        """The next frame, or None for "need more bytes"; raises FrameError (final)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Frame | FrameError]:
+        """Drain the buffer: frames, then the error that ended the stream, if one did."""
+        while True:
+            try:
+                frame = self.next_frame()
+            except FrameError as exc:
+                yield exc
+                return
+            if frame is None:
+                return
+            yield frame
+
     def _guarded(self, read: Callable[[], Frame | None]) -> Frame | None:
         if self.failed:
             return None
@@ -442,18 +458,6 @@ class FrameDecoder(_Buffer):
         self.expect_imei = False
         return Imei(digits.decode("ascii"))
 
-    def __iter__(self) -> Iterator[Frame | FrameError]:
-        """Drain the buffer: frames, then the error that ended the stream, if one did."""
-        while True:
-            try:
-                frame = self.next_frame()
-            except FrameError as exc:
-                yield exc
-                return
-            if frame is None:
-                return
-            yield frame
-
 
 class DeviceDecoder(_Buffer):
     """What the server sends, as a box reads it: the IMEI reply, record counts, commands.
@@ -492,14 +496,3 @@ class DeviceDecoder(_Buffer):
             self.acks_due -= 1
             return RecordsAck(_U32.unpack(self._take(4))[0])
         return self._packet()
-
-    def __iter__(self) -> Iterator[Frame | FrameError]:
-        while True:
-            try:
-                frame = self.next_frame()
-            except FrameError as exc:
-                yield exc
-                return
-            if frame is None:
-                return
-            yield frame
