@@ -69,23 +69,15 @@ class Replies:
         now = ctx.clock.now_ms()
         state = _reported_state(command, result, now)
         failure = rules.failure_of(result.status, result.failure)
-        status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
-        changes: CommandChanges = {"completed_ms": now, "result_state": result.state}
-        if failure is not None:
-            changes["failure"] = failure
-        if command.delivered_ms is None:
-            changes["delivered_ms"] = now
         outcome = "done" if failure is None else f"failed: {failure}"
-        done = await ctx.transition(
+        done = await self._complete(
+            imei,
             command,
-            status,
-            expected={CommandState.SENT, CommandState.QUEUED},
-            at_ms=now,
-            action=f"command.{status.value}",
-            actor=box_actor(imei),
+            failure,
+            now,
             detail=f"{outcome}; state {state_text(result.state)}",
-            changes=changes,
-            vehicle_state=state,  # stored with the status: seen together
+            state=state,
+            changes={"result_state": result.state},
         )
         if done is not None:
             if command.kind is CommandKind.REBOOT and failure is None:
@@ -95,19 +87,12 @@ class Replies:
         if current is None or current.status not in _GAVE_UP:
             ctx.stats["duplicate_results"] += 1  # a resend of an answer already stored
             return
-        # The box did it after we gave up on it: the log must say so, and the vehicle shows
-        # what the box did.
-        ctx.stats["late_results"] += 1
-        if state is not None:
-            await ctx.store.commands.set_vehicle_state(state)
-        await ctx.store.audit.append(
-            ctx.lines.about(
-                current,
-                "command.late_result",
-                actor=box_actor(imei),
-                detail=f"{outcome} after the command was {current.status.value}; "
-                f"state {state_text(result.state)}",
-            )
+        await self._late(
+            imei,
+            current,
+            state,
+            f"{outcome} after the command was {current.status.value}; "
+            f"state {state_text(result.state)}",
         )
 
     async def _answer(self, imei: str, answer: Answer) -> None:
@@ -123,36 +108,58 @@ class Replies:
             return
         now = ctx.clock.now_ms()
         failure = None if answer.ok else f"box_refused: {answer.text[:ANSWER_IN_FAILURE]}"
+        state = await _answered_state(ctx, command, answer, now)
+        done = await self._complete(
+            imei, command, failure, now, detail=f"box: {answer.text}", state=state, changes={}
+        )
+        if done is not None or command.status not in _GAVE_UP:
+            return
+        await self._late(
+            imei, command, state, f"box: {answer.text} after the command was {command.status.value}"
+        )
+
+    async def _complete(
+        self,
+        imei: str,
+        command: CommandRecord,
+        failure: str | None,
+        now: int,
+        *,
+        detail: str,
+        state: VehicleLockState | None,
+        changes: CommandChanges,
+    ) -> CommandRecord | None:
+        """The box's answer ends the command: acknowledged, or failed with ``failure``; None
+        when it was no longer waiting for one (answered already, or given up on)."""
         status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
-        changes: CommandChanges = {"completed_ms": now}
+        changes = {**changes, "completed_ms": now}
         if failure is not None:
             changes["failure"] = failure
         if command.delivered_ms is None:
             changes["delivered_ms"] = now
-        state = await _answered_state(ctx, command, answer, now)
-        done = await ctx.transition(
+        return await self._ctx.transition(
             command,
             status,
             expected={CommandState.SENT, CommandState.QUEUED},
             at_ms=now,
             action=f"command.{status.value}",
             actor=box_actor(imei),
-            detail=f"box: {answer.text}",
+            detail=detail,
             changes=changes,
-            vehicle_state=state,
+            vehicle_state=state,  # stored with the status: seen together
         )
-        if done is not None or command.status not in _GAVE_UP:
-            return
+
+    async def _late(
+        self, imei: str, command: CommandRecord, state: VehicleLockState | None, detail: str
+    ) -> None:
+        """The box did it after we gave up on it: the log must say so, and the vehicle shows
+        what the box did."""
+        ctx = self._ctx
         ctx.stats["late_results"] += 1
         if state is not None:
             await ctx.store.commands.set_vehicle_state(state)
         await ctx.store.audit.append(
-            ctx.lines.about(
-                command,
-                "command.late_result",
-                actor=box_actor(imei),
-                detail=f"box: {answer.text} after the command was {command.status.value}",
-            )
+            ctx.lines.about(command, "command.late_result", actor=box_actor(imei), detail=detail)
         )
 
     async def _receipt(self, imei: str, ack: Ack) -> None:
