@@ -13,9 +13,10 @@ from typing import Any, Literal, TypeVar
 import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from storage.errors import NotFound, StorageUnavailable
-from storage.mongo.errors import translate_errors
+from storage.mongo.errors import DUPLICATE_KEY, translate_errors
 from storage.mongo.schema import FLEETS
 
 T = TypeVar("T")
@@ -81,3 +82,25 @@ class MongoDb:
 
     async def require_fleet(self, fleet_id: str) -> None:
         await self.find_one(FLEETS, {"_id": fleet_id}, f"fleet {fleet_id}")
+
+
+async def insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) -> list[int]:
+    """Insert what is not stored yet; return the indexes of those that were already stored.
+
+    Unordered, so one duplicate does not stop the rest of the batch; the server reports each
+    duplicate _id (or other unique key) as a write error with code 11000, which here just means
+    "stored before" (a resend). Any other write error, or a write concern error, is a real
+    failure and propagates (`MongoDb.call` translates it). Positions and events, geofence
+    crossings and webhook deliveries are idempotent through it.
+    """
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        details = exc.details
+        write_errors = details.get("writeErrors") or []
+        if details.get("writeConcernErrors") or any(
+            e.get("code") != DUPLICATE_KEY for e in write_errors
+        ):
+            raise
+        return sorted(e["index"] for e in write_errors)
+    return []

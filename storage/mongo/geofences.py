@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
 
 from storage.errors import NotFound
 from storage.models import (
@@ -31,8 +30,7 @@ from storage.models import (
     Page,
     now_ms,
 )
-from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
-from storage.mongo.errors import DUPLICATE_KEY
+from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb, insert_new
 from storage.mongo.query import ASC, after, keyset
 from storage.mongo.schema import GEOFENCE_EVENTS, GEOFENCE_STATES, GEOFENCES
 from storage.mongo.tracking import held_vehicles
@@ -122,7 +120,7 @@ class MongoGeofences:
         alive = {(d["fleet_id"], d["_id"]) for d in existing}
         new_events = [event_doc(e) for e in events if (e.fleet_id, e.geofence_id) in alive]
         if new_events:
-            await self._db.call(_insert_new(self._col(GEOFENCE_EVENTS), new_events))
+            await self._db.call(insert_new(self._col(GEOFENCE_EVENTS), new_events))
         ops = [op for s in states if (s.fleet_id, s.geofence_id) in alive for op in _state_ops(s)]
         if ops:
             await self._db.call(self._col(GEOFENCE_STATES).bulk_write(ops, ordered=True))
@@ -173,19 +171,6 @@ def _state_ops(state: GeofenceState) -> list[UpdateOne]:
         UpdateOne({"_id": state_id}, {"$setOnInsert": doc}, upsert=True),
         UpdateOne({"_id": state_id, "checked_ms": {"$lte": state.checked_ms}}, {"$set": doc}),
     ]
-
-
-async def _insert_new(collection: Any, documents: list[Doc]) -> None:
-    """Insert the crossings not stored yet: a duplicate (11000) is one stored before."""
-    try:
-        await collection.insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        details = exc.details
-        write_errors = details.get("writeErrors") or []
-        if details.get("writeConcernErrors") or any(
-            e.get("code") != DUPLICATE_KEY for e in write_errors
-        ):
-            raise  # MongoDb.call translates it
 
 
 # --- documents <-> models ----------------------------------------------------------------------

@@ -20,13 +20,11 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 
 from storage.latest import newest_valid_fixes, vehicle_subject
 from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
 from storage.mongo import documents as docs
-from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
-from storage.mongo.errors import DUPLICATE_KEY
+from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb, insert_new
 from storage.mongo.query import ASC, keyset
 from storage.mongo.schema import EVENTS, LAST_POSITIONS, POSITIONS
 from storage.mongo.stream import MongoStream
@@ -97,13 +95,13 @@ class MongoTelemetry:
         dup_events: list[int] = []
         if positions:
             dup_positions = await self._db.call(
-                _insert_new(
+                insert_new(
                     self._db.collection(POSITIONS), [docs.position_doc(p) for p in positions]
                 )
             )
         if events:
             dup_events = await self._db.call(
-                _insert_new(self._db.collection(EVENTS), [docs.event_doc(e) for e in events])
+                insert_new(self._db.collection(EVENTS), [docs.event_doc(e) for e in events])
             )
         resent_p = _resent(positions, dup_positions, _POSITION_KEY)
         resent_e = _resent(events, dup_events, _EVENT_KEY)
@@ -264,32 +262,12 @@ def _resent(records: Sequence[Any], duplicates: list[int], key: Any) -> frozense
     return frozenset(k for k in (key(records[i]) for i in duplicates) if k not in stored_now)
 
 
-async def _insert_new(collection: AsyncCollection[Doc], documents: list[Doc]) -> list[int]:
-    """Insert what is not stored yet; return the indexes of those that were already stored.
-
-    Unordered, so one duplicate does not stop the rest of the batch; the server reports each
-    duplicate _id as a write error with code 11000, which here just means "resent". Any other
-    write error, or a write concern error, is a real failure and propagates.
-    """
-    try:
-        await collection.insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        details = exc.details
-        write_errors = details.get("writeErrors") or []
-        if details.get("writeConcernErrors") or any(
-            e.get("code") != DUPLICATE_KEY for e in write_errors
-        ):
-            raise
-        return sorted(e["index"] for e in write_errors)
-    return []
-
-
 async def _insert_unstored(
     collection: AsyncCollection[Doc], documents: list[Doc], session: AsyncClientSession
 ) -> list[int]:
     """In a transaction, where a duplicate-key error would abort it: ask which _ids are stored
     already, insert the others (each _id once); return the indexes of the documents not
-    inserted (stored before, or a second copy within the batch), as `_insert_new` does."""
+    inserted (stored before, or a second copy within the batch), as `insert_new` does."""
     if not documents:
         return []
     ids = [d["_id"] for d in documents]

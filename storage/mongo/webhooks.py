@@ -17,8 +17,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo.errors import BulkWriteError
-
 from storage.errors import NotFound
 from storage.models import (
     DeliveryStatus,
@@ -28,8 +26,7 @@ from storage.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
-from storage.mongo.errors import DUPLICATE_KEY
+from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb, insert_new
 from storage.mongo.query import ASC, after, keyset
 from storage.mongo.webhook_schema import WEBHOOK_DELIVERIES, WEBHOOKS
 from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
@@ -132,7 +129,7 @@ class MongoWebhooks:
     ) -> bool:
         if deliveries:
             await self._db.call(
-                _insert_new(self._col(WEBHOOK_DELIVERIES), [delivery_doc(d) for d in deliveries])
+                insert_new(self._col(WEBHOOK_DELIVERIES), [delivery_doc(d) for d in deliveries])
             )
         result = await self._db.call(
             self._col(WEBHOOKS).update_one(
@@ -250,19 +247,6 @@ class MongoWebhooks:
         )
         deleted: int = result.deleted_count
         return deleted
-
-
-async def _insert_new(collection: Any, documents: list[Doc]) -> None:
-    """Insert the deliveries not queued yet: a duplicate (11000) is one queued before."""
-    try:
-        await collection.insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        details = exc.details
-        write_errors = details.get("writeErrors") or []
-        if details.get("writeConcernErrors") or any(
-            e.get("code") != DUPLICATE_KEY for e in write_errors
-        ):
-            raise  # MongoDb.call translates it
 
 
 # --- documents <-> models ----------------------------------------------------------------------

@@ -26,11 +26,12 @@ from pymongo_async_mock import AsyncMongoMockClient
 from storage.errors import Conflict, StorageError, StorageUnavailable
 from storage.latest import newest_valid_fixes
 from storage.mongo import MongoStore
+from storage.mongo.db import insert_new
 from storage.mongo.errors import storage_error
 from storage.mongo.migrations import SCHEMA_COLLECTION
 from storage.mongo.retention_schema import KEPT_AFTER_ERASURE
 from storage.mongo.schema import FLEET_COLLECTIONS, FLEETS, INDEXES
-from storage.mongo.telemetry import _insert_new, _last_position_ops
+from storage.mongo.telemetry import _last_position_ops
 from tests.storage.factories import event, position
 from tests.storage.test_erasure import fill
 
@@ -175,13 +176,13 @@ def _bulk(
 
 async def test_insert_counts_only_duplicate_key_errors_as_resends() -> None:
     duplicates = _bulk([{"index": 0, "code": 11000, "errmsg": "dup"}])
-    assert await _insert_new(_Raising(duplicates), [{"_id": 1}, {"_id": 2}]) == [0]  # type: ignore[arg-type]
+    assert await insert_new(_Raising(duplicates), [{"_id": 1}, {"_id": 2}]) == [0]  # type: ignore[arg-type]
     for error in (
         _bulk([{"index": 0, "code": 11000}, {"index": 1, "code": 121, "errmsg": "validation"}]),
         _bulk([{"index": 0, "code": 11000}], [{"code": 64, "errmsg": "waiting for replication"}]),
     ):
         with pytest.raises(BulkWriteError):
-            await _insert_new(_Raising(error), [{"_id": 1}, {"_id": 2}])  # type: ignore[arg-type]
+            await insert_new(_Raising(error), [{"_id": 1}, {"_id": 2}])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
