@@ -410,14 +410,21 @@ class Outbox:
         units: list[Unit] = []
         while self._waiting and (max_frames is None or len(units) < max_frames):
             entries = self._next_batch(pop=True)
-            prefix = self._prefix()
-            seq = self._next_seq()
+            unit = self._data_unit(entries)
+            assert unit.seq is not None
             for entry in entries:
                 entry.fate = Fate.IN_FLIGHT
                 entry.sends += 1
-            self._in_flight[seq] = _Flight(entries, now)
-            units.append(Unit(prefix + encode(_frame(entries, seq)), seq))
+            self._in_flight[unit.seq] = _Flight(entries, now)
+            units.append(unit)
         return units
+
+    def _data_unit(self, entries: list[Entry]) -> Unit:
+        """The frame carrying ``entries``, under a sequence number of its own (what a protocol
+        of another box says instead: simulator.teltonika)."""
+        prefix = self._prefix()
+        seq = self._next_seq()
+        return Unit(prefix + encode(_frame(entries, seq)), seq)
 
     def peek_frame(self) -> bytes:
         """The next frame as it would go out (a HEARTBEAT when nothing waits), changing nothing:

@@ -62,7 +62,6 @@ from simulator.outbox import (
     Phase,
     Reaction,
     Unit,
-    _Flight,
     execute,
 )
 
@@ -208,18 +207,10 @@ class TeltonikaOutbox(Outbox):
 
     # --- sending -----------------------------------------------------------------------------
 
-    def take(self, now: float, max_frames: int | None = None) -> list[Unit]:
-        units: list[Unit] = []
-        while self._waiting and (max_frames is None or len(units) < max_frames):
-            entries = self._next_batch(pop=True)
-            seq = self._next_seq()  # ours only: the count answers the oldest packet
-            for entry in entries:
-                entry.fate = Fate.IN_FLIGHT
-                entry.sends += 1
-            self._in_flight[seq] = _Flight(entries, now)
-            self._device.expect_ack()
-            units.append(Unit(_packet(entries), seq))
-        return units
+    def _data_unit(self, entries: list[Entry]) -> Unit:
+        seq = self._next_seq()  # ours only: the count answers the oldest packet
+        self._device.expect_ack()  # the next four bytes from the server are its count
+        return Unit(_packet(entries), seq)
 
     def peek_frame(self) -> bytes:
         entries = self._next_batch(pop=False)
