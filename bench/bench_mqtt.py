@@ -12,6 +12,12 @@ i.e. once it is durably stored. The clock runs from the first publication to the
 By default a private Mosquitto is started on a free port (anonymous, generous queue limits)
 so the run does not depend on how the system broker is configured; ``--mqtt-url`` uses another.
 Everything shares this machine's cores: the broker, the gateway processes and the boxes.
+
+The broker's own ceiling is measured in the same run: the same number of clients publish frames
+of the same size at QoS 1 with the same window, and one plain echo client (no gp8: it subscribes
+at QoS 1 and publishes a 16-byte answer per message to the sender's topic, as gp8's ACK) answers
+them; its rate in positions/s (messages/s x records per frame) is printed beside gp8's, with the
+ratio and the goal (>= 50,000 positions/s with one gateway process).
 """
 
 from __future__ import annotations
@@ -38,12 +44,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import aiomqtt  # noqa: E402
+
+from bench.summary import report  # noqa: E402
+from protocol.gp8 import Position, encode  # noqa: E402
 from simulator.box import make_record  # noqa: E402
 from simulator.mqtt_box import MqttBox  # noqa: E402
 from storage.models import DeviceModel, now_ms  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
 
 START_TIMEOUT_S = 30.0
+GOAL_POSITIONS_S = 50_000.0
+ECHO_ANSWER = b"\x00" * 16  # about a GP8 ACK frame
 
 
 def free_port() -> int:
@@ -112,9 +124,15 @@ async def provision(data_dir: Path, count: int) -> list[tuple[str, str]]:
         await store.close()
 
 
+def _profiler() -> list[str]:
+    """``GP8_BENCH_PROFILE=FILE``: run the gateway process under cProfile, stats to FILE."""
+    path = os.environ.get("GP8_BENCH_PROFILE")
+    return ["-m", "cProfile", "-o", path] if path else []
+
+
 async def start_worker(url: str, data_dir: Path, client_id: str, group: str) -> Any:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.mqtt.worker",
+        sys.executable, *_profiler(), "-m", "gateway.mqtt.worker",
         "--url", url, "--data-dir", str(data_dir), "--client-id", client_id,
         "--share-group", group, "--session-expiry-s", "60",
         cwd=ROOT,
@@ -190,6 +208,70 @@ async def run_once(
     return elapsed, results, boxes_cpu, broker_cpu
 
 
+async def broker_ceiling(url: str, args: argparse.Namespace) -> float:
+    """Positions/s through a plain QoS 1 publish -> echo -> answer loop on the same broker, with
+    the bench's clients, frame size and window, and no gp8 (see the module's docstring)."""
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    frame = encode(
+        Position(
+            seq=1, records=tuple(make_record(now_ms(), 48.85, 2.35) for _ in range(args.batch))
+        )
+    )
+    messages = args.records // args.batch
+    tag = secrets.token_hex(3)
+    echo = aiomqtt.Client(host, int(port), identifier=f"echo-{tag}", max_inflight_messages=500)
+    clients = [
+        aiomqtt.Client(host, int(port), identifier=f"pub-{tag}-{i}", max_inflight_messages=50)
+        for i in range(args.boxes)
+    ]
+
+    async def answer() -> None:
+        # One task per answer, as gp8's bridge does: the PUBACK waits overlap.
+        answering: set[asyncio.Task[None]] = set()
+        async for message in echo.messages:
+            sender = message.topic.value.rsplit("/", 1)[1]
+            task = asyncio.create_task(
+                echo.publish(f"ceiling/{tag}/down/{sender}", ECHO_ANSWER, qos=1, timeout=30)
+            )
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+
+    async def box(i: int, client: aiomqtt.Client) -> None:
+        window = asyncio.Semaphore(args.window)
+        answered = 0
+        done = asyncio.Event()
+
+        async def answers() -> None:
+            nonlocal answered
+            async for _ in client.messages:
+                answered += 1
+                window.release()
+                if answered == messages:
+                    done.set()
+                    return
+
+        reader = asyncio.create_task(answers())
+        for _ in range(messages):
+            await window.acquire()
+            await client.publish(f"ceiling/{tag}/up/{i}", frame, qos=1, timeout=30)
+        await asyncio.wait_for(done.wait(), 600)
+        await reader
+
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(echo)
+        await echo.subscribe(f"ceiling/{tag}/up/+", qos=1)
+        for i, client in enumerate(clients):
+            await stack.enter_async_context(client)
+            await client.subscribe(f"ceiling/{tag}/down/{i}", qos=1)
+        echoing = asyncio.create_task(answer())
+        began = time.perf_counter()
+        await asyncio.gather(*(box(i, c) for i, c in enumerate(clients)))
+        elapsed = time.perf_counter() - began
+        echoing.cancel()
+        await asyncio.gather(echoing, return_exceptions=True)
+    return args.boxes * messages * args.batch / elapsed
+
+
 async def _provision_same(data_dir: Path, spec: list[tuple[str, str]]) -> None:
     store = SqliteStore(data_dir / "gp8.sqlite3")
     await store.start()
@@ -226,6 +308,11 @@ async def main() -> int:
                 f"{args.batch} per frame, {args.window} frames in flight per box; "
                 f"SQLite ({args.db} database); broker {url}; {os.cpu_count()} cores"
             )
+            ceiling = await broker_ceiling(url, args)
+            print(
+                f"broker ceiling (plain QoS 1 publish/echo loop, same clients, frames, window): "
+                f"{ceiling:10,.0f} positions/s"
+            )
             for workers in (int(w) for w in args.workers.split(",")):
                 elapsed, results, boxes_cpu, broker_cpu = await run_once(
                     url, workers, args, workdir
@@ -246,6 +333,14 @@ async def main() -> int:
                     f"({gateways_cpu / total * 1e6:.0f} us/position, start-up included), "
                     f"broker {broker}, boxes {boxes_cpu:.1f} s"
                 )
+                if workers == 1:
+                    rate = total / elapsed
+                    print(f"  ratio to the broker ceiling: {rate / ceiling:.2f}")
+                    report(
+                        "mqtt", "MQTT ingest, one gateway process", rate, "positions/s",
+                        op=">=", goal=GOAL_POSITIONS_S, floor=ceiling,
+                        floor_name="broker ceiling (QoS 1 echo loop)",
+                    )  # fmt: skip
                 if stored != total:
                     print(f"  WARNING: {total - stored:,} positions missing", file=sys.stderr)
                     return 1
