@@ -66,6 +66,7 @@ const state = {
   selected: null, // vehicle id of the vehicle page
   theft: null, // the theft view's context
   commands: new Map(), // id → command, for the progress lists
+  drivers: new Map(), // badge pseudonym → driver's name (GET /v1/drivers: managers and admins)
   live: false,
 };
 
@@ -402,6 +403,14 @@ function fact(list, label, value, key) {
 
 const yesNo = (value) => (value === null || value === undefined ? "—" : value ? "yes" : "no");
 
+// A driver badge as stored: its pseudonym (docs/privacy.md); named when the key may see names.
+function driverLabel(p) {
+  if (!p) return "—";
+  if (p.driver_badge === null || p.driver_badge === undefined) return "no badge";
+  const name = state.drivers.get(p.driver_badge);
+  return name ? `${name} (badge ${p.driver_badge})` : `badge ${p.driver_badge}`;
+}
+
 async function openVehicle(vehicleId) {
   show("vehicle");
   state.selected = vehicleId;
@@ -447,6 +456,7 @@ function renderVehicleFacts(entry) {
   const box = $("veh-box");
   box.replaceChildren();
   fact(box, "Ignition", p ? yesNo(p.ignition) : "—", "ignition");
+  fact(box, "Driver", driverLabel(p), "driver");
   fact(box, "Doors locked", p ? yesNo(p.doors_locked) : "—", "doors_locked");
   fact(box, "Engine start inhibited", p ? yesNo(p.engine_start_inhibited) : "—", "engine_start_inhibited");
   fact(box, "Power", p ? `${p.external_power ? "vehicle" : "backup battery"}, ${(p.external_power_mv / 1000).toFixed(1)} V` : "—", "power");
@@ -681,6 +691,7 @@ function renderTheftFacts() {
   fact(facts, "Fix age", p ? h("span", { dataset: { ago: p.time } }, ago(p.time)) : "—", "age");
   fact(facts, "Position", p ? `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}` : "—", "position");
   fact(facts, "Ignition", p ? yesNo(p.ignition) : "—", "ignition");
+  fact(facts, "Driver", driverLabel(p), "driver");
   fact(facts, "Engine start", p ? (p.engine_start_inhibited ? "inhibited (immobilised)" : "allowed") : "—", "immobilised");
   fact(facts, "Case", ctx.theftCase ? `${ctx.theftCase.status} since ${clock(ctx.theftCase.opened_at)}` : "no theft case", "case");
   fact(facts, "Alert", ctx.alert ? `${ctx.alert.state}${ctx.alert.ack_note ? ` — ${ctx.alert.ack_note}` : ""}` : "—", "alert");
@@ -888,6 +899,10 @@ async function start(key) {
   document.body.dataset.role = me.role;
   $("who").textContent = `${me.name || me.prefix} · ${me.role}`;
   state.config = await (await fetch("/console/config.json", { cache: "no-store" })).json();
+  if (can("manager")) {
+    const drivers = await api.get("/v1/drivers");
+    state.drivers = new Map(drivers.data.map((d) => [d.badge, d.name]));
+  }
   setUpMap();
   show("fleet");
   state.stream = new Stream(key, {

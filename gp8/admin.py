@@ -14,7 +14,7 @@ from typing import Any
 from api.security import ensure_operator_key, new_api_key
 from api.services.imports import ImportInvalid, import_csv
 from api.times import iso_ms
-from gp8.secrets_key import secret_box
+from gp8.secrets_key import driver_pseudonyms, secret_box
 from gp8.settings import Settings
 from storage import SQLITE_FILENAME, open_store
 from storage.audit_chain import verify as verify_chain
@@ -28,6 +28,23 @@ from storage.sqlite.migrations import SCHEMA_VERSION
 
 def _print(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
+
+
+async def _audit(
+    store: Store,
+    fleet_id: str | None,
+    action: str,
+    resource: str,
+    resource_id: str | None,
+    detail: str = "",
+) -> None:
+    """Log an operator's act as the API logs it (api/audit.py), by no key: the operator at the
+    database. Hash chained like the rest: the fleet's chain, or the platform's (None)."""
+    await store.access_log.append(
+        AccessLogEntry(
+            new_id("log"), now_ms(), None, fleet_id, action, resource, resource_id, detail
+        )
+    )
 
 
 async def run_admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -54,6 +71,7 @@ async def _dispatch(store: Store, args: argparse.Namespace) -> int:
         return 0
     if command == "create-fleet":
         fleet = await store.fleets.create(args.name)
+        await _audit(store, fleet.id, "create", "fleet", fleet.id, "gp8 admin")
         # The API's names and time format (FleetPublic): one spelling of a field everywhere.
         _print({"id": fleet.id, "name": fleet.name, "created_at": iso_ms(fleet.created_ms)})
         return 0
@@ -81,6 +99,7 @@ async def _dispatch(store: Store, args: argparse.Namespace) -> int:
             fleet_id=args.fleet, role=role, name=args.name, email=args.email
         )
         await store.keys.create(record)
+        await _audit(store, args.fleet, "create", "key", record.id, f"{role.value}, gp8 admin")
         _print({"id": record.id, "key": secret, "role": role.value, "fleet_id": args.fleet})
         return 0
     if command == "mqtt-acl":
@@ -100,6 +119,8 @@ async def _dispatch(store: Store, args: argparse.Namespace) -> int:
         return await _import(store, args.fleet, args.file)
     if command == "rotate-secrets-key":
         counts = await store.rotate_secrets()
+        detail = ", ".join(f"{kind}={n}" for kind, n in sorted(counts.items()))
+        await _audit(store, None, "rotate", "secrets_key", None, f"resealed {detail}")
         _print({"resealed": counts})
         return 0
     raise AssertionError(f"unknown admin command {command}")  # argparse enforces choices
@@ -126,10 +147,7 @@ async def _import(store: Store, fleet_id: str, path: Path) -> int:
         return 1
     counts = {"vehicles": len(result.vehicles), "boxes": len(result.boxes)}
     detail = f"{counts['vehicles']} vehicles, {counts['boxes']} boxes, {result.fittings} fittings"
-    # Audited as the API audits it, by no key: the operator at the database.
-    await store.access_log.append(
-        AccessLogEntry(new_id("log"), at, None, fleet_id, "import", "fleet", fleet_id, detail)
-    )
+    await _audit(store, fleet_id, "import", "fleet", fleet_id, detail)
     for box in result.boxes:
         _print(dataclasses.asdict(box))
     _print({**counts, "fittings": result.fittings})
@@ -169,6 +187,8 @@ async def run_migrate(settings: Settings) -> int:
         mongo_db=settings.mongo_db,
         data_dir=settings.data_dir,
         secrets=secret_box(settings),
+        # The step that turns stored badges into pseudonyms needs the driver key.
+        pseudonyms=driver_pseudonyms(settings),
         migrate=True,
     )
     await store.start()

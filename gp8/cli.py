@@ -226,13 +226,14 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # uvloop is optional (not on Windows)
         pass
     from storage.migrations import SchemaVersionError
+    from storage.pseudonyms import InvalidDriverKey
     from storage.secrets import SecretsError
 
     try:
         result = runner(coro)
     except KeyboardInterrupt:
         return 130
-    except (SchemaVersionError, SecretsError) as exc:
+    except (SchemaVersionError, SecretsError, InvalidDriverKey) as exc:
         # An operator's matter (run gp8 migrate, fix the key), not a bug: one line, no trace.
         sys.stderr.write(f"gp8: {exc}\n")
         return 1

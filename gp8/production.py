@@ -11,7 +11,7 @@ the traffic and its TLS; every other listener must serve TLS itself.
 
 from __future__ import annotations
 
-from gp8.secrets_key import is_default_secrets_key
+from gp8.secrets_key import is_default_driver_key, is_default_secrets_key
 from gp8.settings import Settings
 from gp8.tls import Listener, is_loopback, listener_tls
 
@@ -59,6 +59,12 @@ def check_production(settings: Settings) -> list[str]:
             "the secrets key is the public development default, which protects no secret at "
             "rest: set GP8_SECRETS_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 "
             "32`) or GP8_SECRETS_KEY_FILE"
+        )
+    if is_default_driver_key(settings):
+        reasons.append(
+            "the driver key is the public development default, so anyone can tell a badge "
+            "from its pseudonym: set GP8_DRIVER_KEY (base64 of 32 random bytes, e.g. "
+            "`openssl rand -base64 32`) or GP8_DRIVER_KEY_FILE"
         )
     return reasons
 

@@ -31,7 +31,7 @@ def open_store(
     MongoDB when ``mongo_url`` is set, else SQLite in ``data_dir`` (created if missing).
     ``secrets`` seals secrets at rest (default: the development key); ``migrate``: `start()`
     upgrades an older schema instead of refusing it (``gp8 migrate``). ``pseudonyms``: the
-    driver key, for the SQLite step that pseudonymises badges stored before it.
+    driver key, for the migration step that pseudonymises badges stored before it.
     """
     if mongo_url is None:
         from storage.sqlite import SqliteStore
@@ -42,7 +42,9 @@ def open_store(
         )
     from storage.mongo import MongoStore
 
-    return MongoStore.from_url(mongo_url, mongo_db, secrets=secrets, migrate=migrate)
+    return MongoStore.from_url(
+        mongo_url, mongo_db, secrets=secrets, pseudonyms=pseudonyms, migrate=migrate
+    )
 
 
 __all__ = [

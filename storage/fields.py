@@ -155,7 +155,8 @@ POSITION_FIELDS: tuple[PositionField, ...] = (
     PositionField(
         "driver_badge",
         int,
-        "Driver badge (RFID/iButton) presented for this trip; null when none",
+        "The pseudonym of the driver badge (RFID/iButton) presented for this trip "
+        "(docs/privacy.md); null when none",
         public="driver_badge",
         kind=Kind.BADGE,
         nullable=True,

@@ -6,7 +6,9 @@ Privacy mode is decided at read time from three kinds of facts, never by rewriti
   schedule set today does not hide (or reveal) what was stored under yesterday's;
 * privacy-badge toggles: each presentation of the fleet's privacy badge flips the vehicle's
   private state at that fix's time (sorted times: [t0, t1), [t2, t3), ... are private);
-* the fleet's privacy badge, as its pseudonym (storage/pseudonyms.py).
+* the fleet's privacy badge, as its pseudonym (storage/pseudonyms.py). A box whose profile has
+  a privacy switch (an input, gateway/adapters/teltonika.py) reports its position as the event
+  `PRIVACY_SWITCH_EVENT`; the processing stage turns a change of it into a toggle.
 
 An open theft case overrides all of it (tracking/privacy.py decides; this module only holds).
 """
@@ -16,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# The event of a box's privacy switch (its profile's input): detail 1 on (private), 0 off.
+PRIVACY_SWITCH_EVENT = "privacy_switch"
 
 
 @dataclass(frozen=True, slots=True)

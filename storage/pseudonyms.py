@@ -27,10 +27,15 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 
 from storage.errors import StorageError
 from storage.models import Event, Position
+
+_BADGE = Position._fields.index("driver_badge")
+_badge_of = itemgetter(_BADGE)
+_new_tuple = tuple.__new__
 
 # The 63 low bits: a positive signed 64-bit integer (SQLite INTEGER, BSON int64).
 _MASK = (1 << 63) - 1
@@ -69,18 +74,25 @@ class BadgePseudonyms:
 
     def position(self, p: Position) -> Position:
         """``p`` with its badge pseudonymised (the same object when it has none)."""
-        if p.driver_badge is None:
+        badge = p.driver_badge
+        if badge is None:
             return p
-        return p._replace(driver_badge=self.of(p.driver_badge))
+        # The ingest hot path (a driving box reports its badge on every fix): the same
+        # Position rebuilt from a list, several times cheaper than NamedTuple._replace.
+        fields = list(p)
+        fields[_BADGE] = self.of(badge)
+        return _new_tuple(Position, fields)
 
     def records(
         self, positions: Sequence[Position], events: Sequence[Event]
     ) -> tuple[Sequence[Position], Sequence[Event]]:
         """Box records as they must be stored: every badge (of a position or of an event's
         position) replaced by its pseudonym. No copy when no record carries a badge."""
-        if any(p.driver_badge is not None for p in positions):
+        # A badge is a positive number or None (the adapters turn "0: none" into None), so a
+        # truthiness scan in C finds one: ~13 ns a record when there is none.
+        if any(map(_badge_of, positions)):
             positions = [self.position(p) for p in positions]
-        if any(e.position.driver_badge is not None for e in events):
+        if events and any(e.position.driver_badge is not None for e in events):
             events = [_with_position(e, self.position(e.position)) for e in events]
         return positions, events
 
@@ -108,7 +120,10 @@ def load_pseudonyms(*, key: str | None, key_file: Path | None) -> BadgePseudonym
     if key is not None and key_file is not None:
         raise InvalidDriverKey("set GP8_DRIVER_KEY or GP8_DRIVER_KEY_FILE, not both")
     if key_file is not None:
-        key = key_file.read_text()
+        try:
+            key = key_file.read_text()
+        except OSError as exc:  # an operator's matter: one line, as a bad key
+            raise InvalidDriverKey(f"the driver key file {key_file}: {exc.strerror}") from exc
     if key is None:
         return BadgePseudonyms.development()
     return BadgePseudonyms(decode_driver_key(key))

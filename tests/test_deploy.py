@@ -45,6 +45,7 @@ TIMEOUT = 30.0
 # Values the operator's .env gives (docs/deploy.md, "First start").
 DOT_ENV = {
     "GP8_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "GP8_DRIVER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     "GP8_BOOTSTRAP_KEY": "gp8_" + secrets.token_urlsafe(32),
     # Starting with "-" on purpose: a generated password may, and the command must take it.
     "GP8_MQTT__PASSWORD": "-" + secrets.token_urlsafe(24),

@@ -9,7 +9,9 @@ Alerts and theft (docs/alerts.md "Alerts", docs/theft.md), imported from their m
 `tracking.rules_logic`, each fleet's rules read through `tracking.rules.RuleBook` (default rules
 made lazily); `tracking.guard.GuardHandler`, the parked guard, over the state machine of
 `tracking.guard_logic`; `tracking.offline.OfflineSweep`, the box_offline rule; and
-`tracking.theft.TheftService`, theft cases.
+`tracking.theft.TheftService`, theft cases. Privacy mode (docs/privacy.md):
+`tracking.privacy_toggles.PrivacyToggleHandler` records presentations of the privacy badge,
+over the decisions of `tracking.privacy`.
 
 May import `processing`, `storage`, `protocol` and `commands` only (tests/test_layers.py).
 """

@@ -142,7 +142,8 @@ def applies(rule: AlertRule, vehicle_id: str) -> bool:
 
 
 def recognised(badge: int | None, policy: TrackingPolicy) -> bool:
-    """A badge the fleet knows (any badge when its list is empty)."""
+    """A badge the fleet knows (any badge when its list is empty). Both sides are pseudonyms
+    (storage/pseudonyms.py): the pipeline hashed the box's, the API the policy's."""
     return badge is not None and (not policy.badges or badge in policy.badges)
 
 

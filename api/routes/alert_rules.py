@@ -26,6 +26,7 @@ from api.schemas.alerts import (
     parameter_problem,
 )
 from api.schemas.commands import AlertPublic
+from api.services.privacy import stored_badge
 from storage.errors import NotFound
 from storage.models import AlertRule, TrackingPolicy, new_id, now_ms
 from storage.repository import Store
@@ -158,12 +159,13 @@ async def get_badge_policy(caller: Viewer, store: StoreDep) -> BadgePolicyPublic
 async def put_badge_policy(
     request: Request, body: BadgePolicyUpdate, caller: Admin, store: StoreDep, audit: AuditDep
 ) -> BadgePolicyPublic:
-    """Replace the fleet's badge policy (admin)."""
+    """Replace the fleet's badge policy (admin); badges are kept (and answered) as their
+    pseudonyms, which is what the gateway stores for a box's badge."""
     policy = await store.alert_rules.put_policy(
         TrackingPolicy(
             fleet_id=caller.fleet_id,
             require_badge=body.require_badge,
-            badges=tuple(sorted({int(b) for b in body.badges})),
+            badges=tuple(sorted({stored_badge(request, b) for b in body.badges})),
             updated_ms=now_ms(),
             updated_by=caller.key.id,
         )

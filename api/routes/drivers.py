@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 
 from api.deps import AuditDep, Manager, StoreDep
 from api.params import Id
 from api.problems import problem_responses
 from api.schemas.privacy import DriverCreate, DriverPublic, DriversPublic
-from api.services.privacy import get_pseudonyms
+from api.services.privacy import PseudonymsDep
 from api.times import ms_to_datetime
 from storage.models import new_id, now_ms
 from storage.privacy import Driver
-from storage.pseudonyms import BadgePseudonyms
 
 router = APIRouter(tags=["drivers"], responses=problem_responses(401, 403, 404, 422, 429, 503))
-Pseudonyms = Annotated[BadgePseudonyms, Depends(get_pseudonyms)]
 
 
 def _public(d: Driver) -> DriverPublic:
@@ -46,7 +42,7 @@ async def create_driver(
     caller: Manager,
     store: StoreDep,
     audit: AuditDep,
-    pseudonyms: Pseudonyms,
+    pseudonyms: PseudonymsDep,
 ) -> DriverPublic:
     """Name the driver of a badge (manager); the badge is kept as its pseudonym only.
     409 when the badge has a driver already."""

@@ -8,6 +8,7 @@ from api.deps import Admin, AuditDep, StoreDep, VehicleAdmin
 from api.params import Id
 from api.problems import problem_responses
 from api.schemas.gdpr import DriverEraseRequest, EraseRequest, ErasureResult, FittingCorrection
+from api.services.privacy import stored_badge
 from api.times import datetime_to_ms
 from storage.models import now_ms
 
@@ -15,14 +16,6 @@ router = APIRouter(
     tags=["erasure"],
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
 )
-
-
-def stored_badge(request: Request, badge: str) -> int:
-    """A badge a client names, as storage keeps it: its pseudonym when the app has the
-    driver key's pseudonyms (storage/pseudonyms.py), else the number itself."""
-    pseudonyms = getattr(request.app.state, "pseudonyms", None)
-    number = int(badge)
-    return number if pseudonyms is None else int(pseudonyms.of(number))
 
 
 def _detail(reason: str, counts: dict[str, int]) -> str:
@@ -44,11 +37,13 @@ async def erase_vehicle(
 async def erase_driver(
     body: DriverEraseRequest, caller: Admin, store: StoreDep, audit: AuditDep, request: Request
 ) -> ErasureResult:
-    """Erase the positions and events carrying the driver's badge (admin, with a reason;
-    logged); those of vehicles under a legal hold stay until it ends."""
+    """Erase the positions and events carrying the driver's badge and the driver's name
+    (/v1/drivers) (admin, with a reason; logged, under the badge's pseudonym); records of
+    vehicles under a legal hold stay until it ends."""
     badge = stored_badge(request, body.driver_badge)
     counts = await store.erasure.erase_driver(caller.fleet_id, badge, now_ms())
-    await audit("erase", "driver", body.driver_badge, detail=_detail(body.reason, counts))
+    counts["drivers"] = await store.drivers.delete_badge(caller.fleet_id, badge)
+    await audit("erase", "driver", str(badge), detail=_detail(body.reason, counts))
     return ErasureResult(counts=counts)
 
 

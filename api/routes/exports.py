@@ -11,10 +11,10 @@ from fastapi.responses import FileResponse
 from api.deps import Admin, AuditDep, StoreDep
 from api.params import Id
 from api.problems import ApiProblem, problem_responses
-from api.routes.erasure import stored_badge
 from api.schemas.gdpr import ExportCreate, ExportPublic
 from api.services.export_job import ExportWorker
 from api.services.exports import attachment
+from api.services.privacy import stored_badge
 from api.times import datetime_to_ms
 from retention.purge import export_file
 from storage.models import new_id, now_ms
@@ -46,14 +46,13 @@ async def create_export(
     if body.vehicle_id is not None:
         await store.vehicles.get(caller.fleet_id, body.vehicle_id)  # 404 for another fleet's
     start = now_ms()
+    badge = None if body.driver_badge is None else stored_badge(request, body.driver_badge)
     job = await store.exports.create(
         ExportJob(
             id=new_id("exp"),
             fleet_id=caller.fleet_id,
             vehicle_id=body.vehicle_id,
-            driver_badge=None
-            if body.driver_badge is None
-            else stored_badge(request, body.driver_badge),
+            driver_badge=badge,
             from_ms=datetime_to_ms(body.from_),
             to_ms=datetime_to_ms(body.to),
             requested_by=caller.key.id,
@@ -61,7 +60,8 @@ async def create_export(
             updated_ms=start,
         )
     )
-    subject = body.vehicle_id or body.driver_badge
+    # A driver is logged under the badge's pseudonym: the audit log names no badge number.
+    subject = body.vehicle_id or str(badge)
     await audit(
         "export", "vehicle" if body.vehicle_id else "driver", subject, detail=f"export {job.id}"
     )

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import cast
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 
 from api.deps import Admin, AuditDep, StoreDep, VehicleManager, Viewer
 from api.params import Id
@@ -18,15 +19,13 @@ from api.schemas.privacy import (
     PrivacySchedulePublic,
     PrivateWindow,
 )
-from api.services.privacy import get_pseudonyms
+from api.services.privacy import PseudonymsDep
 from api.times import ms_to_datetime
 from storage.models import now_ms
 from storage.privacy import PrivacySchedule, PrivacyWindow, ScheduleChange
-from storage.pseudonyms import BadgePseudonyms
 from tracking.privacy import PrivacyState, schedule_error, vehicle_privacy
 
 router = APIRouter(tags=["privacy"], responses=problem_responses(401, 403, 404, 422, 429, 503))
-Pseudonyms = Annotated[BadgePseudonyms, Depends(get_pseudonyms)]
 
 
 def _schedule(body: PrivacySchedulePublic) -> PrivacySchedule:
@@ -112,11 +111,16 @@ async def put_privacy_badge(
     caller: Admin,
     store: StoreDep,
     audit: AuditDep,
-    pseudonyms: Pseudonyms,
+    pseudonyms: PseudonymsDep,
+    request: Request,
 ) -> PrivacyBadgePublic:
-    """Set the fleet's privacy badge (admin): a GP8 box's DRIVER_BADGE event with it toggles
-    the vehicle's privacy. Stored as its pseudonym."""
+    """Set the fleet's privacy badge (admin): a box's badge event with it (GP8 DRIVER_BADGE,
+    Teltonika iButton) toggles the vehicle's privacy. Stored as its pseudonym."""
     badge = None if body.badge is None else pseudonyms.of(int(body.badge))
     await store.privacy.set_badge(caller.fleet_id, badge)
+    # This process's processing stage uses it at once (the others within 5 s).
+    changed = getattr(request.app.state, "privacy_badge_changed", None)
+    if changed is not None:
+        cast(Callable[[str], None], changed)(caller.fleet_id)
     await audit("update", "privacy_badge", None, detail="set" if badge else "none")
     return PrivacyBadgePublic(badge=None if badge is None else str(badge))

@@ -38,6 +38,8 @@ class EventType(StrEnum):
     GEOFENCE_ZONE_3 = "geofence_zone_3"
     GEOFENCE_ZONE_4 = "geofence_zone_4"
     GEOFENCE_ZONE_5 = "geofence_zone_5"
+    # A profile's privacy input (DeviceProfile.privacy_input): detail 1 on, 0 off.
+    PRIVACY_SWITCH = "privacy_switch"
 
 
 class EventPublic(BaseModel):

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.auth import LoginGuard, source_address
 from gateway.context import LOOKUP_TIMEOUT_S, DeviceContext, load_fittings
@@ -60,6 +60,7 @@ from storage.errors import StorageError
 from storage.models import Device, DeviceModel, DeviceProtocol, DeviceStatus
 from storage.models import Event as StoredEvent
 from storage.models import Position as StoredPosition
+from storage.privacy import PRIVACY_SWITCH_EVENT
 from throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,11 @@ def _badge(value: int, io: Mapping[int, int | bytes]) -> tuple[str, int] | None:
     return ("driver_badge", 0) if value else None  # the badge is the position's driver_badge
 
 
+def _privacy_switch(value: int, io: Mapping[int, int | bytes]) -> tuple[str, int]:
+    # The profile's privacy input (DeviceProfile.privacy_input): detail 1 on, 0 off.
+    return (PRIVACY_SWITCH_EVENT, 1 if value else 0)
+
+
 _GREEN_DRIVING = {1: "harsh_acceleration", 2: "harsh_braking", 3: "harsh_cornering"}
 
 
@@ -178,6 +184,10 @@ class DeviceProfile:
     driver_badge: int | None = AvlId.IBUTTON
     hdop: int | None = AvlId.GNSS_HDOP  # 0.1
     gnss_status: int | None = AvlId.GNSS_STATUS  # 1: on with fix
+    # A switch the driver sets for privacy mode (docs/privacy.md), as the digital input it is
+    # wired to (e.g. 2, DIN2; configured on the box as an eventual "On change" element):
+    # 1 private, 0 not. None: the box has none (the FMB default; the privacy badge still works).
+    privacy_input: int | None = None
     # Below this external voltage the box runs on its own battery.
     external_power_min_mv: int = 6_000
     # Teltonika records carry no "sent late" flag: a record this much older than its arrival
@@ -225,6 +235,18 @@ PROFILES: Mapping[DeviceModel, DeviceProfile] = {DeviceModel.FMB920: FMB920}
 def profile_for(model: DeviceModel, profiles: Mapping[DeviceModel, DeviceProfile]) -> DeviceProfile:
     """The profile of a box model: the overrides first, then gp8's, then the FMB default."""
     return profiles.get(model) or PROFILES.get(model) or FMB
+
+
+def with_privacy_input(io_id: int | None) -> dict[DeviceModel, DeviceProfile]:
+    """gp8's profiles of every Teltonika model with ``io_id`` as their privacy switch
+    (GP8_TELTONIKA__PRIVACY_INPUT); none when None."""
+    if io_id is None:
+        return {}
+    return {
+        model: replace(profile_for(model, {}), privacy_input=io_id)
+        for model in DeviceModel
+        if model.protocol is DeviceProtocol.TELTONIKA
+    }
 
 
 # --- conversion ---------------------------------------------------------------------------------
@@ -304,7 +326,11 @@ def to_event(
     profile: DeviceProfile,
 ) -> StoredEvent | None:
     """The gp8 event of an eventual record (its event IO id in the profile), or None."""
-    rule = profile.events.get(record.event_id) if record.event_id else None
+    if not record.event_id:
+        return None
+    rule = profile.events.get(record.event_id)
+    if record.event_id == profile.privacy_input:
+        rule = _privacy_switch
     if rule is None:
         return None
     value = io.get(record.event_id, 0)

@@ -5,12 +5,13 @@ first release (git 8ff05ce), which wrote no version document: a database with gp
 collections and no document is at version 1 (its indexes are frozen as
 tests/storage/fixtures/mongo_v1_indexes.json). Collections need no creation (they come with
 their indexes); a field a newer gp8 added is optional in the documents, read with a default
-(positions' ``io``), so it needs no step either. What does: data rewritten (secrets sealed),
-indexes dropped or changed, collections renamed.
+(positions' ``io``), so it needs no step either. What does: data rewritten (secrets sealed,
+badges pseudonymised), indexes dropped or changed, collections renamed.
 
 A standalone server and the test fake have no multi-document transactions, so every step is
-safe to run again after a crash half way (each document is compare-and-set), and the version
-is stamped after the step. The indexes of `schema.INDEXES` are made at every start
+safe to run again after a crash half way (each document is compare-and-set, or marked as done
+where the new value cannot tell itself from the old: badges), and the version is stamped
+after the step. The indexes of `schema.INDEXES` are made at every start
 (createIndexes with an existing spec is a no-op): an index new in this gp8 appears at once.
 """
 
@@ -25,14 +26,25 @@ from storage.mongo.audit_chain import chain_existing
 from storage.mongo.command_schema import COMMAND_AUDIT
 from storage.mongo.db import Doc, MongoDb
 from storage.mongo.documents import access_doc, to_access
-from storage.mongo.schema import ACCESS_LOG, DEVICES, FLEETS, INDEXES
+from storage.mongo.schema import (
+    ACCESS_LOG,
+    DEVICES,
+    EVENTS,
+    FLEETS,
+    INDEXES,
+    LAST_POSITIONS,
+    POSITIONS,
+)
+from storage.mongo.tracking_schema import TRACKING_POLICIES
 from storage.mongo.webhook_schema import WEBHOOKS
+from storage.pseudonyms import BadgePseudonyms
 from storage.secrets import SecretBox, SecretsError, device_context, webhook_context
 
 SCHEMA_COLLECTION = "schema_version"
 _VERSION_ID = "gp8"
 
-Step = Callable[[MongoDb, SecretBox], Awaitable[None]]
+# A step gets the store's keys: secrets (storage/secrets.py) and badges (storage/pseudonyms.py).
+Step = Callable[[MongoDb, SecretBox, BadgePseudonyms], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +89,7 @@ async def _replace_secrets(db: MongoDb, collection: str, updates: list[Update]) 
         )
 
 
-async def _seal_clear_secrets(db: MongoDb, secrets: SecretBox) -> None:
+async def _seal_clear_secrets(db: MongoDb, secrets: SecretBox, badges: BadgePseudonyms) -> None:
     # Up to version 1 every secret was in clear. One that already opens was sealed by an
     # earlier run of this step that stopped half way.
     for collection, context in SEALED_FIELDS:
@@ -105,7 +117,7 @@ async def reseal_secrets(db: MongoDb, secrets: SecretBox) -> dict[str, int]:
     return {collection: len(updates) for collection, updates in planned.items()}
 
 
-async def _chain_audit(db: MongoDb, secrets: SecretBox) -> None:
+async def _chain_audit(db: MongoDb, secrets: SecretBox, badges: BadgePseudonyms) -> None:
     # The audit logs' entries stored before the hash chains get their links (API keys' owner
     # email and last use need no step: read with defaults, storage/mongo/documents.py).
     from storage.mongo.commands import _doc, to_audit
@@ -114,9 +126,61 @@ async def _chain_audit(db: MongoDb, secrets: SecretBox) -> None:
     await chain_existing(db, COMMAND_AUDIT, to_audit, _doc)
 
 
+# The fields holding a badge number before version 4, by collection (last positions are
+# copies of positions; events carry theirs).
+BADGE_FIELDS: tuple[tuple[str, str], ...] = (
+    (POSITIONS, "driver_badge"),
+    (EVENTS, "position.driver_badge"),
+    (LAST_POSITIONS, "driver_badge"),
+)
+# Set on each document whose badge this step hashed, and removed once every one is done: on a
+# run after a crash half way, what carries it is a pseudonym already (never hashed twice).
+_HASHED = "_gp8_badge_pseudonym"
+# In the version document once every badge is a pseudonym, before the marks are removed.
+_BADGES_DONE = "badges_pseudonymised"
+
+
+async def _pseudonymise_badges(db: MongoDb, secrets: SecretBox, badges: BadgePseudonyms) -> None:
+    # Up to version 3 badges were badge numbers. One update per distinct badge (a fleet's
+    # drivers: few) rather than per document, each only on documents not yet marked.
+    version = db.collection(SCHEMA_COLLECTION)
+    done = await db.call_unchecked(version.find_one({"_id": _VERSION_ID, _BADGES_DONE: True}))
+    if done is None:
+        for collection, field in BADGE_FIELDS:
+            todo = {field: {"$ne": None}, _HASHED: {"$exists": False}}
+            raw_badges = await db.call_unchecked(db.collection(collection).distinct(field, todo))
+            for raw in raw_badges:
+                await db.call_unchecked(
+                    db.collection(collection).update_many(
+                        {**todo, field: raw}, {"$set": {field: badges.of(raw), _HASHED: True}}
+                    )
+                )
+        policies = db.collection(TRACKING_POLICIES)
+        todo = {"badges.0": {"$exists": True}, _HASHED: {"$exists": False}}
+        for policy in await db.call_unchecked(policies.find(todo, {"badges": 1}).to_list()):
+            hashed = sorted(badges.of(b) for b in policy["badges"])
+            await db.call_unchecked(
+                policies.update_one(
+                    {"_id": policy["_id"], **todo}, {"$set": {"badges": hashed, _HASHED: True}}
+                )
+            )
+        await db.call_unchecked(
+            version.update_one({"_id": _VERSION_ID}, {"$set": {_BADGES_DONE: True}})
+        )
+    for collection in (*(c for c, _ in BADGE_FIELDS), TRACKING_POLICIES):
+        await db.call_unchecked(
+            db.collection(collection).update_many(
+                {_HASHED: {"$exists": True}}, {"$unset": {_HASHED: ""}}
+            )
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "seal the device and webhook secrets (storage/secrets.py)", _seal_clear_secrets),
     Migration(3, "audit hash chains", _chain_audit),
+    Migration(
+        4, "driver badges stored as pseudonyms (storage/pseudonyms.py)", _pseudonymise_badges
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -143,11 +207,14 @@ async def _stamp(db: MongoDb, version: int) -> None:
     )
 
 
-async def open_schema(db: MongoDb, secrets: SecretBox, *, migrate: bool) -> SchemaState:
+async def open_schema(
+    db: MongoDb, secrets: SecretBox, *, migrate: bool, badges: BadgePseudonyms | None = None
+) -> SchemaState:
     """Make the database servable (before the store is open), or refuse it.
 
     Fresh: indexes made, stamped `SCHEMA_VERSION`. Current: indexes made. Older: migrated when
-    ``migrate``, else SchemaTooOld. Newer: SchemaTooNew, always.
+    ``migrate``, else SchemaTooOld. Newer: SchemaTooNew, always. ``badges``: the driver key,
+    for the step that pseudonymises stored badges (default: the development key).
     """
     found = await stored_version(db)
     check_version(found, SCHEMA_VERSION, migrate=migrate)
@@ -156,7 +223,7 @@ async def open_schema(db: MongoDb, secrets: SecretBox, *, migrate: bool) -> Sche
         for migration in MIGRATIONS:
             if migration.version <= found:
                 continue
-            await migration.apply(db, secrets)
+            await migration.apply(db, secrets, badges or BadgePseudonyms.development())
             await _stamp(db, migration.version)
             applied.append(f"{migration.version}: {migration.what}")
     for name, indexes in INDEXES.items():

@@ -30,6 +30,7 @@ from storage.mongo.tracking import (
 )
 from storage.mongo.transactions import ServerTransactions
 from storage.mongo.webhooks import MongoWebhooks
+from storage.pseudonyms import BadgePseudonyms
 from storage.repository import (
     AccessLogRepo,
     AlertRepo,
@@ -82,10 +83,13 @@ class MongoStore:
         *,
         operation_timeout_s: float = OPERATION_TIMEOUT_S,
         secrets: SecretBox | None = None,
+        pseudonyms: BadgePseudonyms | None = None,
         migrate: bool = False,
     ) -> None:
         self.db_name = db_name
         self._secrets = secrets or SecretBox.development()
+        # The driver key: only the migration that pseudonymises old badges needs it here.
+        self._pseudonyms = pseudonyms or BadgePseudonyms.development()
         self._migrate = migrate
         self.schema: SchemaState | None = None  # set by start()
         self._client = client
@@ -130,6 +134,7 @@ class MongoStore:
         *,
         operation_timeout_s: float = OPERATION_TIMEOUT_S,
         secrets: SecretBox | None = None,
+        pseudonyms: BadgePseudonyms | None = None,
         migrate: bool = False,
     ) -> MongoStore:
         """A store on its own client (closed by `close()`); nothing connects before `start()`.
@@ -149,6 +154,7 @@ class MongoStore:
             db_name,
             operation_timeout_s=operation_timeout_s,
             secrets=secrets,
+            pseudonyms=pseudonyms,
             migrate=migrate,
         )
         store._owns_client = True
@@ -170,7 +176,9 @@ class MongoStore:
             return
         if self._db.state == "closed":
             raise StorageUnavailable("mongo store is closed")
-        self.schema = await open_schema(self._db, self._secrets, migrate=self._migrate)
+        self.schema = await open_schema(
+            self._db, self._secrets, migrate=self._migrate, badges=self._pseudonyms
+        )
         self._db.state = "open"
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage.migrations import SchemaState, check_version
+from storage.pseudonyms import BadgePseudonyms
 from storage.secrets import SecretBox, device_context, webhook_context
 from storage.sqlite import schema
 from storage.sqlite.audit_chain import chain_existing
@@ -118,26 +119,40 @@ def _retention_tables(conn: sqlite3.Connection, secrets: SecretBox) -> None:
     return None
 
 
-# Registered on the writer connection by SqliteStore (storage/pseudonyms.py, the store's key).
+# The SQL function of a badge's pseudonym under the store's driver key (storage/pseudonyms.py),
+# registered on the connection by `open_schema` for the steps.
 PSEUDONYM_FUNCTION = "gp8_badge_pseudonym"
 
 
 def _pseudonymise_badges(conn: sqlite3.Connection, secrets: SecretBox) -> None:
-    # Badges stored before version 7 are badge numbers: each becomes its pseudonym under the
-    # store's driver key, in the positions and the events' copies
-    # (one transaction with the stamp: never hashed twice). The privacy tables and the drivers
-    # are new: schema.create_current adds them after the steps. Badge policies keep their
-    # numbers: PUT /v1/badge-policy again (docs/privacy.md, "Upgrading").
+    # Badges stored before version 8 are badge numbers: each becomes its pseudonym under the
+    # store's driver key, in the positions, the events' copies and the badge policies. One
+    # transaction with the stamp 8, which is what says "pseudonyms": never hashed twice, and a
+    # crash leaves every badge as it was. Stream blocks and queued webhook payloads keep what
+    # they copied until their own retention drops them (minutes to days; docs/privacy.md).
+    # The JSON columns are read as text (what every SQLite version's JSON functions accept);
+    # a value that is no JSON holds no badge and stays as it is (CASE: evaluated lazily).
     fn = PSEUDONYM_FUNCTION
     if _has_table(conn, "positions"):
         conn.execute(
             f"UPDATE positions SET driver_badge = {fn}(driver_badge) WHERE driver_badge IS NOT NULL"
         )
     if _has_table(conn, "events"):
+        path, doc = "'$.driver_badge'", "CAST(position AS TEXT)"
         conn.execute(
-            "UPDATE events SET position = json_set(position, '$.driver_badge',"
-            f" {fn}(json_extract(position, '$.driver_badge')))"
-            " WHERE json_extract(position, '$.driver_badge') IS NOT NULL"
+            f"UPDATE events SET position = json_set({doc}, {path},"
+            f" {fn}(json_extract({doc}, {path})))"
+            f" WHERE CASE WHEN json_valid({doc}) THEN json_extract({doc}, {path}) IS NOT NULL END"
+        )
+    if _has_table(conn, "tracking_policies"):
+        path, doc = "'$.badges'", "CAST(tracking_policies.data AS TEXT)"
+        hashed = (
+            f"SELECT json_group_array(p) FROM (SELECT {fn}(value) AS p"
+            f" FROM json_each({doc}, {path}) ORDER BY p)"
+        )
+        conn.execute(
+            f"UPDATE tracking_policies SET data = json_set({doc}, {path}, json(({hashed})))"
+            f" WHERE CASE WHEN json_valid({doc}) THEN json_array_length({doc}, {path}) > 0 END"
         )
 
 
@@ -147,9 +162,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "connections: version and seen_ms (several processes)", _connection_order),
     Migration(5, "audit hash chains; API keys' owner email and last use", _chain_and_key_owners),
     Migration(6, "retention, exports and offboarding tables (docs/gdpr.md)", _retention_tables),
-    # Tables only for now: the badge conversion (_pseudonymise_badges) must ship together with
-    # hashing at ingest and in the badge policy, or stored badges would mix both forms.
     Migration(7, "privacy and drivers tables (docs/privacy.md)", _retention_tables),
+    Migration(
+        8, "driver badges stored as pseudonyms (storage/pseudonyms.py)", _pseudonymise_badges
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -162,11 +178,18 @@ def stored_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
-def open_schema(conn: sqlite3.Connection, secrets: SecretBox, *, migrate: bool) -> SchemaState:
+def open_schema(
+    conn: sqlite3.Connection,
+    secrets: SecretBox,
+    *,
+    migrate: bool,
+    badges: BadgePseudonyms | None = None,
+) -> SchemaState:
     """Make the file servable on the writer connection (autocommit), or refuse it.
 
     Fresh: created at `SCHEMA_VERSION`. Current: left alone. Older: migrated when ``migrate``,
-    else SchemaTooOld. Newer: SchemaTooNew, always.
+    else SchemaTooOld. Newer: SchemaTooNew, always. ``badges``: the driver key, for the step
+    that pseudonymises stored badges (default: the development key).
     """
     found = stored_version(conn)
     check_version(found, SCHEMA_VERSION, migrate=migrate)
@@ -177,6 +200,8 @@ def open_schema(conn: sqlite3.Connection, secrets: SecretBox, *, migrate: bool) 
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return SchemaState("sqlite", 0, SCHEMA_VERSION)
     applied: list[str] = []
+    pseudonym = (badges or BadgePseudonyms.development()).of
+    conn.create_function(PSEUDONYM_FUNCTION, 1, pseudonym, deterministic=True)
     for table, column, definition in _V1_LATE_COLUMNS:
         _ensure_column(conn, table, column, definition)
     for migration in MIGRATIONS:

@@ -39,7 +39,7 @@ from storage.sqlite.db import Database
 from storage.sqlite.devices import SqliteDevices
 from storage.sqlite.geofences import SqliteGeofences
 from storage.sqlite.imports import SqliteImports
-from storage.sqlite.migrations import PSEUDONYM_FUNCTION, open_schema, reseal_secrets
+from storage.sqlite.migrations import open_schema, reseal_secrets
 from storage.sqlite.privacy import SqliteDrivers, SqlitePrivacy
 from storage.sqlite.query import fetch_one
 from storage.sqlite.resources import SqliteAccessLog, SqliteFleets, SqliteKeys, SqliteVehicles
@@ -116,8 +116,9 @@ class SqliteStore:
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # On the writer thread, before the store serves anything.
-        conn.create_function(PSEUDONYM_FUNCTION, 1, self._pseudonyms.of, deterministic=True)
-        self.schema = open_schema(conn, self._secrets, migrate=self._migrate)
+        self.schema = open_schema(
+            conn, self._secrets, migrate=self._migrate, badges=self._pseudonyms
+        )
 
     async def rotate_secrets(self) -> dict[str, int]:
         """Seal every secret again with the current key; the count re-sealed by table."""

@@ -9,6 +9,7 @@ from api.times import iso_ms
 from gateway.adapters.teltonika import FMB_EVENTS
 from protocol.gp8.frames import EventCode
 from protocol.teltonika import AvlId
+from storage.privacy import PRIVACY_SWITCH_EVENT
 from storage.repository import Store
 from tests.api.helpers import T0, FleetFixture, make_event, make_position
 
@@ -27,6 +28,7 @@ def test_event_type_has_every_code_a_teltonika_box_can_produce() -> None:
             decided = rule(value, {io_id: value, AvlId.GREEN_DRIVING_VALUE: 1})
             if decided is not None:
                 produced.add(decided[0])
+    produced.add(PRIVACY_SWITCH_EVENT)  # a profile's privacy input, where it has one
     gp8_codes = {(c.name or "").lower() for c in EventCode}
     assert produced - gp8_codes == {t.value for t in EventType} - gp8_codes
 

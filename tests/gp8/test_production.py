@@ -16,9 +16,11 @@ from gp8.cli import main
 from gp8.production import check_production, is_placeholder_key
 from gp8.serve import refusals
 from gp8.settings import Settings
+from storage.pseudonyms import DEVELOPMENT_KEY
 
 GOOD_KEY = "gp8_k3Jq9xVb0TzR1mWc8LpA5sYe2NfH7uGd4oKiQwEr6tZ"
 SECRETS_KEY = base64.b64encode(bytes(range(32))).decode()
+DRIVER_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 PUBLIC = {"host": "0.0.0.0", "port": 5027}
 
 
@@ -31,6 +33,7 @@ def production(**overrides: Any) -> Settings:
         "api": {"host": "0.0.0.0", "port": 8000},
         "tls": {"cert": "/etc/gp8/cert.pem", "key": "/etc/gp8/key.pem"},
         "secrets_key": SECRETS_KEY,
+        "driver_key": DRIVER_KEY,
     }
     values.update(overrides)
     return Settings(**values)
@@ -115,9 +118,22 @@ def test_refused_with_the_default_secrets_key() -> None:
     assert check_production(production(secrets_key=None, secrets_key_file="/etc/gp8/keys")) == []
 
 
+def test_refused_with_the_default_driver_key(tmp_path: Path) -> None:
+    [reason] = check_production(production(driver_key=None))
+    assert reason.startswith("the driver key is the public development default")
+    # The development key itself, spelt out, is still the default.
+    public = base64.b64encode(DEVELOPMENT_KEY).decode()
+    assert len(check_production(production(driver_key=public))) == 1
+    key_file = tmp_path / "driver.key"
+    key_file.write_text(DRIVER_KEY + "\n")
+    assert check_production(production(driver_key=None, driver_key_file=key_file)) == []
+
+
 def test_every_reason_at_once_one_line_each() -> None:
-    reasons = check_production(production(bootstrap_key="changeme", tls={}, secrets_key=None))
-    assert len(reasons) == 4  # box port, API, bootstrap key, secrets key
+    reasons = check_production(
+        production(bootstrap_key="changeme", tls={}, secrets_key=None, driver_key=None)
+    )
+    assert len(reasons) == 5  # box port, API, bootstrap key, secrets key, driver key
     assert all("\n" not in reason for reason in reasons)
 
 
@@ -137,8 +153,9 @@ def test_gp8_serve_refuses_in_production(
     assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     refused = [line for line in lines if line.startswith("gp8 serve: ")]
-    # The box port without TLS, the placeholder bootstrap key, the default secrets key.
-    assert len(refused) == 3, lines
+    # The box port without TLS, the placeholder bootstrap key, the default secrets and
+    # driver keys.
+    assert len(refused) == 4, lines
     assert not any(tmp_path.iterdir())  # refused before anything was opened
 
 
@@ -161,4 +178,18 @@ def test_the_cli_exits_non_zero_with_one_line_per_reason(tmp_path: Path) -> None
     ]
     assert refused[2].startswith("gp8 serve: the bootstrap key is a placeholder")
     assert refused[3].startswith("gp8 serve: the secrets key is the public development default")
-    assert len(refused) == 4
+    assert refused[4].startswith("gp8 serve: the driver key is the public development default")
+    assert len(refused) == 5
+
+
+def test_gp8_serve_stops_in_one_line_on_a_bad_driver_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in [name for name in os.environ if name.startswith("GP8_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GP8_DRIVER_KEY", base64.b64encode(b"too short").decode())
+    code = main(["serve", "--data-dir", str(tmp_path), "--tcp-port", "0", "--api-port", "0"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gp8: the driver key must be the base64 of at least 32"), err
+    assert not any(tmp_path.iterdir())  # stopped before the store was opened

@@ -4,6 +4,7 @@ secrets sealed; an older database refused without `migrate`, a newer one always.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -14,12 +15,23 @@ from pymongo import IndexModel
 from pymongo_async_mock import AsyncMongoMockClient
 
 from storage.migrations import SchemaTooNew, SchemaTooOld
-from storage.models import Device, DeviceModel, DeviceProtocol, DeviceStatus, Fleet
+from storage.models import (
+    Device,
+    DeviceModel,
+    DeviceProtocol,
+    DeviceStatus,
+    Event,
+    Fleet,
+    Position,
+    TrackingPolicy,
+)
 from storage.mongo import MongoStore
 from storage.mongo import documents as docs
 from storage.mongo import migrations as mongo_migrations
 from storage.mongo.schema import INDEXES
 from storage.mongo.webhooks import endpoint_doc
+from storage.pseudonyms import BadgePseudonyms
+from storage.repository import Store
 from storage.secrets import PREFIX, SecretBox
 from storage.sqlite import SqliteStore
 from storage.sqlite import migrations as sqlite_migrations
@@ -41,7 +53,12 @@ DEVICE = Device(
     protocol=DeviceProtocol.GP8,
 )
 HOOK = endpoint(FLEET.id, id="whk_v1", secret="whsec_Y2xlYXItd2ViaG9vay1zZWNyZXQtdjE=")
-POSITION = position(FLEET.id, DEVICE.id, "veh_v1", 5_000)
+# The driver key of these tests; release 1 stored the badge number itself.
+KEY = BadgePseudonyms(bytes(range(64, 96)))
+RAW_BADGE = 4242
+POSITION = position(FLEET.id, DEVICE.id, "veh_v1", 5_000, driver_badge=RAW_BADGE)
+# What gp8 reads once migrated: no io column yet, the badge as its pseudonym.
+MIGRATED = POSITION._replace(io=None, driver_badge=KEY.of(RAW_BADGE))
 
 
 # --- SQLite ----------------------------------------------------------------------------------
@@ -101,7 +118,7 @@ async def test_a_version_1_sqlite_file_is_migrated_with_every_record_intact(
         await refused.start()
     await refused.close()
 
-    store = SqliteStore(path, secrets=BOX, migrate=True)
+    store = SqliteStore(path, secrets=BOX, pseudonyms=KEY, migrate=True)
     await store.start()
     try:
         assert store.schema is not None
@@ -114,7 +131,7 @@ async def test_a_version_1_sqlite_file_is_migrated_with_every_record_intact(
         assert await store.devices.get_by_imei(DEVICE.imei) == DEVICE
         assert await store.webhooks.get(FLEET.id, HOOK.id) == HOOK
         page = await store.telemetry.positions(FLEET.id, "veh_v1", from_ms=0, to_ms=10_000)
-        assert page.items == [POSITION._replace(io=None)]
+        assert page.items == [MIGRATED]
     finally:
         await store.close()
 
@@ -127,12 +144,19 @@ async def test_a_version_1_sqlite_file_is_migrated_with_every_record_intact(
                 secret = 4
                 assert after[0][secret].startswith(PREFIX)
                 after = [(*r[:secret], rows[0][secret], *r[secret + 1 :]) for r in after]
+            if table == "positions":  # the badge number became its pseudonym (step 8)
+                badge = columns.index("driver_badge")
+                assert after[0][badge] == KEY.of(RAW_BADGE)
+                after = [(*r[:badge], RAW_BADGE, *r[badge + 1 :]) for r in after]
             assert after == rows, table
 
-    # Migrated once: a plain start serves it, a second migrate does nothing.
-    again = SqliteStore(path, secrets=BOX, migrate=True)
+    # Migrated once: a plain start serves it, a second migrate does nothing (hashes nothing
+    # again).
+    again = SqliteStore(path, secrets=BOX, pseudonyms=KEY, migrate=True)
     await again.start()
     assert again.schema is not None and again.schema.applied == ()
+    page = await again.telemetry.positions(FLEET.id, "veh_v1", from_ms=0, to_ms=10_000)
+    assert page.items == [MIGRATED]
     await again.close()
 
 
@@ -185,7 +209,7 @@ async def test_a_version_1_mongo_database_is_migrated_with_every_record_intact()
 
     with pytest.raises(SchemaTooOld):
         await MongoStore(client, "gp8_v1", secrets=BOX).start()
-    store = MongoStore(client, "gp8_v1", secrets=BOX, migrate=True)
+    store = MongoStore(client, "gp8_v1", secrets=BOX, pseudonyms=KEY, migrate=True)
     await store.start()
     try:
         assert store.schema is not None
@@ -193,7 +217,7 @@ async def test_a_version_1_mongo_database_is_migrated_with_every_record_intact()
         assert await store.devices.get_by_imei(DEVICE.imei) == DEVICE
         assert await store.webhooks.get(FLEET.id, HOOK.id) == HOOK
         page = await store.telemetry.positions(FLEET.id, "veh_v1", from_ms=0, to_ms=10_000)
-        assert page.items == [POSITION._replace(io=None)]
+        assert page.items == [MIGRATED]
     finally:
         await store.close()
 
@@ -204,6 +228,9 @@ async def test_a_version_1_mongo_database_is_migrated_with_every_record_intact()
         if "secret" in original:
             assert stored["secret"].startswith(PREFIX)
             stored["secret"] = original["secret"]
+        if name == "positions":  # the badge number became its pseudonym (step 4), no mark left
+            assert stored["driver_badge"] == KEY.of(RAW_BADGE)
+            stored["driver_badge"] = RAW_BADGE
         assert stored == original, name
     for name, indexes in INDEXES.items():
         info = await database.get_collection(name).index_information()
@@ -215,3 +242,84 @@ async def test_a_version_1_mongo_database_is_migrated_with_every_record_intact()
     )
     with pytest.raises(SchemaTooNew):
         await MongoStore(client, "gp8_v1", secrets=BOX, migrate=True).start()
+
+
+# --- badges become pseudonyms (SQLite step 8, MongoDB step 4) ---------------------------------
+
+BADGE_POLICY = TrackingPolicy(FLEET.id, require_badge=True, badges=(42, 4242))
+
+
+async def _badges_as_a_version_before(store: Store, track: str) -> None:
+    """What a gp8 before pseudonyms stored: badge numbers in positions, events and policy."""
+    fleet = await store.fleets.create(FLEET.name)
+    fix = position(fleet.id, DEVICE.id, track, 5_000, driver_badge=RAW_BADGE)
+    other = position(fleet.id, DEVICE.id, track, 6_000, driver_badge=42)
+    plain = position(fleet.id, DEVICE.id, track, 7_000)
+    await store.telemetry.store([fix, other, plain], [factory_event_of(fix, "driver_badge")])
+    await store.alert_rules.put_policy(dataclasses.replace(BADGE_POLICY, fleet_id=fleet.id))
+
+
+def factory_event_of(fix: Position, code: str) -> Event:
+    return Event(fix.fleet_id, fix.device_id, fix.vehicle_id, fix.time_ms, fix.received_ms, code,
+                 0, fix)  # fmt: skip
+
+
+async def _assert_pseudonymised(store: Store, track: str) -> None:
+    (fleet,) = (await store.fleets.list()).items
+    page = await store.telemetry.positions(fleet.id, track, from_ms=0, to_ms=10_000)
+    assert [p.driver_badge for p in page.items] == [KEY.of(RAW_BADGE), KEY.of(42), None]
+    events = await store.telemetry.events(fleet.id, from_ms=0, to_ms=10_000)
+    assert [e.position.driver_badge for e in events.items] == [KEY.of(RAW_BADGE)]
+    policy = await store.alert_rules.policy(fleet.id)
+    assert policy.badges == tuple(sorted((KEY.of(42), KEY.of(RAW_BADGE))))
+
+
+async def test_sqlite_badges_of_version_7_are_hashed_once(db_dir: Path) -> None:
+    path = db_dir / "gp8.sqlite3"
+    before = SqliteStore(path)
+    await before.start()
+    await _badges_as_a_version_before(before, "veh_1")
+    await before.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 7")
+
+    for run in range(2):  # the second migrate finds version 8: nothing hashed twice
+        store = SqliteStore(path, pseudonyms=KEY, migrate=True)
+        await store.start()
+        try:
+            assert store.schema is not None
+            assert [s.split(":")[0] for s in store.schema.applied] == (["8"] if run == 0 else [])
+            await _assert_pseudonymised(store, "veh_1")
+        finally:
+            await store.close()
+
+
+async def test_mongo_badges_of_version_3_are_hashed_once_even_after_a_crash() -> None:
+    client = AsyncMongoMockClient()
+    database = client.get_database("gp8_v3")
+    before = MongoStore(client, "gp8_v3")
+    await before.start()
+    await _badges_as_a_version_before(before, "veh_1")
+    versions = database.get_collection(mongo_migrations.SCHEMA_COLLECTION)
+    await versions.update_one({}, {"$set": {"version": 3}})
+    # A first migrate stopped half way: one position hashed and marked, the rest not.
+    positions = database.get_collection("positions")
+    await positions.update_one(
+        {"driver_badge": 42},
+        {"$set": {"driver_badge": KEY.of(42), mongo_migrations._HASHED: True}},
+    )
+
+    for run in range(2):
+        store = MongoStore(client, "gp8_v3", pseudonyms=KEY, migrate=True)
+        await store.start()
+        try:
+            assert store.schema is not None
+            assert [s.split(":")[0] for s in store.schema.applied] == (["4"] if run == 0 else [])
+            await _assert_pseudonymised(store, "veh_1")
+        finally:
+            await store.close()
+    for name in ("positions", "events", "last_positions", "tracking_policies"):
+        marked = database.get_collection(name).find({mongo_migrations._HASHED: {"$exists": 1}})
+        assert await marked.to_list() == [], name
+    (last,) = await database.get_collection("last_positions").find({}).to_list()
+    assert last["driver_badge"] is None  # the newest fix (7 s) has none
