@@ -25,8 +25,13 @@ class Audit:
         *,
         fleet_id: str | None = None,
         detail: str = "",
+        reason: str = "",
     ) -> None:
-        """Record ``action`` on ``resource``; ``fleet_id`` defaults to the key's fleet."""
+        """Record ``action`` on ``resource``; ``fleet_id`` defaults to the key's fleet (an
+        operator key's entries form the platform's chain, fleet None); ``reason``, the one
+        the caller gave, if any, is appended to ``detail``."""
+        if reason:
+            detail = f"{detail}; reason: {reason}" if detail else f"reason: {reason}"
         await self._repo.append(
             AccessLogEntry(
                 id=new_id("log"),

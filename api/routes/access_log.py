@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.deps import Admin, StoreDep
+from api.deps import Admin, AuditDep, StoreDep
 from api.params import DAY_MS, Cursor, Order, OrderQuery, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.access_log import AccessLogEntryPublic, AccessLogPublic
@@ -20,6 +20,7 @@ router = APIRouter(
 async def list_access_log(
     caller: Admin,
     store: StoreDep,
+    audit: AuditDep,
     span: Annotated[TimeRange, Depends(time_range(30 * DAY_MS, max_span_ms=None))],
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -35,6 +36,8 @@ async def list_access_log(
         limit=limit,
         newest_first=order.newest_first,
     )
+    # Reading who did what is itself logged (after the read: this page never holds it).
+    await audit("read", "access_log", None, detail=f"{len(page.items)} entries")
     return AccessLogPublic(
         data=[AccessLogEntryPublic.of(e) for e in page.items], next_cursor=page.next_cursor
     )

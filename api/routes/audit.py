@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.deps import CurrentKey, StoreDep, forbidden
+from api.deps import AuditDep, CurrentKey, StoreDep, forbidden
 from api.params import DAY_MS, Cursor, Order, OrderQuery, TimeRange, time_range
 from api.problems import problem_responses
 from api.schemas.commands import AuditEntryPublic, AuditPublic
@@ -25,6 +25,7 @@ _ID = Query(max_length=64)
 async def list_audit(
     key: CurrentKey,
     store: StoreDep,
+    audit: AuditDep,
     span: Annotated[TimeRange, Depends(time_range(30 * DAY_MS, max_span_ms=None))],
     vehicle_id: Annotated[str | None, _ID] = None,
     command_id: Annotated[str | None, _ID] = None,
@@ -49,6 +50,10 @@ async def list_audit(
         cursor=cursor,
         limit=limit,
         newest_first=order.newest_first,
+    )
+    # Logged in the reader's chain: the fleet's, or the platform's for the operator.
+    await audit(
+        "read", "command_audit", vehicle_id or command_id, detail=f"{len(page.items)} entries"
     )
     return AuditPublic(
         data=[AuditEntryPublic.of(e) for e in page.items], next_cursor=page.next_cursor

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from api.deps import Admin, CurrentKey, Operator, StoreDep, Viewer, forbidden
+from api.deps import Admin, AuditDep, CurrentKey, Operator, StoreDep, Viewer, forbidden
 from api.params import Cursor, Id, Limit
 from api.problems import problem_responses
 from api.schemas.alerts import AlertFilters, alert_filters
@@ -50,7 +50,12 @@ async def get_policy(fleet_id: Id, key: CurrentKey, store: StoreDep) -> PolicyPu
 
 @router.put("/v1/fleets/{fleet_id}/policy", response_model=PolicyPublic, responses=_BODY_ERRORS)
 async def put_policy(
-    fleet_id: Id, body: PolicyUpdate, key: CurrentKey, store: StoreDep, service: CommandsDep
+    fleet_id: Id,
+    body: PolicyUpdate,
+    key: CurrentKey,
+    store: StoreDep,
+    service: CommandsDep,
+    audit: AuditDep,
 ) -> PolicyPublic:
     """Replace the fleet's command policy: four-eyes approval, hourly engine-start cap."""
     await _policy_fleet(fleet_id, key, store)
@@ -59,6 +64,15 @@ async def put_policy(
         fleet_id,
         four_eyes=body.four_eyes,
         engine_start_cap_per_hour=body.engine_start_cap_per_hour,
+    )
+    # In the fleet's chain even when the operator sets it: the fleet's admins read it there.
+    await audit(
+        "update",
+        "command_policy",
+        fleet_id,
+        fleet_id=fleet_id,
+        detail=f"four_eyes={body.four_eyes} "
+        f"engine_start_cap_per_hour={body.engine_start_cap_per_hour}",
     )
     return PolicyPublic.of(policy)
 
@@ -71,13 +85,21 @@ async def get_kill_switch(key: CurrentKey, service: CommandsDep) -> KillSwitchPu
 
 @router.put("/v1/platform/kill-switch", response_model=KillSwitchPublic, responses=_BODY_ERRORS)
 async def put_kill_switch(
-    body: KillSwitchUpdate, key: Operator, service: CommandsDep
+    body: KillSwitchUpdate, key: Operator, service: CommandsDep, audit: AuditDep
 ) -> KillSwitchPublic:
     """Suspend (engaged) or resume immobilization commands platform-wide (operator); audited.
 
     While engaged, new disable_engine_start requests get 409 and queued ones are held.
     """
     switch = await service.set_kill_switch(key.id, engaged=body.engaged, reason=body.reason)
+    # An operator's key: the platform's chain (no fleet).
+    await audit(
+        "update",
+        "kill_switch",
+        None,
+        detail="engaged" if body.engaged else "released",
+        reason=body.reason,
+    )
     return KillSwitchPublic.of(switch)
 
 
@@ -153,9 +175,12 @@ async def clear_alert(
     alert_id: Id,
     caller: Admin,
     service: CommandsDep,
+    audit: AuditDep,
     body: Annotated[AlertClear | None, Body()] = None,
 ) -> AlertPublic:
     """Clear an alert (admin): a duplicate-box freeze is lifted and held commands go out."""
     requester = Requester(key_id=caller.key.id, fleet_id=caller.fleet_id, role=caller.role)
-    alert = await service.clear_alert(requester, alert_id, body.reason if body else "")
+    reason = body.reason if body else ""
+    alert = await service.clear_alert(requester, alert_id, reason)
+    await audit("clear", "alert", alert.id, detail=alert.kind.value, reason=reason)
     return AlertPublic.of(alert)

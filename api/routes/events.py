@@ -85,7 +85,7 @@ async def list_events(
     await audit("read", "events", vehicle_id, detail=f"{fmt} {len(page.items)} events")
     # An event carries where it happened: in privacy mode it is hidden as its fix is
     # (docs/privacy.md). A page may then hold fewer items than asked; its cursor still goes on.
-    view = await privacy_view(store, caller, request, audit, vehicle_id)
+    view = await privacy_view(store, caller, request, audit, vehicle_id, resource="events")
 
     def shown(events: list[Event]) -> list[Event]:
         return [e for e in events if view.visible(e.position, span.from_ms, span.to_ms)]

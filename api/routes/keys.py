@@ -99,17 +99,27 @@ async def create_key(
 
 @router.get("", response_model=KeysPublic, responses=problem_responses(400))
 async def list_keys(
-    fleet_id: ManagedFleet, store: StoreDep, cursor: Cursor = None, limit: Limit = 100
+    fleet_id: ManagedFleet,
+    store: StoreDep,
+    audit: AuditDep,
+    cursor: Cursor = None,
+    limit: Limit = 100,
 ) -> KeysPublic:
     """List the fleet's keys, revoked ones included (never their secrets)."""
     page = await store.keys.list(fleet_id, cursor=cursor, limit=limit)
+    # Their owners' names and e-mail addresses are personal data: the read is logged.
+    await audit("read", "keys", None, fleet_id=fleet_id, detail=f"{len(page.items)} keys")
     return KeysPublic(data=[KeyPublic.of(k) for k in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{key_id}", response_model=KeyPublic)
-async def get_key(key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep) -> KeyPublic:
+async def get_key(
+    key_id: Id, fleet_id: KeyOfManagedFleet, store: StoreDep, audit: AuditDep
+) -> KeyPublic:
     """One key of the fleet (never its secret)."""
-    return KeyPublic.of(await store.keys.get(fleet_id, key_id))
+    key = await store.keys.get(fleet_id, key_id)
+    await audit("read", "key", key_id, fleet_id=fleet_id)
+    return KeyPublic.of(key)
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

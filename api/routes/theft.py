@@ -293,5 +293,7 @@ async def close_theft_case(
     """Close the case (admin) with its outcome: the box's usual interval is restored; the legal
     hold ends after its period."""
     case = await theft.close(_requester(caller), case_id, body.outcome, body.note)
-    await audit("update", "theft_case", case.id, detail=f"closed: {body.outcome.value}")
+    await audit(
+        "update", "theft_case", case.id, detail=f"closed: {body.outcome.value}", reason=body.note
+    )
     return TheftCasePublic.of(case)

@@ -17,6 +17,7 @@ from api.services.exports import (
     single,
 )
 from api.services.paging import position_pages
+from api.services.privacy import privacy_view
 from api.services.trips import MileageCounter, Place, TripBuilder
 from api.times import iso_ms
 
@@ -67,10 +68,13 @@ async def list_trips(
         ListFormat | None, Query(description="json or csv (a trip per row); overrides Accept")
     ] = None,
 ) -> Any:
-    """Trips (ignition on → off) in the range, with places, distance, duration and speeds."""
+    """Trips (ignition on → off) in the range, with places, distance, duration and speeds.
+    Privacy mode (docs/privacy.md): private time is left out, cutting the trips at its edges."""
     fmt = list_format(format, request.headers.get("accept"))
     vehicle = await store.vehicles.get(caller.fleet_id, vehicle_id)
-    builder = TripBuilder()
+    # Before any position is read: an admin's reveal is logged first (api/services/privacy.py).
+    view = await privacy_view(store, caller, request, audit, vehicle_id, resource="trips")
+    builder = TripBuilder(view.spans(vehicle_id, span.from_ms, span.to_ms))
     async for page in position_pages(
         store.telemetry, caller.fleet_id, vehicle_id, from_ms=span.from_ms, to_ms=span.to_ms
     ):
@@ -93,6 +97,7 @@ async def list_trips(
         "vehicle_id": vehicle_id,
         "from": iso_ms(span.from_ms),
         "to": iso_ms(span.to_ms),
+        "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
         "data": rows,
         "total_distance_m": sum(t.distance_m for t in trips),
     }
@@ -110,15 +115,18 @@ async def list_trips(
 
 @router.get("/mileage", response_model=MileagePublic)
 async def get_mileage(
+    request: Request,
     vehicle_id: Id,
     caller: Viewer,
     store: StoreDep,
     audit: AuditDep,
     span: Annotated[TimeRange, Depends(time_range(7 * DAY_MS))],
 ) -> dict[str, Any]:
-    """Distance driven per UTC day, from the odometer (default: the last 7 days)."""
+    """Distance driven per UTC day, from the odometer (default: the last 7 days); without
+    the distance driven in private time (docs/privacy.md)."""
     await store.vehicles.get(caller.fleet_id, vehicle_id)
-    counter = MileageCounter()
+    view = await privacy_view(store, caller, request, audit, vehicle_id, resource="trips")
+    counter = MileageCounter(view.spans(vehicle_id, span.from_ms, span.to_ms))
     async for page in position_pages(
         store.telemetry, caller.fleet_id, vehicle_id, from_ms=span.from_ms, to_ms=span.to_ms
     ):
@@ -131,6 +139,7 @@ async def get_mileage(
         "vehicle_id": vehicle_id,
         "from": iso_ms(span.from_ms),
         "to": iso_ms(span.to_ms),
+        "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
         "days": [{"date": day.isoformat(), "distance_m": distance} for day, distance in days],
         "total_distance_m": sum(distance for _, distance in days),
     }

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Timestamp
+
+
+def _privacy() -> Any:
+    return Field(
+        default="off",
+        description='Privacy mode over the range (docs/privacy.md): "off", "active" (private '
+        'time left out), "revealed" (an admin with a Gp8-Reason) or "overridden_by_theft_case"',
+    )
 
 
 class TripEnd(BaseModel):
@@ -29,6 +39,7 @@ class TripsPublic(BaseModel):
     vehicle_id: str
     from_: Timestamp = Field(alias="from")
     to: Timestamp
+    privacy: str = _privacy()
     data: list[TripPublic]
     total_distance_m: int
 
@@ -44,5 +55,6 @@ class MileagePublic(BaseModel):
     vehicle_id: str
     from_: Timestamp = Field(alias="from")
     to: Timestamp
+    privacy: str = _privacy()
     days: list[DayMileage]
     total_distance_m: int

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from api.audit import Audit
 from api.deps import FleetCaller
@@ -96,8 +97,11 @@ async def privacy_view(
     request: Request,
     audit: Audit,
     vehicle_id: str | None = None,
+    *,
+    resource: str = "positions",
 ) -> PrivacyView:
-    """The caller's view of ``vehicle_id`` (or of the whole fleet, None)."""
+    """The caller's view of ``vehicle_id`` (or of the whole fleet, None); ``resource``: what
+    the request reads, as its reveal is logged."""
     facts = await store.privacy.fleet(caller.fleet_id, vehicle_id)
     configured = set(facts.changes) | set(facts.toggles)
     if vehicle_id is not None:
@@ -116,13 +120,23 @@ async def privacy_view(
     reason = stated_reason(request)
     reveal = reason is not None and caller.role is Role.ADMIN
     if reveal:
-        await audit("read_private", "positions", vehicle_id, detail=f"reason: {reason}")
+        await audit("read_private", resource, vehicle_id, detail=f"reason: {reason}")
     return PrivacyView(vehicles, reveal=reveal)
 
 
 def get_pseudonyms(request: Request) -> BadgePseudonyms:
     found = getattr(request.app.state, "pseudonyms", None)
     return found if isinstance(found, BadgePseudonyms) else BadgePseudonyms.development()
+
+
+# The app's driver key, for a route that names badges (drivers, the privacy badge).
+PseudonymsDep = Annotated[BadgePseudonyms, Depends(get_pseudonyms)]
+
+
+def stored_badge(request: Request, badge: str) -> int:
+    """A badge number a client names (digits), as storage keeps it and compares it: its
+    pseudonym under the app's driver key, as the gateway hashes what boxes report."""
+    return get_pseudonyms(request).of(int(badge))
 
 
 # The stream and the webhooks read a fleet's privacy facts at most this often (a schedule or

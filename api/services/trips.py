@@ -8,6 +8,17 @@ producing a bogus or negative distance.
 
 Both computations take positions in time order, page after page, so a month of history never
 has to be held in memory; feeding pages one by one gives the same result as feeding them all.
+
+Privacy mode (docs/privacy.md): both take the spans the caller may not see (``hidden``, from
+`api.services.privacy.PrivacyView.spans`; empty for an admin who stated a reason or under a
+theft case). A private fix is dropped and cuts the computation there, as the edge of the range
+does: a trip running into private time ends at its last visible fix and one coming out of it
+starts at its first, both ``complete: false``; a trip wholly in private time is not listed,
+and no odometer step across private time is counted. Trips are not listed with their times
+over the private part either: when a driver drove in private time is personal data of the
+private sphere (the reason privacy mode exists), and /positions hides it; a trip reveals
+nothing /positions would not. The answers say ``"privacy": "active"`` when something was left
+out, never where or when.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from datetime import date, timedelta
 
 from api.times import ms_to_datetime
 from storage.models import Position
+from tracking.privacy import PrivateSpans
 
 _DAY_MS = 86_400_000
 
@@ -97,15 +109,20 @@ class _OpenTrip:
 
 
 class TripBuilder:
-    """Feed positions in time order; collect finished trips; `finish` closes the last one."""
+    """Feed positions in time order; collect finished trips; `finish` closes the last one.
+    Fixes ``hidden`` covers (private to the caller) are left out and cut trips there."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: PrivateSpans | None = None) -> None:
         self.trips: list[Trip] = []
+        self._hidden = hidden or PrivateSpans()
         self._previous: Position | None = None
         self._open: _OpenTrip | None = None
 
     def feed(self, positions: Iterable[Position]) -> None:
         for p in positions:
+            if self._hidden and self._hidden.covers(p.time_ms):
+                self._cut()
+                continue
             step = odometer_step(self._previous, p)
             if self._open is not None:
                 self._open.add(p, step)
@@ -116,6 +133,11 @@ class TripBuilder:
                 # The very first fix with the ignition on: the trip began before we can see.
                 self._open = _OpenTrip(p, truncated=self._previous is None)
             self._previous = p
+
+    def _cut(self) -> None:
+        """Private time begins: what follows is seen as after the start of a range."""
+        self.finish()
+        self._previous = None
 
     def finish(self) -> list[Trip]:
         if self._open is not None and self._previous is not None:
@@ -135,14 +157,19 @@ def utc_day(ms: int) -> date:
 
 
 class MileageCounter:
-    """Distance per UTC day: each odometer step counts on the day of the fix that ends it."""
+    """Distance per UTC day: each odometer step counts on the day of the fix that ends it.
+    Steps into, within or out of the spans ``hidden`` covers are not counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: PrivateSpans | None = None) -> None:
         self.by_day: dict[date, int] = {}
+        self._hidden = hidden or PrivateSpans()
         self._previous: Position | None = None
 
     def feed(self, positions: Iterable[Position]) -> None:
         for p in positions:
+            if self._hidden and self._hidden.covers(p.time_ms):
+                self._previous = None
+                continue
             step = odometer_step(self._previous, p)
             if step:
                 day = utc_day(p.time_ms)

@@ -47,7 +47,10 @@ def test_admin_import_stores_the_file_and_prints_each_box(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-1] == {"vehicles": 5, "boxes": 5, "fittings": 5}
     assert all(box["secret"] and box["vehicle_id"] for box in lines[:-1])
-    assert asyncio.run(_stored(data, fleet_id)) == (5, ["import"])
+    assert asyncio.run(_stored(data, fleet_id)) == (
+        5,
+        ["create", "import"],
+    )  # create-fleet, then the import
 
     # Again: every row clashes with the store, reported per line; nothing more is stored.
     code = main(["admin", "--data-dir", str(data), "import", str(good), "--fleet", fleet_id])
