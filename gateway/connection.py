@@ -6,6 +6,14 @@ link knows nothing of frame types; it owns the socket, the timeouts (login, idle
 registry entry that lets commands find the box, and the store policy of a stream link: a read's
 records that cannot be stored within ``store_wait_s`` are answered SERVER_BUSY, and the box
 resends them.
+
+Load shedding: the pipeline bounds what it holds (``queue_limit``) and makes submitters wait for
+room, but the submitters waiting are not bounded; under overload (storage slower than the
+fleet for minutes) they would pile up for ``store_wait_s`` each. So the connections of a
+listener count the records they have submitted and not yet had answered (`Backlog`), and above
+its high-water mark a read's records are answered SERVER_BUSY at once, without queueing: the
+box waits its back-off and resends them (nothing is lost, nothing was ACKed), and the gateway
+keeps answering quickly instead of slowly.
 """
 
 from __future__ import annotations
@@ -64,6 +72,20 @@ class ConnectionConfig:
     frame_timeout_s: float = FRAME_TIMEOUT_S
 
 
+@dataclass(slots=True)
+class Backlog:
+    """Records the connections of a gateway submitted and whose fate is not known yet
+    (queued, being written, or waiting for room in the pipeline), with the high-water mark
+    above which new ones are shed (answered SERVER_BUSY at once)."""
+
+    high_water: int
+    records: int = 0
+
+    def admits(self, size: int) -> bool:
+        # A read larger than the whole mark still goes through when nothing else waits.
+        return self.records == 0 or self.records + size <= self.high_water
+
+
 # Opens one link's protocol session: the listener's protocol (GP8 today; one per port).
 SessionFactory = Callable[[], ProtocolSession[Any, Any]]
 
@@ -80,6 +102,8 @@ class Services:
     metrics: GatewayMetrics
     on_command_result: AnswerHook = log_answer
     on_login: LoginHook | None = None
+    # Shared by the connections of every listener; None: never shed (wait for room).
+    backlog: Backlog | None = None
 
 
 # The box session the running task serves (one task per TCP connection); None elsewhere.
@@ -110,6 +134,7 @@ class Connection:
             peer=self.remote,
         )
         self._fittings_loaded = 0.0
+        self._refreshing: asyncio.Task[None] | None = None  # a fittings refresh under way
         self._registered = False
         self._reading = False
         self._stopping = False
@@ -215,6 +240,8 @@ class Connection:
         finally:
             reason = self._close_reason or reason
             self._protocol.close()
+            if self._refreshing is not None:
+                self._refreshing.cancel()
             self._ended.set()
             self._metrics.closes[reason] += 1
             self._close_transport(polite=reason not in _IMPOLITE)
@@ -233,7 +260,7 @@ class Connection:
     async def _handle(self, data: bytes) -> None:
         self.last_activity = asyncio.get_running_loop().time()
         if self._core.context is not None:
-            await self._refresh_fittings(self._core.context)
+            self._maybe_refresh_fittings(self._core.context)
         step = await self._core.handle(data, now_ms())
         if step.logged_in:  # at most once: the session allows one login
             self._fittings_loaded = asyncio.get_running_loop().time()
@@ -251,7 +278,15 @@ class Connection:
     async def _store(
         self, positions: Sequence[StoredPosition], events: Sequence[StoredEvent]
     ) -> bool:
-        """The stream link's store policy: one attempt, bounded; False → SERVER_BUSY."""
+        """The stream link's store policy: one attempt, bounded; False → SERVER_BUSY (at once
+        when the backlog is above its high-water mark)."""
+        size = len(positions) + len(events)
+        backlog = self._s.backlog
+        if backlog is not None:
+            if not backlog.admits(size):
+                self._metrics.shed += size
+                return False
+            backlog.records += size
         try:
             async with asyncio.timeout(self._s.config.store_wait_s):
                 await self._s.pipeline.submit(positions, events)
@@ -260,19 +295,32 @@ class Connection:
         except Exception as exc:  # StorageError, PipelineClosed, timeout, or a store bug
             log.warning("imei=%s: %d records not stored: %r", self.imei, len(positions), exc)
             return False
+        finally:
+            if backlog is not None:
+                backlog.records -= size
         return True
 
-    async def _refresh_fittings(self, ctx: DeviceContext) -> None:
+    def _maybe_refresh_fittings(self, ctx: DeviceContext) -> None:
         loop = asyncio.get_running_loop()
-        if loop.time() - self._fittings_loaded <= FITTINGS_MAX_AGE_S:
+        if (
+            self._refreshing is not None
+            or loop.time() - self._fittings_loaded <= FITTINGS_MAX_AGE_S
+        ):
             return
+        # In the background: the read, queued behind others (a storm's logins), must not hold
+        # up this read's ACK; its records use the history we have, one refresh period old.
+        self._refreshing = asyncio.create_task(self._refresh_fittings(ctx))
+
+    async def _refresh_fittings(self, ctx: DeviceContext) -> None:
         try:
             fittings = await load_fittings(self._s.devices, ctx.device_id, LOOKUP_TIMEOUT_S)
         except (StorageError, TimeoutError) as exc:
             # Keep the history we have; the next read tries again.
             log.info("imei=%s: fittings refresh failed: %r", ctx.imei, exc)
             return
-        self._fittings_loaded = loop.time()
+        finally:
+            self._refreshing = None
+        self._fittings_loaded = asyncio.get_running_loop().time()
         self._core.context = DeviceContext(ctx.fleet_id, ctx.device_id, ctx.imei, fittings)
 
     async def _announce_login(self) -> None:

@@ -165,6 +165,21 @@ class GatewayMetrics(SessionMetrics):
         ),
         Field("flushes", "flushes_total", "counter", "Storage flushes."),
         Field("storage_errors", "storage_errors_total", "counter", "Failed storage writes."),
+        Field(
+            "state_writes",
+            "connection_states",
+            "counter",
+            "Connection states (online/offline): written, coalesced into a newer one, in a"
+            " failed write (retried), or waited for longer than the login or close may wait.",
+            "result",
+        ),
+        Field(
+            "shed",
+            "shed_records_total",
+            "counter",
+            "Records answered SERVER_BUSY at once because the ingest queue was above its"
+            " high-water mark (the box resends them later).",
+        ),
         Field("store_seconds", "store_seconds_total", "counter", "Time spent storing flushes."),
         Field("flush_size", "flush_records", "histogram", "Records per storage flush."),
         Field("store_latency", "store_latency_seconds", "histogram", "Seconds per flush."),
@@ -184,7 +199,10 @@ class GatewayMetrics(SessionMetrics):
         self.connections_refused = 0  # beyond max_connections
         self.source_refusals: Counter[str] = Counter()  # by listener (gateway/networks.py)
         self.superseded = 0  # sessions closed because the same box logged in again
-        self.storage_errors = 0  # failed flushes
+        self.storage_errors = 0  # failed flushes and failed connection-state writes
+        # "written", "coalesced", "failed", "wait_timed_out" (gateway/states.py, registry.py)
+        self.state_writes: Counter[str] = Counter()
+        self.shed = 0  # records refused at once above the ingest high-water mark
         self.flushes = 0
         self.store_seconds = 0.0  # time spent in telemetry.store (busy fraction of the writer)
         self.records: Counter[str] = Counter()  # "stored", "duplicate" (positions and events)

@@ -7,11 +7,13 @@ timeout. Commands find the box here with `send`.
 
 Across processes (docs/scaling.md) the connection row is the shared truth: every state write
 carries the session's version (`storage.models.connection_version`), so the newest observation
-wins whichever process writes last; the rows of live sessions get ``seen_ms`` refreshed in one
-batched write every `TOUCH_INTERVAL_S`, which also tells which of them another gateway took
-over (those sessions are closed, as superseded ones are here); and a login finding its IMEI
-held live by another gateway goes down the same duplicate-box path as one superseding a live
-session here.
+wins whichever process writes last. The writes go through one coalescing writer
+(gateway/states.py): a reconnect storm's 10,000 logins are a few batched writes, not 10,000
+transactions in front of the telemetry flushes. The rows of live sessions get ``seen_ms``
+refreshed in one batched write every `TOUCH_INTERVAL_S`, which also tells which of them another
+gateway took over (those sessions are closed, as superseded ones are here); and a login finding
+its IMEI held live by another gateway goes down the same duplicate-box path as one superseding
+a live session here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
 from gateway.ports import ConnectionLedger, DeviceDirectory
+from gateway.states import StateWriter
 from protocol.gp8 import Message
 from storage.errors import StorageError
 from storage.models import DeviceConnection, Transport, connection_version, now_ms
@@ -95,6 +98,7 @@ class SessionRegistry:
         self._transport = transport
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._state_write_timeout_s = state_write_timeout_s
+        self.states = StateWriter(devices, metrics=self.metrics)
         self._sessions: dict[str, SessionHandle] = {}
         # Wall-clock start of each live session, by IMEI: its connection version.
         self._started_ms: dict[str, int] = {}
@@ -269,6 +273,14 @@ class SessionRegistry:
             self._toucher = None
         await self._record(session, started_ms, online=False)
 
+    async def close(self, grace_s: float = STATE_WRITE_TIMEOUT_S) -> None:
+        """Stop refreshing rows and write the states still queued (within ``grace_s``)."""
+        if self._toucher is not None:
+            self._toucher.cancel()
+            await asyncio.gather(self._toucher, return_exceptions=True)
+            self._toucher = None
+        await self.states.stop(grace_s)
+
     async def send(self, imei: str, message: Message) -> bool:
         """Write ``message`` to the box if it is connected here; False if not, or if it failed."""
         session = self._sessions.get(imei)
@@ -293,14 +305,18 @@ class SessionRegistry:
             version=connection_version(started_ms, online=online),
             seen_ms=at_ms if online else None,
         )
+        # Queued with the states of other boxes; waited for (bounded), so that the row says
+        # online by the time the box has its LOGIN_RESULT. A wait that runs out leaves the
+        # state queued: the writer retries until it is stored, and counts its failures.
         try:
             async with asyncio.timeout(self._state_write_timeout_s):
-                await self._devices.set_connection(state)
-        except (StorageError, TimeoutError) as exc:
-            self.metrics.storage_errors += 1
-            log.warning(
-                "could not record imei=%s %s: %r",
+                await asyncio.shield(self.states.record(state))
+        except TimeoutError:
+            self.metrics.state_writes["wait_timed_out"] += 1
+            log.info(
+                "imei=%s: %s not stored yet; left queued",
                 session.imei,
                 "online" if online else "offline",
-                exc,
             )
+        except RuntimeError as exc:  # the writer stopped (shutdown)
+            log.warning("could not record imei=%s: %r", session.imei, exc)

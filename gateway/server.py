@@ -16,11 +16,17 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.adapters import gp8, teltonika
 from gateway.auth import LoginChecker
-from gateway.connection import FRAME_TIMEOUT_S, Connection, ConnectionConfig, Services
+from gateway.connection import (
+    FRAME_TIMEOUT_S,
+    Backlog,
+    Connection,
+    ConnectionConfig,
+    Services,
+)
 from gateway.core import AnswerHook, LoginHook, log_answer
 from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics, MetricsCollector
@@ -31,7 +37,8 @@ from gateway.registry import SessionRegistry
 from gateway.tls import HANDSHAKE_TIMEOUT_S, StreamHandler, TlsListener, TlsMetrics
 from processing import Handler, ProcessingStage
 from protocol.gp8 import Message
-from storage.models import Event, Position
+from storage.models import DeviceModel, Event, Position
+from storage.pseudonyms import BadgePseudonyms
 from throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,12 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 4096
 # stop() without an explicit grace period.
 DEFAULT_GRACE_S = 10.0
+# Default high-water mark of the connections' backlog (gateway/connection.py), in multiples of
+# the pipeline's queue_limit: records beyond the limit wait for room, and beyond this many
+# they are refused SERVER_BUSY at once. Well above what a healthy fleet has in flight (1,000
+# boxes with 4 frames of 25 records each: 100,000 records, twice the default queue_limit), so
+# only a store that falls behind for good sheds.
+SHED_FACTOR = 4
 
 
 class TcpGateway(Service):
@@ -62,6 +75,7 @@ class TcpGateway(Service):
         max_batch_size: int | None = None,
         max_delay_ms: int = 20,
         queue_limit: int = 50_000,
+        shed_above: int | None = None,
         gateway_id: str | None = None,
         on_command_result: AnswerHook = log_answer,
         on_login: LoginHook | None = None,
@@ -72,6 +86,8 @@ class TcpGateway(Service):
         tls_handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         allowed_networks: SourceNetworks | None = None,
         teltonika_allowed_networks: SourceNetworks | None = None,
+        pseudonyms: BadgePseudonyms | None = None,
+        teltonika_profiles: Mapping[DeviceModel, teltonika.DeviceProfile] | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -108,6 +124,7 @@ class TcpGateway(Service):
             queue_limit=queue_limit,
             metrics=self.metrics,
             processing=self.processing,
+            pseudonyms=pseudonyms,
         )
         self.registry = SessionRegistry(
             store.devices, gateway_id=self.gateway_id, metrics=self.metrics
@@ -134,11 +151,14 @@ class TcpGateway(Service):
             metrics=self.metrics,
             on_command_result=on_command_result,
             on_login=on_login,
+            backlog=Backlog(shed_above if shed_above is not None else SHED_FACTOR * queue_limit),
         )
         # The same link, pipeline, registry and hooks; only the protocol differs.
         self._teltonika_services = dataclasses.replace(
             self._services,
-            open_session=teltonika.sessions(store.devices, self.metrics, throttle=login_throttle),
+            open_session=teltonika.sessions(
+                store.devices, self.metrics, teltonika_profiles, throttle=login_throttle
+            ),
         )
         self._server: asyncio.Server | TlsListener | None = None
         self._teltonika_server: asyncio.Server | TlsListener | None = None
@@ -201,6 +221,8 @@ class TcpGateway(Service):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.pipeline.stop(grace_s=max(deadline - loop.time(), 1.0))
+        # The connections' "offline" states are queued by now: written in one go.
+        await self.registry.close(grace_s=max(deadline - loop.time(), 1.0))
         # Derived events of the last flushes cannot be stored once the pipeline is closed;
         # they are counted (processing{result="derived_failed"}).
         await self.processing.stop(grace_s=max(deadline - loop.time(), 1.0))

@@ -94,6 +94,7 @@ async def _start(run: Running, settings: Settings) -> None:
     from api.security import KeyThrottle
     from commands import CommandService
     from gateway import TcpGateway
+    from gateway.adapters import teltonika
     from gateway.networks import SourceNetworks
     from gp8.tls import broker_config, server_contexts, uvicorn_context_factory
     from storage import open_store
@@ -104,8 +105,11 @@ async def _start(run: Running, settings: Settings) -> None:
     broker = broker_config(settings)
     readiness: dict[str, ReadyCheck] = {}  # GET /ready's checks beyond storage
 
-    from gp8.secrets_key import secret_box
+    from gp8.secrets_key import driver_pseudonyms, secret_box
 
+    # One driver key for the whole process: the gateway hashes the badges it stores, the API
+    # those a client names, the migration those stored before (storage/pseudonyms.py).
+    pseudonyms = driver_pseudonyms(settings)
     # start() refuses a schema older or newer than this gp8's: `gp8 migrate` upgrades (never
     # done here, not even for the embedded default: an upgrade rewrites the secrets, so it is
     # an operator's step, after a backup; docs/storage.md).
@@ -114,6 +118,7 @@ async def _start(run: Running, settings: Settings) -> None:
         mongo_db=settings.mongo_db,
         data_dir=settings.data_dir,
         secrets=secret_box(settings),
+        pseudonyms=pseudonyms,
     )
     await store.start()
     run.store = store
@@ -132,6 +137,10 @@ async def _start(run: Running, settings: Settings) -> None:
     rule_book = RuleBook(store.alert_rules)
     alert_rules = AlertRulesHandler(store, rule_book)
     parked_guard = GuardHandler(store, rule_book)
+    from tracking.privacy_toggles import PrivacyToggleHandler
+
+    # A driver presenting the fleet's privacy badge toggles the vehicle's privacy (docs/privacy.md).
+    privacy_toggles = PrivacyToggleHandler(store.privacy)
     # Failed logins: by (address, IMEI) and by address (docs/security.md).
     lockout = settings.tcp.login_lockout_s
     gateway = TcpGateway(
@@ -151,6 +160,7 @@ async def _start(run: Running, settings: Settings) -> None:
         batch_size=settings.ingest.batch_size,
         max_delay_ms=settings.ingest.max_delay_ms,
         queue_limit=settings.ingest.queue_limit,
+        shed_above=settings.ingest.shed_above,
         gateway_id=gateway_id,
         on_command_result=commands.on_box_reply,
         on_login=commands.on_box_online,
@@ -160,7 +170,9 @@ async def _start(run: Running, settings: Settings) -> None:
         tls_handshake_timeout_s=settings.tls.handshake_timeout_s,
         allowed_networks=SourceNetworks(settings.tcp.allowed_networks),
         teltonika_allowed_networks=SourceNetworks(settings.teltonika.allowed_networks),
-        handlers=[geofences, alert_rules, parked_guard],
+        handlers=[geofences, alert_rules, parked_guard, privacy_toggles],
+        pseudonyms=pseudonyms,
+        teltonika_profiles=teltonika.with_privacy_input(settings.teltonika.privacy_input),
     )
     gateway.registry.on_duplicate = commands.on_duplicate_login
     # The connection rows other gp8 processes write: cross-process duplicate boxes and the
@@ -362,6 +374,7 @@ async def _start(run: Running, settings: Settings) -> None:
         ops_only=settings.role == "gateway",
         # Unset console settings keep the console's defaults (OpenStreetMap's tiles).
         console=ConsoleOptions(**settings.console.model_dump(exclude_none=True)),
+        pseudonyms=pseudonyms,
     )
     app.state.commands = commands
     app.state.export_worker = export_worker
@@ -378,6 +391,8 @@ async def _start(run: Running, settings: Settings) -> None:
     app.state.geofences_changed = geofences.invalidate
     # Alert rule writes through this API apply to the handlers at once (else within 5 s).
     app.state.rule_book = rule_book
+    # So does a new privacy badge (tracking/privacy_toggles.py).
+    app.state.privacy_badge_changed = privacy_toggles.invalidate
     # Theft cases (api/routes/theft.py, tracking/theft.py).
     app.state.theft_options = {
         "fast_interval_s": settings.tracking.theft_fast_interval_s,
@@ -498,6 +513,10 @@ async def run_serve(settings: Settings) -> int:
     except GatewayError as exc:  # an unreadable certificate, a CA with an mqtt:// URL, ...
         print(f"gp8 serve: {exc}", file=sys.stderr)
         return 2
+    from gateway.lifecycle import tune_gc
+
+    # Here, in the process's entry point only: it sets the GC of the whole interpreter.
+    tune_gc()
     if run.gateway is not None and run.gateway.teltonika_port is not None:
         log.info("teltonika boxes on tcp %s:%d", settings.tcp.host, run.gateway.teltonika_port)
     log.info(

@@ -47,6 +47,9 @@ class TeltonikaSettings(BaseModel):
     # Source networks Teltonika boxes may connect from; empty: any. Worth setting: these boxes
     # prove nothing but their IMEI (docs/security.md, "Teltonika boxes").
     allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    # The IO id of a digital input wired to a privacy switch in the cab (e.g. 2 for DIN2, set
+    # "On change" on the box): 1 makes the vehicle private (docs/privacy.md); unset: none.
+    privacy_input: int | None = Field(default=None, ge=1, le=65_535)
 
 
 class ApiSettings(BaseModel):
@@ -76,6 +79,10 @@ class IngestSettings(BaseModel):
     batch_size: int = 1000
     max_delay_ms: int = 20  # see batch_size
     queue_limit: int = 50_000  # records not yet stored; beyond it, sockets stop being read
+    # Records submitted by TCP boxes and not yet answered beyond which a new frame is answered
+    # SERVER_BUSY at once (the box resends later; counted gp8_gateway_shed_records_total).
+    # Unset: 4 x queue_limit (gateway/server.py SHED_FACTOR).
+    shed_above: int | None = Field(default=None, ge=1)
 
 
 class MqttSettings(BaseModel):
@@ -197,7 +204,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = Field(
         default="development",
         description="production: `gp8 serve` refuses to start without TLS on every public "
-        "listener, with a placeholder bootstrap key or with the default secrets key "
+        "listener, with a placeholder bootstrap key or with the default secrets or driver key "
         "(docs/tls.md, gp8/production.py).",
     )
     mongo_url: str | None = None  # MongoDB (a replica set); unset: embedded SQLite
@@ -220,6 +227,17 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Older secrets keys, as a JSON list of base64 keys: they open what they "
         "sealed until `gp8 admin rotate-secrets-key` has sealed it again with the current one.",
+    )
+    driver_key: SecretStr | None = Field(
+        default=None,
+        description="The HMAC key turning driver badges into the pseudonyms stored in their "
+        'place: base64 of at least 32 bytes (docs/privacy.md, "The driver key"). Unset, and no '
+        "key file: a public development key, which production mode refuses. Changing it "
+        "changes every pseudonym.",
+    )
+    driver_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the driver key instead (base64). Not with driver_key.",
     )
     log_level: LogLevel = Field(default="info", description="Level of every logger.")
     log_levels: dict[str, LogLevel] = Field(

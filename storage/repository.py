@@ -112,6 +112,11 @@ class VehicleRepo(Protocol):
         ...
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle: ...
+    async def get_many(self, fleet_id: str, vehicle_ids: Collection[str]) -> dict[str, Vehicle]:
+        """The fleet's vehicles among ``vehicle_ids``, by id, in one query; ids of no vehicle
+        of the fleet (deleted, another fleet's) are left out."""
+        ...
+
     async def list(
         self,
         fleet_id: str,
@@ -191,6 +196,11 @@ class DeviceRepo(Protocol):
     async def set_connection(self, connection: DeviceConnection) -> None:
         """Store the box's state unless a newer observation is stored (``version`` greater
         than this one's): the newest observation wins whichever process writes last."""
+        ...
+
+    async def set_connections(self, connections: builtins.list[DeviceConnection]) -> None:
+        """`set_connection` for many boxes in one write (the gateway's batched state writes):
+        each state is stored unless a newer one of its box is, stored or in the batch."""
         ...
 
     async def connection(self, device_id: str) -> DeviceConnection | None: ...

@@ -11,6 +11,8 @@ from __future__ import annotations
 import builtins
 import dataclasses
 
+from pymongo import UpdateOne
+
 from storage.errors import Conflict, NotFound
 from storage.models import (
     Device,
@@ -175,6 +177,35 @@ class MongoDevices:
             )
         except Conflict:
             return  # a newer observation is stored
+
+    async def set_connections(self, connections: builtins.list[DeviceConnection]) -> None:
+        # The newest state per box: the writes of one unordered bulk may land in any order.
+        newest: dict[str, DeviceConnection] = {}
+        for c in connections:
+            if c.device_id not in newest or c.version >= newest[c.device_id].version:
+                newest[c.device_id] = c
+        if not newest:
+            return
+        found = await self._db.find(
+            DEVICES, {"_id": {"$in": sorted(newest)}}, [("_id", ASC)], projection={"fleet_id": 1}
+        )
+        # Boxes deleted while connected are left out, as by set_connection.
+        ops = [
+            UpdateOne(
+                {"_id": d["_id"], "version": {"$lte": newest[d["_id"]].version}},
+                {"$set": docs.connection_fields(newest[d["_id"]], d["fleet_id"])},
+                upsert=True,
+            )
+            for d in found
+        ]
+        if not ops:
+            return
+        try:
+            # Unordered: a stale state (its upsert hits the _id of a newer document) does not
+            # stop the others.
+            await self._db.call(self._db.collection(CONNECTIONS).bulk_write(ops, ordered=False))
+        except Conflict:
+            return  # every failed upsert met a newer observation: nothing else failed
 
     async def touch_connections(
         self, gateway_id: str, device_ids: builtins.list[str], seen_ms: int

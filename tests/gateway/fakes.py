@@ -28,6 +28,7 @@ class FakeDevices:
         self.history: dict[str, list[Fitting]] = {}
         self.connections: dict[str, DeviceConnection] = {}
         self.connection_log: list[DeviceConnection] = []
+        self.batches: list[int] = []  # states per set_connections call
         self.unavailable = False
 
     def add(
@@ -72,6 +73,15 @@ class FakeDevices:
         self._check()
         self.connections[connection.device_id] = connection
         self.connection_log.append(connection)
+
+    async def set_connections(self, connections: list[DeviceConnection]) -> None:
+        self._check()
+        self.batches.append(len(connections))
+        for connection in connections:
+            stored = self.connections.get(connection.device_id)
+            if stored is None or connection.version >= stored.version:
+                self.connections[connection.device_id] = connection
+            self.connection_log.append(connection)
 
 
 class FakeTelemetry:

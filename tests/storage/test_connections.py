@@ -48,3 +48,27 @@ async def test_touch_refreshes_only_rows_the_gateway_holds(store: Store, fleet: 
 
 def _fail() -> DeviceConnection:
     raise AssertionError("no connection row")
+
+
+async def test_set_connections_writes_many_and_the_newest_state_wins(
+    store: Store, fleet: Fleet
+) -> None:
+    a = await make_device(store, fleet.id, IMEI)
+    b = await make_device(store, fleet.id, "356938035643810")
+    c = await make_device(store, fleet.id, "356938035643811")
+    newer_b = _state(b, "gw-b", True, 3_000)
+    await store.devices.set_connection(newer_b)
+    await store.devices.set_connections(
+        [
+            _state(a, "gw-a", True, 2_000),
+            _state(a, "gw-a", False, 1_000),  # stale within the batch: an older session's end
+            _state(b, "gw-a", False, 2_000),  # stale against the stored row
+            _state(c, "gw-a", True, 1_000),
+            _state("dev_gone", "gw-a", True, 1_000),  # deleted while connected: no row
+        ]
+    )
+    assert await store.devices.connection(a) == _state(a, "gw-a", True, 2_000)
+    assert await store.devices.connection(b) == newer_b
+    assert await store.devices.connection(c) == _state(c, "gw-a", True, 1_000)
+    assert await store.devices.connection("dev_gone") is None
+    await store.devices.set_connections([])  # nothing to write is no error
