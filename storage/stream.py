@@ -158,9 +158,19 @@ def pack(items: Sequence[Any]) -> list[tuple[int, Any]]:
     out = []
     for start in range(0, len(items), BLOCK_SIZE):
         chunk = items[start : start + BLOCK_SIZE]
-        data = [(kind_of(item).value, vehicle_of(item), encode(item)) for item in chunk]
+        # A position spelled out inline (what encode gives it): nearly every item of an ingest
+        # flush is one, and the three calls per item were most of the log's cost on ingest.
+        data = [
+            (_POSITION_KIND, item.vehicle_id, (item.device_id, item.time_ms))
+            if type(item) is Position
+            else (kind_of(item).value, vehicle_of(item), encode(item))
+            for item in chunk
+        ]
         out.append((len(chunk), data))
     return out
+
+
+_POSITION_KIND = StreamKind.POSITION.value
 
 
 def last_cursor(block: int, count: int) -> int:

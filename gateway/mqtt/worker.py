@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.lifecycle import tune_gc
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt.bridge import SESSION_EXPIRY_S, MqttBridge
 from gateway.pipeline import IngestPipeline
@@ -71,6 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await bridge.start()
         await bridge.wait_connected(READY_TIMEOUT_S)
+        tune_gc()  # this process's entry point, as gp8/serve.py
         _emit({"ready": True, "client_id": args.client_id})
         await stop.wait()
     finally:

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from gateway import IngestPipeline, PipelineClosed
 from gateway.adapters.gp8 import to_position
 from gateway.context import DeviceContext
+from gateway.pipeline import FLUSHES_IN_FLIGHT
 from storage.errors import StorageUnavailable
-from storage.models import Position
+from storage.models import Event, Position, StoreResult
 from tests.gateway.conftest import eventually, track
 from tests.gateway.fakes import FakeTelemetry
 
@@ -87,6 +89,34 @@ async def test_submit_resolves_only_once_its_records_are_stored() -> None:
         fake.gate.set()
         await asyncio.wait_for(task, 5)
     assert seen_at_resolve == [3]
+
+
+class _SlowTelemetry(FakeTelemetry):
+    """Each store takes a while; counts the store calls under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most_active = 0
+
+    async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.sleep(0.01)  # being written
+            return await super().store(positions, events)
+        finally:
+            self.active -= 1
+
+
+async def test_the_next_flush_is_handed_over_while_one_is_written() -> None:
+    fake = _SlowTelemetry()
+    async with IngestPipeline(fake, batch_size=10, max_batch_size=10, max_delay_ms=0) as pipeline:
+        await asyncio.wait_for(
+            asyncio.gather(*(pipeline.submit(positions(10), []) for _ in range(6))), 5
+        )
+    assert fake.calls == [(10, 0)] * 6
+    assert fake.most_active == FLUSHES_IN_FLIGHT == 2
 
 
 async def test_a_full_queue_makes_submitters_wait() -> None:

@@ -43,6 +43,24 @@ async def test_wal_and_full_fsync_on_the_write_path(sqlite_store: SqliteStore) -
     assert synchronous == 2
 
 
+async def test_flags_are_stored_as_the_integers_1_and_0(sqlite_store: SqliteStore) -> None:
+    # storage/sqlite/db.py adapts bools to int for speed: the stored values must stay what
+    # sqlite3 stored without the adapter (and what other engines' readers expect).
+    fleet = await sqlite_store.fleets.create("a")
+    await sqlite_store.telemetry.store(
+        [position(fleet.id, "dev_a", "veh_a", 1_000, fix_valid=True, ignition=False)], []
+    )
+    with raw(sqlite_store.path) as conn:
+        row = conn.execute(
+            "SELECT typeof(fix_valid), fix_valid, typeof(ignition), ignition FROM positions"
+        ).fetchone()
+    assert row == ("integer", 1, "integer", 0)
+    (stored,) = (
+        await sqlite_store.telemetry.positions(fleet.id, "veh_a", from_ms=0, to_ms=2_000)
+    ).items
+    assert stored.fix_valid is True and stored.ignition is False
+
+
 async def test_committed_batch_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "gp8.sqlite3"
     store = SqliteStore(path)

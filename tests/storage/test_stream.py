@@ -201,3 +201,15 @@ def test_every_kind_round_trips() -> None:
         assert stream.decode(kind, stream.encode(item)) == item
     # A position travels as its key; the engine reads it back from the positions.
     assert stream.decode(StreamKind.POSITION, stream.encode(p)) == stream.PositionRef(DEV, 5)
+
+
+def test_pack_spells_a_position_as_encode_does() -> None:
+    # pack writes positions inline (the ingest hot path): the same entry as the generic one.
+    p = position("flt", DEV, VEH, 5)
+    e = event("flt", DEV, VEH, 5, "towing")
+    ((count, data),) = stream.pack([p, e])
+    assert count == 2
+    assert data == [
+        (stream.kind_of(item).value, stream.vehicle_of(item), stream.encode(item))
+        for item in (p, e)
+    ]

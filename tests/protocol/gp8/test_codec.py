@@ -427,3 +427,32 @@ def test_error_reasons_are_distinct_metric_labels() -> None:
     errors += [UnknownMessageType, MalformedPayload]
     assert all(issubclass(e, FrameError) for e in errors)
     assert len({e.reason for e in errors}) == len(errors)
+
+
+def test_big_and_small_frames_decode_to_their_records() -> None:
+    # Both CRC implementations (below and above WIDE_FROM bytes) and both record paths (one
+    # record, many) in one stream, fed in pieces that cut frames.
+    records = tuple(PARIS._replace(time_ms=PARIS.time_ms + i, badge=i) for i in range(255))
+    messages = [Position(1, records[:1]), Position(2, records), Position(3, records[:2])]
+    stream = b"".join(map(encode, messages))
+    decoder = FrameDecoder()
+    decoded: list[Message | FrameError] = []
+    for start in range(0, len(stream), 1000):
+        decoder.feed(stream[start : start + 1000])
+        decoded += drain(decoder)
+    assert decoded == messages
+    assert all(type(r) is type(PARIS) for m in messages for r in m.records)
+
+
+def test_a_kept_error_does_not_pin_the_receive_buffer() -> None:
+    # A caller keeps the errors (with their tracebacks) it meets; if one held a view of the
+    # receive buffer, the next feed could not grow or compact it (BufferError).
+    bad = frame(0x02, 7, hexbytes("02") + PARIS_HEX)  # announces 2 records, carries 1
+    decoder = FrameDecoder()
+    decoder.feed(bad + HEARTBEAT.frame[:3])
+    kept = drain(decoder)
+    assert kinds(kept) == [MalformedPayload]
+    for _ in range(3):  # compaction happens once half of the buffer is consumed
+        decoder.feed(HEARTBEAT.frame[3:] + HEARTBEAT.frame[:3])
+        assert drain(decoder) == [HEARTBEAT.message]
+    assert kept[0].__traceback__ is not None

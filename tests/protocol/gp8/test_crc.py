@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.gp8 import crc16
-from protocol.gp8.crc import CHECK_VALUE
+from protocol.gp8.crc import CHECK_VALUE, CRC_INIT, WIDE_FROM, crc16_wide
 from tests.protocol.gp8.reference import crc16_bitwise
 
 
@@ -56,3 +58,17 @@ def test_detects_every_single_bit_error(data: bytes, draw: st.DataObject) -> Non
     flipped = bytearray(data)
     flipped[bit // 8] ^= 0x80 >> (bit % 8)
     assert crc16(flipped) != crc16(data)
+
+
+@pytest.mark.parametrize("size", [WIDE_FROM - 1, WIDE_FROM, WIDE_FROM + 1, 2262, 16 * 1024])
+def test_both_implementations_match_the_reference(size: int) -> None:
+    # crc16 switches implementation at WIDE_FROM bytes; each side must be the same CRC.
+    data = bytes((i * 37 + 11) % 256 for i in range(size))
+    assert crc16(data) == crc16_bitwise(data)
+    assert crc16_wide(data) == crc_hqx(data, CRC_INIT) == crc16_bitwise(data)
+
+
+@given(st.binary(max_size=600))
+def test_data_followed_by_its_crc_has_crc_zero(data: bytes) -> None:
+    # What the decoder checks a frame by: the CRC over payload and CRC field together.
+    assert crc16(data + crc16(data).to_bytes(2, "big")) == 0
