@@ -26,7 +26,8 @@ from storage.repository import Store
 ROLE_RANK = {Role.VIEWER: 0, Role.MANAGER: 1, Role.ADMIN: 2}
 
 
-def get_store(request: Request) -> Store:
+# async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
+async def get_store(request: Request) -> Store:
     return cast(Store, request.app.state.store)
 
 

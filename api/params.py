@@ -3,7 +3,7 @@ that holds every route to the query parameters and media types it declares (`che
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -70,11 +70,12 @@ class TimeRange:
 
 def time_range(
     default_span_ms: int, max_span_ms: int | None = MAX_RANGE_MS
-) -> Callable[[str | None, str | None], TimeRange]:
+) -> Callable[[str | None, str | None], Awaitable[TimeRange]]:
     """A dependency reading ``from``/``to``: ``to`` defaults to now, ``from`` to ``to`` minus
     ``default_span_ms``; ``from`` < ``to`` and a span of at most ``max_span_ms`` are required."""
 
-    def parse(
+    # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
+    async def parse(
         from_: Annotated[
             str | None,
             Query(alias="from", max_length=64, description=_DOC, json_schema_extra=_TIME_SCHEMA),
@@ -137,7 +138,8 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     return frozenset(names)
 
 
-def check_request(connection: HTTPConnection) -> None:
+# async, as every app-wide dependency: FastAPI runs a plain def on its thread pool.
+async def check_request(connection: HTTPConnection) -> None:
     """An app-wide dependency holding every route to what it declares.
 
     A query parameter the route does not declare is a 400 naming it: ignoring it would answer

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security import KEY_PREFIX, SHOWN_PREFIX_LEN
+from storage.models import random_hex
 
 log = logging.getLogger("api.requests")
 
@@ -46,7 +46,7 @@ def choose_request_id(offered: str | None) -> str:
     """The caller's id when sane, else a new random one."""
     if offered is not None and _SANE_ID.fullmatch(offered):
         return offered
-    return uuid.uuid4().hex
+    return random_hex(16)  # as uuid4().hex: 32 hex digits, without a syscall each
 
 
 def key_prefix(authorization: str | None) -> str | None:

@@ -2,13 +2,14 @@
 
 A whole gp8 runs in this process (`gp8.serve.start_services`: SQLite, TCP gateway, command
 service, uvicorn on a real port); 1,000 virtual boxes (simulator/box.py) run in a child
-process and stay logged in over real TCP connections. The bench then POSTs commands (lock /
-unlock, manager key) over HTTP to random vehicles and measures, for each, the time from just
-before the POST leaves to the moment the box's COMMAND_RESULT is stored as ``acknowledged``
-(the command service's listener fires right after that commit; a GET would show it from then
-on). Prints p50/p90/p99/max and the throughput, sequential and with concurrent requests; then
-a bulk lock of every vehicle (POST /v1/commands/bulk, ``"all": true``) timed from the POST to
-the last box's answer stored as acknowledged.
+process and stay logged in over real TCP connections. HTTP clients in another child process
+POST commands (lock / unlock, manager key) to random vehicles, each waiting for its command's
+acknowledgement (forwarded by this process) before the next, and measure, for each, the time
+from just before the POST leaves to the moment the box's COMMAND_RESULT is stored as
+``acknowledged`` (the command service's listener fires right after that commit; a GET would
+show it from then on). Prints p50/p90/p99/max and the throughput, sequential and with
+concurrent requests; then a bulk lock of every vehicle (POST /v1/commands/bulk, ``"all":
+true``) timed from the POST to the last box's answer stored as acknowledged.
 
 Every command is several committed writes (request + audit, sent + audit, result + audit,
 vehicle state), each fsynced by SQLite (synchronous=FULL); the SQLite writer commits the writes
@@ -16,6 +17,11 @@ queued together in one transaction (storage/sqlite/db.py, group commit). The flo
 beside the throughput is the data directory's own rate of fsynced commits (one small
 transaction each, measured in the same run): what one commit per command would allow.
 ``--data-dir /dev/shm/...`` shows the software alone.
+
+``cpu ms/cmd`` is gp8's CPU per command (this process: the clients and the boxes run in
+processes of their own): unlike the rate, it does not fall when other processes take the
+cores, so it is the figure to compare between runs on a shared machine (1,000 / it: the
+commands/s one core allows).
 
 Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import random
@@ -37,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -45,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.security import new_api_key
 from bench.summary import report
+from gateway.lifecycle import tune_gc
 from gp8.serve import Running, start_services, stop_services
 from gp8.settings import ApiSettings, Settings, TcpSettings
 from protocol.gp8 import Model
@@ -103,7 +112,79 @@ async def _boxes(
     conn.send(("done", executed))
 
 
-# --- the parent: gp8 and the HTTP client -----------------------------------------------------
+# --- the second child process: the HTTP clients ---------------------------------------------
+
+
+def run_clients(
+    base_url: str,
+    key: str,
+    vehicles: list[str],
+    commands: int,
+    concurrency: int,
+    acked: multiprocessing.connection.Connection,
+    result: multiprocessing.connection.Connection,
+) -> None:
+    """`drive` in a process of its own, told of each acknowledgement by gp8's process."""
+    asyncio.run(_clients(base_url, key, vehicles, commands, concurrency, acked, result))
+
+
+async def _clients(
+    base_url: str,
+    key: str,
+    vehicles: list[str],
+    commands: int,
+    concurrency: int,
+    acked: multiprocessing.connection.Connection,
+    result: multiprocessing.connection.Connection,
+) -> None:
+    acks = Acks()
+
+    def on_acked() -> None:
+        while acked.poll():
+            acks.arrived(*acked.recv())
+
+    loop = asyncio.get_running_loop()
+    loop.add_reader(acked.fileno(), on_acked)
+    try:
+        result.send(await drive(base_url, key, vehicles, acks, commands, concurrency))
+    finally:
+        loop.remove_reader(acked.fileno())
+
+
+async def drive_elsewhere(
+    run: Running, base_url: str, key: str, vehicles: list[str], commands: int, concurrency: int
+) -> tuple[list[float], float]:
+    """`drive` from a child process: the clients' CPU (httpx costs about what the API does per
+    request) is not gp8's, as the boxes' is not; clients of a fleet API are elsewhere."""
+    ctx = multiprocessing.get_context("spawn")
+    acked_in, acked_out = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+    result_in, result_out = ctx.Pipe(duplex=False)
+    measuring = True
+
+    def forward(command: CommandRecord) -> None:
+        done = finished(command)
+        if measuring and done is not None:
+            acked_out.send(done)
+
+    run.commands.add_listener(forward)
+    child = ctx.Process(
+        target=run_clients,
+        args=(base_url, key, vehicles, commands, concurrency, acked_in, result_out),
+        daemon=True,
+    )
+    child.start()
+    try:
+        loop = asyncio.get_running_loop()
+        measured: tuple[list[float], float] = await loop.run_in_executor(None, result_in.recv)
+        return measured
+    finally:
+        measuring = False
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+
+
+# --- the parent: gp8 -------------------------------------------------------------------------
 
 
 async def provision(run: Running, boxes: int) -> tuple[str, list[str], list[tuple[str, str]]]:
@@ -127,6 +208,16 @@ async def provision(run: Running, boxes: int) -> tuple[str, list[str], list[tupl
     return secret, vehicles, creds
 
 
+def finished(command: CommandRecord) -> tuple[str, float] | None:
+    """(id, when) of a command just stored as acknowledged (when: perf_counter, which is
+    CLOCK_MONOTONIC, one clock for every process) or failed (-1); None for other changes."""
+    if command.status is CommandState.ACKNOWLEDGED:
+        return command.id, time.perf_counter()
+    if command.status is CommandState.FAILED:
+        return command.id, -1.0
+    return None
+
+
 class Acks:
     """When each command was stored as acknowledged, from the command service's listener."""
 
@@ -140,13 +231,16 @@ class Acks:
         return future
 
     def listener(self, command: CommandRecord) -> None:
-        # May fire before the POST's response arrives: the future is made by whoever is first.
-        if command.status in (CommandState.ACKNOWLEDGED, CommandState.FAILED):
-            future = self._future(command.id)
-            if not future.done():
-                future.set_result(
-                    time.perf_counter() if command.status is CommandState.ACKNOWLEDGED else -1.0
-                )
+        done = finished(command)
+        if done is not None:
+            self.arrived(*done)
+
+    def arrived(self, command_id: str, at: float) -> None:
+        """``command_id`` was stored as acknowledged at ``at`` (perf_counter), -1: failed."""
+        # May come before the POST's response: the future is made by whoever is first.
+        future = self._future(command_id)
+        if not future.done():
+            future.set_result(at)
 
     async def wait(self, command_id: str) -> float:
         async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
@@ -157,34 +251,61 @@ class Acks:
         return at
 
 
+@contextlib.asynccontextmanager
+async def one_connection_clients(
+    base_url: str, headers: dict[str, str], n: int
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """``n`` HTTP clients of one connection each, for ``n`` requests in flight.
+
+    Not one client with a pool of ``n``: httpx checks every idle connection of its pool (a
+    poll and a getpeername each) for every request, and the benches' client runs on gp8's own
+    loop, so a shared pool of 20 charged ~20 syscalls per request to the server. Made before
+    any clock starts: each loads the CA bundle (httpx's SSL context).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=base_url,
+                    headers=headers,
+                    timeout=ROUND_TRIP_TIMEOUT_S,
+                    limits=httpx.Limits(max_connections=1),
+                )
+            )
+            for _ in range(n)
+        ]
+
+
 async def drive(
-    http: httpx.AsyncClient,
+    base_url: str,
     key: str,
     vehicles: list[str],
     acks: Acks,
     commands: int,
     concurrency: int,
 ) -> tuple[list[float], float]:
+    """``concurrency`` clients (`one_connection_clients`), each with one command in flight."""
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
-    gate = asyncio.Semaphore(concurrency)
     rng = random.Random(8)
+    numbers = iter(range(commands + WARMUP))
 
-    async def one(i: int) -> None:
-        vehicle = rng.choice(vehicles)
-        body = {"type": "lock" if i % 2 else "unlock", "ttl_s": 60}
-        async with gate:
+    async def client(http: httpx.AsyncClient) -> None:
+        for i in numbers:
+            vehicle = rng.choice(vehicles)
+            body = {"type": "lock" if i % 2 else "unlock", "ttl_s": 60}
             started = time.perf_counter()
-            r = await http.post(f"/v1/vehicles/{vehicle}/commands", json=body, headers=headers)
+            r = await http.post(f"/v1/vehicles/{vehicle}/commands", json=body)
             if r.status_code != 201:
                 raise RuntimeError(f"POST answered {r.status_code}: {r.text}")
             acked = await acks.wait(r.json()["id"])
-        if i >= WARMUP:
-            latencies.append(acked - started)
+            if i >= WARMUP:
+                latencies.append(acked - started)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(commands + WARMUP)))
-    return latencies, time.perf_counter() - started
+    async with one_connection_clients(base_url, headers, concurrency) as clients:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for http in clients))
+        return latencies, time.perf_counter() - started
 
 
 async def bulk_lock(
@@ -248,6 +369,9 @@ async def main(args: argparse.Namespace) -> None:
         if own_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
         raise
+    # What `gp8 serve` does once started (gp8/serve.py): the start-up heap out of the GC's
+    # full collections, which paused the loop for 0.1-0.2 s several times a run (the p99).
+    tune_gc()
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
     child: multiprocessing.process.BaseProcess | None = None
@@ -281,12 +405,14 @@ async def main(args: argparse.Namespace) -> None:
             )
             print(
                 f"{'concurrency':>11} {'commands':>8} {'p50 ms':>8} {'p90 ms':>8} "
-                f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7}"
+                f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7} {'cpu ms/cmd':>10}"
             )
             for concurrency in args.concurrency:
-                latencies, elapsed = await drive(
-                    http, key, vehicles, acks, args.commands, concurrency
+                cpu = time.process_time()
+                latencies, elapsed = await drive_elsewhere(
+                    run, str(http.base_url), key, vehicles, args.commands, concurrency
                 )
+                cpu_ms = (time.process_time() - cpu) * 1000 / (args.commands + WARMUP)
                 ms = [x * 1000 for x in latencies]
                 measured[concurrency] = (
                     (args.commands + WARMUP) / elapsed,
@@ -295,7 +421,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(
                     f"{concurrency:>11} {len(ms):>8} {statistics.median(ms):>8.1f} "
                     f"{percentile(ms, 0.90):>8.1f} {percentile(ms, 0.99):>8.1f} {max(ms):>8.1f} "
-                    f"{(args.commands + WARMUP) / elapsed:>7.0f}"
+                    f"{(args.commands + WARMUP) / elapsed:>7.0f} {cpu_ms:>10.2f}"
                 )
             bulk_s, bulk_n = await bulk_lock(http, key, acks, len(vehicles))
             print(f"bulk lock of {bulk_n} vehicles: all acknowledged in {bulk_s:.2f} s")

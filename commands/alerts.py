@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from commands.audit import SYSTEM
 from commands.context import CommandContext
@@ -66,15 +66,22 @@ class Alerts:
             if device is not None:
                 await self._store_duplicate(device)
 
-    async def freezing(self, device: Device | None) -> list[str]:
-        """Ids of the open alerts that freeze commands to this box.
+    async def freezing(
+        self, device: Device | None, open_alerts: Sequence[Alert] | None = None
+    ) -> list[str]:
+        """Ids of the open alerts that freeze commands to this box; ``open_alerts``: the box's,
+        when the caller read them already (with its other reads, in one round).
 
         By the box, not the vehicle: the alert is about who holds that IMEI, and a vehicle
         given another box is not frozen by the old one's clone.
         """
         if device is None:
             return []
-        alerts = await self._ctx.store.alerts.open_alerts(device_id=device.id)
+        alerts = (
+            await self._ctx.store.alerts.open_alerts(device_id=device.id)
+            if open_alerts is None
+            else open_alerts
+        )
         frozen = [a.id for a in alerts if a.freezes_commands]
         if not frozen and device.imei in self._frozen:
             # Raised here and not stored yet (storage failed): store it now, frozen either way.

@@ -8,12 +8,11 @@ built here and stored by storage together with the change they describe.
 from __future__ import annotations
 
 import itertools
-import secrets
 
 from commands import rules
 from commands.clock import Clock
 from protocol.gp8 import RecordFlags
-from storage.models import AuditEntry, CommandRecord, CommandState
+from storage.models import AuditEntry, CommandRecord, CommandState, random_hex
 
 SYSTEM = "system"
 # The audit log lists lines by (time, id). Lines written within one millisecond (a request and
@@ -40,7 +39,7 @@ class AuditLines:
     def _id(self) -> str:
         """Like `new_id("aud")` (12 hex digits of time, 12 more), but in writing order."""
         written = next(_WRITTEN) & 0xFFFFFF
-        return f"aud_{self._clock.now_ms():012x}{written:06x}{secrets.token_hex(3)}"
+        return f"aud_{self._clock.now_ms():012x}{written:06x}{random_hex(3)}"
 
     def about(
         self,

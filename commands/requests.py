@@ -8,6 +8,7 @@ worth a line too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -142,15 +143,20 @@ class Requests:
         replay = await self._replay(fleet_id, request, vehicle.id, param)
         if replay is not None:
             return replay, False
-        policy = await store.policies.get(fleet_id)
-        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
-        # A capped command is counted and stored under the fleet's lock: the shared count
-        # (storage counters) holds across processes; the lock keeps this process's order.
         if vehicle.device_id is None:
             raise NoBoxFitted(f"vehicle {vehicle.id} has no box fitted")
-        device = await store.devices.get(fleet_id, vehicle.device_id)
-        frozen = await self._alerts.freezing(device)
+        # Independent reads in one round: each is a hop to the storage thread, and on a busy
+        # loop every hop waits its turn (a third of a command's latency was these, one by one).
+        policy, device, open_alerts = await asyncio.gather(
+            store.policies.get(fleet_id),
+            store.devices.get(fleet_id, vehicle.device_id),
+            store.alerts.open_alerts(device_id=vehicle.device_id),
+        )
+        capped = kind in rules.ENGINE_START_KINDS and policy.engine_start_cap_per_hour is not None
+        frozen = await self._alerts.freezing(device, open_alerts)
         switch = await self._switch(kind)
+        # A capped command is counted and stored under the fleet's lock: the shared count
+        # (storage counters) holds across processes; the lock keeps this process's order.
         async with self._fleets.hold(fleet_id) if capped else _NO_LOCK:
             record, requested = await self._prepare(
                 requester, request, vehicle, device, frozen, param, policy, switch

@@ -33,7 +33,12 @@ def get_commands(request: Request) -> CommandService:
     return cast(CommandService, fallback)
 
 
-CommandsDep = Annotated[CommandService, Depends(get_commands)]
+async def _commands_dep(request: Request) -> CommandService:
+    # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
+    return get_commands(request)
+
+
+CommandsDep = Annotated[CommandService, Depends(_commands_dep)]
 
 
 async def lock_state(

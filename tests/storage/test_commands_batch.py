@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -112,5 +113,59 @@ async def test_group_commit_answers_each_write_and_rolls_back_only_the_failing_o
         assert isinstance(answers[2], ValueError)
         assert not isinstance(answers[4], int)  # the duplicate key, as a storage error
         assert await db.read(_rows) == [1, 2, 4]
+    finally:
+        await db.close()
+
+
+def _read(conn: sqlite3.Connection, n: int) -> int:
+    (found,) = conn.execute("SELECT count(*) FROM t WHERE n <= ?", (n,)).fetchone()
+    if n < 0:
+        raise ValueError("refused")
+    return int(found)
+
+
+async def test_queued_reads_are_answered_each_with_its_own_result_or_error(
+    tmp_path: Path,
+) -> None:
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    db = Database(tmp_path / "r.sqlite3", busy_timeout_ms=1000, prepare=prepare)
+    await db.open()
+    try:
+        await asyncio.gather(*(db.write(_insert, n) for n in range(1, 6)))
+        # Queued together, run by the reader in one batch: one failing read fails alone.
+        answers = await asyncio.gather(
+            *(db.read(_read, n) for n in (1, 5, -1, 3)), return_exceptions=True
+        )
+        assert answers[0] == 1 and answers[1] == 5 and answers[3] == 3
+        assert isinstance(answers[2], ValueError)
+        # A cancelled read leaves the reader serving the next ones.
+        cancelled = asyncio.ensure_future(db.read(_read, 2))
+        cancelled.cancel()
+        assert await db.read(_read, 4) == 4
+    finally:
+        await db.close()
+
+
+def _slow(conn: sqlite3.Connection, seconds: float) -> str:
+    time.sleep(seconds)  # stands for a long read: a day of history
+    return "slow"
+
+
+async def test_a_quick_read_is_answered_without_waiting_for_a_long_one_after_it(
+    tmp_path: Path,
+) -> None:
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    db = Database(tmp_path / "q.sqlite3", busy_timeout_ms=1000, prepare=prepare)
+    await db.open()
+    try:
+        quick = asyncio.ensure_future(db.read(_read, 1))
+        slow = asyncio.ensure_future(db.read(_slow, 0.5))
+        done, _ = await asyncio.wait({quick, slow}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {quick}
+        assert await slow == "slow"
     finally:
         await db.close()
