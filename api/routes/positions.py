@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import AuditDep, StoreDep, Viewer
+from api.audit import Audit
+from api.deps import AuditDep, FleetCaller, StoreDep, Viewer
 from api.params import (
     DAY_MS,
     Cursor,
@@ -27,10 +30,10 @@ from api.services import formats, geo
 from api.services.commands import lock_state
 from api.services.exports import attachment
 from api.services.formats import Format, GeoJsonGeometry
-from api.services.paging import WALK_PAGE, all_vehicles, position_pages
-from api.services.privacy import PrivacyView, privacy_view
+from api.services.paging import WALK_PAGE, position_pages
+from api.services.privacy import privacy_view
 from api.times import iso_ms
-from storage.models import Position, now_ms
+from storage.models import Page, Position, now_ms
 from storage.repository import BBox, Store
 from tracking.privacy import PrivacyState
 
@@ -56,6 +59,22 @@ _EXPORT_CONTENT: dict[str, Any] = {
 
 # The format depends on Accept: shared caches must key on it.
 _VARY = {"Vary": "Accept"}
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results, their storage calls issued together: they queue on the database's thread
+    back to back, one round trip instead of two. An error is raised by position, not by time,
+    so the first step's (an unknown vehicle: 404) wins as when they ran one after the other."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
 
 
 def _age_s(p: Position, now: int) -> float:
@@ -158,35 +177,34 @@ async def list_positions(
             f"exports ({fmt}) are in time order; order=desc is for the JSON pages",
             order.value,
         )
-    vehicle = await store.vehicles.get(caller.fleet_id, vehicle_id)
     if fmt is Format.JSON:
         first_limit = limit or DEFAULT_JSON_LIMIT
     else:
         first_limit = min(limit or WALK_PAGE, WALK_PAGE)
-    first = await store.telemetry.positions(
-        caller.fleet_id,
-        vehicle_id,
-        from_ms=span.from_ms,
-        to_ms=span.to_ms,
-        cursor=cursor,
-        limit=first_limit,
-        newest_first=order.newest_first,
+    vehicle, first = await _both(
+        store.vehicles.get(caller.fleet_id, vehicle_id),
+        store.telemetry.positions(
+            caller.fleet_id,
+            vehicle_id,
+            from_ms=span.from_ms,
+            to_ms=span.to_ms,
+            cursor=cursor,
+            limit=first_limit,
+            newest_first=order.newest_first,
+        ),
     )
-    await audit(
+    logged = audit(
         "read", "positions", vehicle_id, detail=f"{fmt} {iso_ms(span.from_ms)}/{iso_ms(span.to_ms)}"
     )
-    view = await privacy_view(store, caller, request, audit, vehicle_id)
     if fmt is Format.JSON:
-        shown = view.hide(first.items, vehicle_id, span.from_ms, span.to_ms)
-        body = {
-            "vehicle_id": vehicle_id,
-            "from": iso_ms(span.from_ms),
-            "to": iso_ms(span.to_ms),
-            "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
-            "data": await formats.position_dicts(shown),
-            "next_cursor": first.next_cursor,
-        }
-        return Response(formats.dumps(body), media_type=formats.MEDIA_TYPES[fmt], headers=_VARY)
+        # The access-log commit (an fsync) runs while the page is rendered; both are done
+        # before anything is answered, so a read that cannot be logged is still not answered.
+        _, body = await asyncio.gather(
+            logged, _json_page(store, caller, request, audit, vehicle_id, span, first)
+        )
+        return Response(body, media_type=formats.MEDIA_TYPES[fmt], headers=_VARY)
+    await logged
+    view = await privacy_view(store, caller, request, audit, vehicle_id)
     pages = position_pages(
         store.telemetry,
         caller.fleet_id,
@@ -221,23 +239,64 @@ async def list_positions(
     return StreamingResponse(chunks, media_type=media_type, headers={**_VARY, **download})
 
 
+async def _json_page(
+    store: Store,
+    caller: FleetCaller,
+    request: Request,
+    audit: Audit,
+    vehicle_id: str,
+    span: TimeRange,
+    page: Page[Position],
+) -> bytes:
+    """A JSON page of the history, its private fixes left out (serialised by orjson directly:
+    no response model validates each fix again)."""
+    view = await privacy_view(store, caller, request, audit, vehicle_id)
+    shown = view.hide(page.items, vehicle_id, span.from_ms, span.to_ms)
+    return formats.dumps(
+        {
+            "vehicle_id": vehicle_id,
+            "from": iso_ms(span.from_ms),
+            "to": iso_ms(span.to_ms),
+            "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
+            "data": await formats.position_dicts(shown),
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
 async def _fleet_positions(
-    store: Store, fleet_id: str, bbox: BBox | None, polygon: Any, view: PrivacyView
+    store: Store,
+    caller: FleetCaller,
+    request: Request,
+    audit: Audit,
+    bbox: BBox | None,
+    polygon: Any,
 ) -> dict[str, Any]:
     """Last positions of the fleet's vehicles, inside the bbox or the polygon when given."""
+    fleet_id = caller.fleet_id
     shape = None
     if polygon is not None:
         shape = polygon
         bbox = geo.bounds(shape)  # the storage query narrows to the polygon's box first
-    positions = await store.telemetry.last_positions(fleet_id, bbox=bbox)
+    view, positions = await _both(
+        privacy_view(store, caller, request, audit),
+        store.telemetry.last_positions(fleet_id, bbox=bbox),
+    )
     if shape is not None:
         positions = geo.filter_inside(positions, shape)
-    vehicles = await all_vehicles(store.vehicles, fleet_id)
     now = now_ms()
+    shown = [p for p in positions if p.vehicle_id is not None and view.visible(p)]
+    # Named whatever the area: listing them by area would tell where they are.
+    active = [vid for vid in view.vehicles if view.state(vid, now, now + 1) is PrivacyState.ACTIVE]
+    # Only the vehicles the answer names are read, not the whole fleet; a vehicle deleted
+    # since its last fix (or its privacy settings) is not among them.
+    vehicles = await store.vehicles.get_many(
+        fleet_id, {p.vehicle_id for p in shown if p.vehicle_id is not None}.union(active)
+    )
     data = []
-    for p in positions:
-        vehicle = vehicles.get(p.vehicle_id) if p.vehicle_id else None
-        if vehicle is None or not view.visible(p):  # unfitted, deleted, or private now
+    for p in shown:
+        vehicle = vehicles.get(p.vehicle_id) if p.vehicle_id is not None else None
+        if vehicle is None:
             continue
         data.append(
             {
@@ -248,13 +307,13 @@ async def _fleet_positions(
                 "age_s": _age_s(p, now),
             }
         )
-    # Named whatever the area: listing them by area would tell where they are.
-    private = sorted(
-        vid
-        for vid in view.vehicles
-        if vid in vehicles and view.state(vid, now, now + 1) is PrivacyState.ACTIVE
-    )
-    return {"data": data, "private": private}
+    return {"data": data, "private": sorted(vid for vid in active if vid in vehicles)}
+
+
+def _map_answer(result: dict[str, Any]) -> Response:
+    # Serialised here rather than through the response model: validating every vehicle's
+    # fix again costs more than the query (the model still documents the answer).
+    return Response(formats.dumps(result), media_type="application/json")
 
 
 @router.get(
@@ -282,7 +341,7 @@ async def list_fleet_positions(
             description="A GeoJSON Polygon or MultiPolygon geometry, as JSON",
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     """The last position of every vehicle of the fleet, optionally inside a bbox or polygon."""
     if bbox is not None and polygon is not None:
         raise invalid(("query", "polygon"), "give bbox or polygon, not both")
@@ -294,12 +353,11 @@ async def list_fleet_positions(
         shape = geo.parse_polygon_text(polygon) if polygon is not None else None
     except ValueError as exc:
         raise invalid(("query", "polygon"), str(exc)) from None
-    view = await privacy_view(store, caller, request, audit)
-    result = await _fleet_positions(store, caller.fleet_id, box, shape, view)
+    result = await _fleet_positions(store, caller, request, audit, box, shape)
     if box is not None and not result["data"]:
         await _refuse_swapped(store, caller.fleet_id, box, ("query", "bbox"))
     await audit("read", "fleet_positions", None, detail=f"{len(result['data'])} vehicles")
-    return result
+    return _map_answer(result)
 
 
 async def _refuse_swapped(store: Store, fleet_id: str, box: BBox, loc: tuple[str, ...]) -> None:
@@ -321,7 +379,7 @@ async def _refuse_swapped(store: Store, fleet_id: str, box: BBox, loc: tuple[str
 )
 async def search_fleet_positions(
     body: AreaQuery, caller: Viewer, store: StoreDep, audit: AuditDep, request: Request
-) -> dict[str, Any]:
+) -> Response:
     """The map query with the area in the body: for polygons too long for a URL."""
     if body.bbox is not None and body.polygon is not None:
         raise invalid(("body", "polygon"), "give bbox or polygon, not both")
@@ -333,9 +391,8 @@ async def search_fleet_positions(
         shape = geo.parse_polygon(body.polygon) if body.polygon is not None else None
     except ValueError as exc:
         raise invalid(("body", "polygon"), str(exc)) from None
-    view = await privacy_view(store, caller, request, audit)
-    result = await _fleet_positions(store, caller.fleet_id, box, shape, view)
+    result = await _fleet_positions(store, caller, request, audit, box, shape)
     if box is not None and not result["data"]:
         await _refuse_swapped(store, caller.fleet_id, box, ("body", "bbox"))
     await audit("read", "fleet_positions", None, detail=f"{len(result['data'])} vehicles")
-    return result
+    return _map_answer(result)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from storage.models import Page, Position, Vehicle
-from storage.repository import TelemetryRepo, VehicleRepo
+from storage.models import Page, Position
+from storage.repository import TelemetryRepo
 
 # Rows per storage round trip when walking a whole range: large enough that round trips do not
 # dominate, small enough that one page stays a few MB.
@@ -45,15 +45,3 @@ async def position_pages(
         if page.next_cursor is None:
             return
         cursor, page = page.next_cursor, None
-
-
-async def all_vehicles(vehicles: VehicleRepo, fleet_id: str) -> dict[str, Vehicle]:
-    """Every vehicle of the fleet by id."""
-    out: dict[str, Vehicle] = {}
-    cursor: str | None = None
-    while True:
-        page = await vehicles.list(fleet_id, cursor=cursor, limit=1000)
-        out.update((v.id, v) for v in page.items)
-        if page.next_cursor is None:
-            return out
-        cursor = page.next_cursor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pymongo import ReturnDocument
 
 from storage.errors import NotFound
@@ -126,6 +128,13 @@ class MongoVehicles:
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
         return docs.to_vehicle(await self._find(fleet_id, vehicle_id))
+
+    async def get_many(self, fleet_id: str, vehicle_ids: Collection[str]) -> dict[str, Vehicle]:
+        if not vehicle_ids:
+            return {}
+        query: Doc = {"_id": {"$in": list(vehicle_ids)}, "fleet_id": fleet_id}
+        found = await self._db.find(VEHICLES, query, [("_id", ASC)])
+        return {v.id: v for v in map(docs.to_vehicle, found)}
 
     async def _find(self, fleet_id: str, vehicle_id: str) -> Doc:
         return await self._db.find_one(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Collection
 from typing import Any
+
+import orjson
 
 from storage.latest import vehicle_subject
 from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
@@ -105,6 +108,18 @@ class SqliteVehicles:
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
         return await self._db.read(get_vehicle, fleet_id, vehicle_id)
+
+    async def get_many(self, fleet_id: str, vehicle_ids: Collection[str]) -> dict[str, Vehicle]:
+        if not vehicle_ids:
+            return {}
+        # The ids as one JSON array: one parameter however many (SQLite caps parameters).
+        sql = (
+            f"SELECT {rows.VEHICLE_COLUMNS} FROM vehicles"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND fleet_id = ?"
+        )
+        ids = orjson.dumps(list(vehicle_ids)).decode()
+        found = await self._db.read(fetch_all, sql, (ids, fleet_id))
+        return {v.id: v for v in map(rows.to_vehicle, found)}
 
     async def list(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 
 from storage.latest import newest_valid_fixes, vehicle_subject
 from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
-from storage.pagination import decode_cursor, make_page, order_kind, page_limit
+from storage.pagination import CursorKey, decode_cursor, make_page, order_kind, page_limit
 from storage.repository import BBox
 from storage.sqlite import rows
 from storage.sqlite.db import Database
@@ -44,6 +44,26 @@ _SELECT_LAST = (
     f"SELECT {', '.join(f'p.{name}' for name in POSITION_COLUMN_NAMES)} FROM last_positions AS l"
     " JOIN positions AS p ON p.time_ms = l.time_ms AND p.device_id = l.device_id"
 )
+
+
+def positions_query(
+    fleet_id: str,
+    vehicle_id: str,
+    from_ms: int,
+    to_ms: int,
+    after: CursorKey | None,
+    limit: int,
+    newest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The history query (`SqliteTelemetry.positions`): rows after the keyset ``after``, at
+    most ``limit``. Apart so bench/bench_api.py's floor runs exactly this SQL."""
+    cond, after_params, order = keyset(["time_ms", "device_id"], after, newest_first=newest_first)
+    sql = (
+        f"SELECT {rows.POSITION_COLUMNS} FROM positions"
+        f" WHERE fleet_id = ? AND vehicle_id = ? AND time_ms >= ? AND time_ms < ?{cond}"
+        f" ORDER BY {order} LIMIT ?"
+    )
+    return sql, [fleet_id, vehicle_id, from_ms, to_ms, *after_params, limit]
 
 
 class SqliteTelemetry:
@@ -90,13 +110,9 @@ class SqliteTelemetry:
         limit = page_limit(limit)
         kind = order_kind("position", newest_first)
         key = None if cursor is None else decode_cursor(cursor, kind, (int, str))
-        cond, after_params, order = keyset(["time_ms", "device_id"], key, newest_first=newest_first)
-        sql = (
-            f"SELECT {rows.POSITION_COLUMNS} FROM positions"
-            f" WHERE fleet_id = ? AND vehicle_id = ? AND time_ms >= ? AND time_ms < ?{cond}"
-            f" ORDER BY {order} LIMIT ?"
+        sql, params = positions_query(
+            fleet_id, vehicle_id, from_ms, to_ms, key, limit + 1, newest_first
         )
-        params = [fleet_id, vehicle_id, from_ms, to_ms, *after_params, limit + 1]
         found = await self._db.read(fetch_all, sql, params)
         return make_page(
             [rows.to_position(r) for r in found],

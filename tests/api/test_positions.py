@@ -396,6 +396,18 @@ async def test_get_positions_invalid_cursor_400(
     assert r.status_code == 400
 
 
+async def test_get_positions_unknown_vehicle_404_before_a_bad_cursor(
+    client: httpx.AsyncClient, fleet_a: FleetFixture
+) -> None:
+    """The vehicle and its page are read together; the vehicle's answer still comes first."""
+    r = await client.get(
+        "/v1/vehicles/veh_doesnotexist/positions",
+        params={"cursor": "bm90LWEtY3Vyc29y"},
+        headers=fleet_a.h(),
+    )
+    assert r.status_code == 404
+
+
 async def test_get_positions_belong_to_vehicle_at_that_time(
     client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
 ) -> None:
@@ -457,6 +469,32 @@ async def test_get_fleet_positions_bbox(
         "/v1/fleet/positions", params={"bbox": "2.2,48.8,2.5,48.9"}, headers=fleet_a.h()
     )
     assert [item["vehicle_id"] for item in r.json()["data"]] == [ids["paris"]]
+
+
+async def test_get_fleet_positions_leave_out_deleted_vehicles(
+    client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
+) -> None:
+    """Only the vehicles named are read, not the fleet: a deleted one is neither on the map,
+    though a late fix of it stored its last position again, nor named as private."""
+    ids = await seed_fleet_map(client, store, fleet_a)
+    always = {"tz": "UTC", "private": [{"days": list(range(1, 8)), "from": "00:00", "to": "24:00"}]}
+    r = await client.put(
+        f"/v1/vehicles/{ids['none']}/privacy", json={"schedule": always}, headers=fleet_a.h()
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get("/v1/fleet/positions", headers=fleet_a.h())
+    assert r.json()["private"] == [ids["none"]]
+    for gone in ("lyon", "none"):
+        r = await client.delete(f"/v1/vehicles/{ids[gone]}", headers=fleet_a.h())
+        assert r.status_code == 204
+    # A fix the box had buffered, stamped with the vehicle it was fitted to then.
+    await store.telemetry.store(
+        [make_position(fleet_a.id, "dev_other", ids["lyon"], T0 + 1000, lat=45.7, lon=4.8)], []
+    )
+    assert ids["lyon"] in {p.vehicle_id for p in await store.telemetry.last_positions(fleet_a.id)}
+    r = await client.get("/v1/fleet/positions", headers=fleet_a.h())
+    assert [item["vehicle_id"] for item in r.json()["data"]] == [ids["paris"]]
+    assert r.json()["private"] == []
 
 
 async def test_get_fleet_positions_polygon(

@@ -57,6 +57,20 @@ async def test_update_to_taken_vin_conflicts(store: Store, fleet: Fleet, vehicle
     assert (await store.vehicles.get(fleet.id, other.id)).vin == "OTHERVIN"
 
 
+async def test_get_many_reads_the_fleets_vehicles_among_the_ids(
+    store: Store, fleet: Fleet, other_fleet: Fleet
+) -> None:
+    a = await store.vehicles.create(fleet.id, vin="VIN-A", plate="PA", label="a")
+    b = await store.vehicles.create(fleet.id, vin="VIN-B", plate="PB", label="b")
+    gone = await store.vehicles.create(fleet.id, vin="VIN-C", plate="PC", label="c")
+    await store.vehicles.delete(fleet.id, gone.id, 1)
+    elsewhere = await store.vehicles.create(other_fleet.id, vin="VIN-D", plate="PD", label="d")
+    asked = [b.id, a.id, gone.id, elsewhere.id, "veh_doesnotexist", a.id]
+    assert await store.vehicles.get_many(fleet.id, asked) == {a.id: a, b.id: b}
+    assert await store.vehicles.get_many(other_fleet.id, asked) == {elsewhere.id: elsewhere}
+    assert await store.vehicles.get_many(fleet.id, []) == {}
+
+
 async def test_list_filters(store: Store, fleet: Fleet) -> None:
     a = await store.vehicles.create(fleet.id, vin="VIN-A", plate="PA", label="a")
     b = await store.vehicles.create(fleet.id, vin="VIN-B", plate="PB", label="b")
