@@ -32,6 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import summary
 from simulator.records import make_record
 from tests.security.serve_process import (
     IO_TIMEOUT_S,
@@ -47,6 +48,7 @@ DAY_MS = 86_400_000
 HISTORY_STEP_MS = 30_000  # one fix every 30 s: 2,880 a day
 BOX_INTERVAL_S = 0.02
 TARGET_RPS = 1000
+MAX_P99_RATIO = 2.0  # issue 11: a flood must not raise the box ACK p99 above 2x
 # Neither the per-key rate limit nor the key throttle may turn the flood into cheap 429s.
 FLOOD_ENV = {"GP8_API__RATE_LIMIT_PER_MINUTE": "100000000"}
 # No log line per request (the start-up lines, which give the ports, stay).
@@ -151,6 +153,12 @@ def report(name: str, quiet: Phase, loaded: Phase) -> float:
         f"ratio p50 {loaded.pct(0.5) / quiet.pct(0.5):4.2f} p99 {ratio:4.2f} | "
         f"API {rps:5.0f} req/s, {loaded.failures} failed"
     )
+    # The bound as a figure: the flooded p99 against the quiet one of the same run, at most 2x.
+    summary.report(
+        "api_isolation", f"box ACK p99 under an API flood, {name}", loaded.pct(0.99), "ms",
+        op="<=", goal=MAX_P99_RATIO * quiet.pct(0.99), floor=quiet.pct(0.99),
+        floor_name="quiet p99, same run",
+    )  # fmt: skip
     return ratio
 
 

@@ -35,9 +35,12 @@ BENCHES = [
     "bench_mqtt.py",
     "bench_sim.py",
     "bench_geofences.py",
+    "bench_storm.py",
+    "bench_teltonika.py",
+    "bench_api_isolation.py",
 ]
 # Benches that take --quick.
-QUICK = {"bench_commands.py", "bench_import.py"}
+QUICK = {"bench_api.py", "bench_commands.py", "bench_import.py", "bench_storm.py"}
 
 
 def run(name: str, quick: bool) -> tuple[int, list[Figure]]:
