@@ -132,14 +132,9 @@ class Database:
         self._reader = _Worker("gp8-sqlite-reader")
         self._state: State = "new"  # -> "open" -> "closed"
         self._open_lock = asyncio.Lock()
-        # Writes waiting for the next group commit, shared by the loop and the writer thread.
-        self._pending: deque[_Write] = deque()
-        self._pending_lock = threading.Lock()
-        self._draining = False  # a drain is queued on, or running on, the writer thread
-        # Reads waiting for the reader thread, likewise.
-        self._reads: deque[_Write] = deque()
-        self._reads_lock = threading.Lock()
-        self._reading = False  # a drain is queued on, or running on, the reader thread
+        # Writes waiting for the next group commit; reads waiting for the reader thread.
+        self._writes = _Queue(self._writer, self._commit_group, MAX_GROUP)
+        self._reads = _Queue(self._reader, self._run_reads, 1)
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
             weakref.WeakKeyDictionary()
         )
@@ -183,26 +178,22 @@ class Database:
     async def write(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` atomically on the writer thread: alone or with the writes
         queued beside it in one transaction (group commit), answered once that is committed."""
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def work(conn: sqlite3.Connection) -> T:
-            return fn(conn, *args, **kwargs)
-
-        queued = _Write(work, future, self._mailbox(loop))
-        with self._pending_lock:
-            self._pending.append(queued)
-            start = not self._draining
-            self._draining = True
-        if start:
-            self._writer.submit(self._drain)
+        future = self._queue(self._writes, fn, *args, **kwargs)
         with translate_errors():
             # A cancelled caller does not stop the work: it still commits (see _Worker.run).
             return await future
 
     async def read(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` on the reader thread (autocommit: each statement one snapshot)."""
+        future = self._queue(self._reads, fn, *args, **kwargs)
+        with translate_errors():
+            # A cancelled caller does not stop the read; its answer is dropped.
+            return await future
+
+    def _queue(
+        self, queue: _Queue, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[T]:
+        """``fn(conn, ...)`` queued for ``queue``'s thread; its answer, to come."""
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -210,16 +201,8 @@ class Database:
         def work(conn: sqlite3.Connection) -> T:
             return fn(conn, *args, **kwargs)
 
-        queued = _Write(work, future, self._mailbox(loop))
-        with self._reads_lock:
-            self._reads.append(queued)
-            start = not self._reading
-            self._reading = True
-        if start:
-            self._reader.submit(self._drain_reads)
-        with translate_errors():
-            # A cancelled caller does not stop the read; its answer is dropped.
-            return await future
+        queue.put(_Write(work, future, self._mailbox(loop)))
+        return future
 
     def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
         box = self._mailboxes.get(loop)
@@ -227,15 +210,10 @@ class Database:
             box = self._mailboxes[loop] = _Mailbox(loop)
         return box
 
-    def _drain_reads(self) -> None:
-        """On the reader thread: run the queued reads in order until none is left, answering
-        each as soon as it is done (a long read holds back none before it)."""
-        while True:
-            with self._reads_lock:
-                if not self._reads:
-                    self._reading = False
-                    return
-                read = self._reads.popleft()
+    def _run_reads(self, reads: list[_Write]) -> None:
+        """On the reader thread: run ``reads`` in order, answering each as soon as it is done
+        (a long read holds back none before it)."""
+        for read in reads:
             answer: Answer
             try:
                 answer = (read, read.work(self._reader.conn), None)
@@ -246,16 +224,6 @@ class Database:
     def _check_open(self) -> None:
         if self._state != "open":
             raise StorageUnavailable(f"sqlite store is {self._state}, not open")
-
-    def _drain(self) -> None:
-        """On the writer thread: commit the queued writes in groups until none is left."""
-        while True:
-            with self._pending_lock:
-                group = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
-                if not group:
-                    self._draining = False
-                    return
-            self._commit_group(group)
 
     def _commit_group(self, group: list[_Write]) -> None:
         answers: list[tuple[_Write, object, BaseException | None]] = []
@@ -296,6 +264,37 @@ class Database:
 
 
 Answer = tuple["_Write", object, BaseException | None]
+
+
+class _Queue:
+    """Work waiting for one storage thread, shared by the event loops and that thread. While
+    anything is queued one drain runs on the thread, handing ``run`` up to ``batch`` items at a
+    time (the writer: a group commit; the reader: one read) until none is left."""
+
+    def __init__(self, worker: _Worker, run: Callable[[list[_Write]], None], batch: int) -> None:
+        self._worker = worker
+        self._run = run
+        self._batch = batch
+        self._items: deque[_Write] = deque()
+        self._lock = threading.Lock()
+        self._draining = False  # a drain is queued on, or running on, the thread
+
+    def put(self, item: _Write) -> None:
+        with self._lock:
+            self._items.append(item)
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._worker.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                group = [self._items.popleft() for _ in range(min(self._batch, len(self._items)))]
+                if not group:
+                    self._draining = False
+                    return
+            self._run(group)
 
 
 def _answer(answers: list[Answer]) -> None:
