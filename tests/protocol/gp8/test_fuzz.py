@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from protocol.gp8 import MAX_FRAME_SIZE, FrameDecoder, FrameError, Message, encode
@@ -137,6 +137,11 @@ def test_damaged_frames_never_cost_an_intact_one(
 ) -> None:
     stream, intact = damaged
     out = run(stream, chunk, end=PADDING)
+    # Unless noise happened to make a frame with a valid CRC (a run of garbage, or a damaged
+    # frame ending in the next frame's first bytes, whose CRC matches by chance: 1 in 65,536
+    # per candidate, and hypothesis is good at finding them). No decoder can tell such a frame
+    # from a real one; it may take the first bytes of the frame after it.
+    assume(all(message in intact for message in out.messages))
     assert is_subsequence(intact, out.messages)
 
 
