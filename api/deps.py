@@ -26,7 +26,10 @@ from storage.repository import Store
 ROLE_RANK = {Role.VIEWER: 0, Role.MANAGER: 1, Role.ADMIN: 2}
 
 
-# async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
+# Dependencies are async: FastAPI runs a plain-def dependency on its thread pool, a thread hop
+# (and a loop wake-up) per request, a good part of a small request's cost on a busy loop. They
+# only read app state or parse parameters, so they run on the loop; tests/api/test_dependencies.py
+# fails for a plain-def one.
 async def get_store(request: Request) -> Store:
     return cast(Store, request.app.state.store)
 

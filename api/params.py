@@ -74,7 +74,6 @@ def time_range(
     """A dependency reading ``from``/``to``: ``to`` defaults to now, ``from`` to ``to`` minus
     ``default_span_ms``; ``from`` < ``to`` and a span of at most ``max_span_ms`` are required."""
 
-    # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
     async def parse(
         from_: Annotated[
             str | None,
@@ -138,7 +137,6 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     return frozenset(names)
 
 
-# async, as every app-wide dependency: FastAPI runs a plain def on its thread pool.
 async def check_request(connection: HTTPConnection) -> None:
     """An app-wide dependency holding every route to what it declares.
 

@@ -96,7 +96,6 @@ def new_api_key(
     return secret, record
 
 
-# async, as every app-wide dependency: FastAPI runs a plain def on its thread pool.
 async def refuse_key_in_url(connection: HTTPConnection) -> None:
     """An app-wide dependency: a request with a key in its query is a 400 saying so, before
     anything else looks at it (the key is burnt anyway: it is in logs now). The live stream

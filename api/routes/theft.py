@@ -52,7 +52,7 @@ resources.register(
 )
 
 
-def get_theft(request: Request, store: StoreDep) -> TheftService:
+async def get_theft(request: Request, store: StoreDep) -> TheftService:
     """The use cases over this process's command service (gp8 serve's, or a store-only one);
     ``app.state.theft_options`` holds the settings (fast interval, hold period)."""
     options = cast(dict[str, Any], getattr(request.app.state, "theft_options", None) or {})

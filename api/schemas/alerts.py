@@ -61,7 +61,7 @@ class AlertFilters:
 _TIME_DOC = "RFC 3339 or epoch milliseconds (not seconds); on the time the alert was raised"
 
 
-def alert_filters(
+async def alert_filters(
     type_: Annotated[
         list[AlertKind] | None,
         Query(alias="type", description="Only these types (repeat the parameter for several)"),

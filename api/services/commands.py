@@ -34,8 +34,7 @@ def get_commands(request: Request) -> CommandService:
 
 
 async def _commands_dep(request: Request) -> CommandService:
-    # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
-    return get_commands(request)
+    return get_commands(request)  # async: see api/deps.py, "Dependencies are async"
 
 
 CommandsDep = Annotated[CommandService, Depends(_commands_dep)]

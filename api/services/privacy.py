@@ -129,8 +129,12 @@ def get_pseudonyms(request: Request) -> BadgePseudonyms:
     return found if isinstance(found, BadgePseudonyms) else BadgePseudonyms.development()
 
 
+async def _pseudonyms_dep(request: Request) -> BadgePseudonyms:
+    return get_pseudonyms(request)  # async: see api/deps.py, "Dependencies are async"
+
+
 # The app's driver key, for a route that names badges (drivers, the privacy badge).
-PseudonymsDep = Annotated[BadgePseudonyms, Depends(get_pseudonyms)]
+PseudonymsDep = Annotated[BadgePseudonyms, Depends(_pseudonyms_dep)]
 
 
 def stored_badge(request: Request, badge: str) -> int:

@@ -51,7 +51,7 @@ def as_problem(refusal: StreamRefused) -> ApiProblem:
     )
 
 
-def check_request(request: Request) -> None:
+async def check_request(request: Request) -> None:
     """Before authentication: no key in the URL, and a client that asked for events."""
     try:
         refuse_secret_in_url(request.query_params.keys())
