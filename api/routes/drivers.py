@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from api.deps import AuditDep, Manager, StoreDep
 from api.params import Id
 from api.problems import problem_responses
 from api.schemas.privacy import DriverCreate, DriverPublic, DriversPublic
-from api.services.privacy import PseudonymsDep
+from api.services.privacy import stored_badge
 from api.times import ms_to_datetime
 from storage.models import new_id, now_ms
 from storage.privacy import Driver
@@ -42,14 +42,14 @@ async def create_driver(
     caller: Manager,
     store: StoreDep,
     audit: AuditDep,
-    pseudonyms: PseudonymsDep,
+    request: Request,
 ) -> DriverPublic:
     """Name the driver of a badge (manager); the badge is kept as its pseudonym only.
     409 when the badge has a driver already."""
     driver = Driver(
         id=new_id("drv"),
         fleet_id=caller.fleet_id,
-        badge=pseudonyms.of(int(body.badge)),
+        badge=stored_badge(request, body.badge),
         name=body.name,
         created_ms=now_ms(),
     )

@@ -19,7 +19,7 @@ from api.schemas.privacy import (
     PrivacySchedulePublic,
     PrivateWindow,
 )
-from api.services.privacy import PseudonymsDep
+from api.services.privacy import stored_badge
 from api.times import ms_to_datetime
 from storage.models import now_ms
 from storage.privacy import PrivacySchedule, PrivacyWindow, ScheduleChange
@@ -111,12 +111,11 @@ async def put_privacy_badge(
     caller: Admin,
     store: StoreDep,
     audit: AuditDep,
-    pseudonyms: PseudonymsDep,
     request: Request,
 ) -> PrivacyBadgePublic:
     """Set the fleet's privacy badge (admin): a box's badge event with it (GP8 DRIVER_BADGE,
     Teltonika iButton) toggles the vehicle's privacy. Stored as its pseudonym."""
-    badge = None if body.badge is None else pseudonyms.of(int(body.badge))
+    badge = None if body.badge is None else stored_badge(request, body.badge)
     await store.privacy.set_badge(caller.fleet_id, badge)
     # This process's processing stage uses it at once (the others within 5 s).
     changed = getattr(request.app.state, "privacy_badge_changed", None)

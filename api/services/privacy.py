@@ -14,9 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from api.audit import Audit
 from api.deps import FleetCaller
@@ -124,23 +123,12 @@ async def privacy_view(
     return PrivacyView(vehicles, reveal=reveal)
 
 
-def get_pseudonyms(request: Request) -> BadgePseudonyms:
-    found = getattr(request.app.state, "pseudonyms", None)
-    return found if isinstance(found, BadgePseudonyms) else BadgePseudonyms.development()
-
-
-async def _pseudonyms_dep(request: Request) -> BadgePseudonyms:
-    return get_pseudonyms(request)  # async: see api/deps.py, "Dependencies are async"
-
-
-# The app's driver key, for a route that names badges (drivers, the privacy badge).
-PseudonymsDep = Annotated[BadgePseudonyms, Depends(_pseudonyms_dep)]
-
-
 def stored_badge(request: Request, badge: str) -> int:
     """A badge number a client names (digits), as storage keeps it and compares it: its
     pseudonym under the app's driver key, as the gateway hashes what boxes report."""
-    return get_pseudonyms(request).of(int(badge))
+    found = getattr(request.app.state, "pseudonyms", None)
+    pseudonyms = found if isinstance(found, BadgePseudonyms) else BadgePseudonyms.development()
+    return pseudonyms.of(int(badge))
 
 
 # The stream and the webhooks read a fleet's privacy facts at most this often (a schedule or
