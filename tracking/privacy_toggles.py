@@ -55,14 +55,14 @@ class PrivacyToggleHandler:
         self.counters: Counter[str] = Counter()
 
     async def handle(self, batch: DeviceBatch) -> Sequence[Event | Signal]:
-        if not any(e.code in _CODES for e in batch.events):
-            return ()
         by_vehicle: dict[str, list[Event]] = {}
         for event in batch.events:
             if event.vehicle_id is not None and event.code in _CODES:
                 by_vehicle.setdefault(event.vehicle_id, []).append(event)
+        if not by_vehicle:
+            return ()
         badge = None
-        if any(e.code == BADGE_EVENT for e in batch.events):
+        if any(e.code == BADGE_EVENT for events in by_vehicle.values() for e in events):
             badge = await self._badge(batch.fleet_id)
         for vehicle_id, events in by_vehicle.items():
             times = toggle_times(badge, events)
