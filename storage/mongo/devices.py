@@ -157,26 +157,7 @@ class MongoDevices:
         return sorted(fittings, key=lambda f: (f.from_ms, f.to_ms is None, f.to_ms or 0))
 
     async def set_connection(self, connection: DeviceConnection) -> None:
-        device = await self._db.call(
-            self._db.collection(DEVICES).find_one({"_id": connection.device_id}, {"fleet_id": 1})
-        )
-        if device is None:
-            # Deleted while connected: nothing to attach the state to, and no error to fail the
-            # gateway's disconnect path with.
-            return
-        # "Newest observation wins" in one conditional upsert: when the stored version is
-        # newer the filter matches nothing, the upsert's insert hits the _id and the write is
-        # dropped (several gateway processes write this document).
-        try:
-            await self._db.call(
-                self._db.collection(CONNECTIONS).update_one(
-                    {"_id": connection.device_id, "version": {"$lte": connection.version}},
-                    {"$set": docs.connection_fields(connection, device["fleet_id"])},
-                    upsert=True,
-                )
-            )
-        except Conflict:
-            return  # a newer observation is stored
+        await self.set_connections([connection])
 
     async def set_connections(self, connections: builtins.list[DeviceConnection]) -> None:
         # The newest state per box: the writes of one unordered bulk may land in any order.
@@ -189,7 +170,11 @@ class MongoDevices:
         found = await self._db.find(
             DEVICES, {"_id": {"$in": sorted(newest)}}, [("_id", ASC)], projection={"fleet_id": 1}
         )
-        # Boxes deleted while connected are left out, as by set_connection.
+        # Boxes deleted while connected have nothing to attach a state to: left out, with no
+        # error to fail the gateway's disconnect path with. "Newest observation wins" in one
+        # conditional upsert each: when the stored version is newer the filter matches nothing,
+        # the upsert's insert hits the _id and the write is dropped (several gateway processes
+        # write this document).
         ops = [
             UpdateOne(
                 {"_id": d["_id"], "version": {"$lte": newest[d["_id"]].version}},

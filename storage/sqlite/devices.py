@@ -124,7 +124,7 @@ class SqliteDevices:
         return [rows.to_fitting(r) for r in await self._db.read(fetch_all, sql, (device_id,))]
 
     async def set_connection(self, connection: DeviceConnection) -> None:
-        await self._db.write(_set_connection, connection)
+        await self.set_connections([connection])
 
     async def set_connections(self, connections: builtins.list[DeviceConnection]) -> None:
         if connections:
@@ -244,10 +244,6 @@ def _connection_params(c: DeviceConnection) -> tuple[object, ...]:
         c.seen_ms,
         c.device_id,
     )
-
-
-def _set_connection(conn: sqlite3.Connection, c: DeviceConnection) -> None:
-    conn.execute(_UPSERT_CONNECTION, _connection_params(c))
 
 
 def _set_connections(conn: sqlite3.Connection, states: list[DeviceConnection]) -> None:
