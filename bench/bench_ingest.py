@@ -8,10 +8,10 @@ the stored row count is checked against what was sent.
 
 The floor printed beside it is measured in the same run, after the gateway has stopped: the
 same rows (read back from the bench's database) written straight into a fresh database of the
-same schema and durability (WAL, synchronous=FULL, the store's INSERT OR IGNORE), in one
-executemany and one commit per transaction of the gateway's average flush size, the better of
-two runs: what SQLite alone does with them, with no gateway, no last positions and no stream
-log.
+same schema and durability (WAL, synchronous=FULL, the store's INSERT OR IGNORE bound many rows
+per execution, as the store binds them), one commit per transaction of the gateway's average
+flush size, the better of two runs: what SQLite alone does with them, with no gateway, no last
+positions and no stream log.
 
     .venv/bin/python bench/bench_ingest.py                    # 1000 boxes x 100 positions
     .venv/bin/python bench/bench_ingest.py --profile out.prof # cProfile of the gateway side
@@ -55,7 +55,7 @@ from storage.models import (
 from storage.sqlite import SqliteStore
 from storage.sqlite.rows import POSITION_COLUMNS
 from storage.sqlite.schema import configure
-from storage.sqlite.telemetry import _INSERT_POSITION  # the store's own statement
+from storage.sqlite.telemetry import _INSERT_POSITION, execute_rows  # the store's own insert
 
 BENCH = "ingest"
 GOAL = 80_000  # positions/s stored and ACKed, 1,000 boxes, 2 cores
@@ -310,7 +310,7 @@ def _insert_direct(path: Path, rows: list[tuple[object, ...]], per_commit: int) 
         began = time.perf_counter()
         for start in range(0, len(rows), per_commit):
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT_POSITION, rows[start : start + per_commit])
+            execute_rows(conn, _INSERT_POSITION, rows[start : start + per_commit])
             conn.execute("COMMIT")
         return len(rows) / (time.perf_counter() - began)
     finally:

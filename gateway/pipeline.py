@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.errors import PipelineClosed
@@ -56,7 +56,8 @@ STORE_TIMEOUT_S = 30.0
 # instead of idling until the event loop has heard of that commit and handed it the next
 # (py-spy of bench/bench_ingest.py: idle about a fifth of the run, between flushes). Each
 # flush's submitters are still answered only once that flush is durable; SQLite's one writer
-# commits them in the order they were handed over.
+# commits them in the order they were handed over. Under load the next flush is handed over
+# as soon as a store returns, before that flush's submitters are answered (`_stored`).
 FLUSHES_IN_FLIGHT = 2
 
 
@@ -112,6 +113,8 @@ class IngestPipeline(Service):
         self._space_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._storing = 0  # flushes handed to the store whose store call has not returned
         self._closing = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -233,7 +236,6 @@ class IngestPipeline(Service):
     # --- the writer --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        flushing: set[asyncio.Task[None]] = set()
         try:
             while True:
                 while not self._queue:
@@ -243,26 +245,54 @@ class IngestPipeline(Service):
                     await self._wakeup.wait()
                 if not self._closing:
                     await self._linger()
-                while len(flushing) >= FLUSHES_IN_FLIGHT:
-                    await asyncio.wait(flushing, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._flush_batch(self._take()))
-                flushing.add(task)
-                task.add_done_callback(flushing.discard)
+                while self._storing >= FLUSHES_IN_FLIGHT:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                if self._queue:  # unless a hand-over (`_stored`) took it meanwhile
+                    self._start(self._take())
         finally:
             # Cancelled by stop() (or a bug): the flushes under way are given up with it.
-            for task in flushing:
+            for task in self._flushing:
                 task.cancel()
-            await asyncio.gather(*flushing, return_exceptions=True)
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+
+    def _start(self, batch: list[_Submission]) -> None:
+        self._storing += 1
+        task = asyncio.create_task(self._flush_batch(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    def _stored(self) -> None:
+        """A flush's store call returned: its place in FLUSHES_IN_FLIGHT is free."""
+        self._storing -= 1
+        self._wakeup.set()
+        # A full batch waiting is handed over at once, not by `_run`: the new task's first step
+        # then comes before the wake-ups of the submitters about to be answered, so the store
+        # has it while the loop sends their ACKs. Through `_run` it came three loop turns later,
+        # behind all of them: bench/bench_ingest.py's writer thread sat idle 5-10 ms between
+        # commits, and both flushes in flight, handed over together, shared one commit.
+        if self._queue and (self._queued >= self._batch_size or self._closing):
+            self._start(self._take())
 
     async def _flush_batch(self, batch: list[_Submission]) -> None:
+        stored = False
+
+        def on_stored() -> None:
+            nonlocal stored
+            stored = True
+            self._stored()
+
         try:
-            await self._flush(batch)
+            await self._flush(batch, on_stored)
         except asyncio.CancelledError:
             # stop() gave up waiting: nothing of this batch is known to be stored.
             for submission in batch:
                 submission.resolve(PipelineClosed("pipeline stopped while storing"))
             raise
         finally:
+            if not stored:
+                self._storing -= 1
+                self._wakeup.set()
             self._release(sum(s.size for s in batch))
 
     async def _linger(self) -> None:
@@ -290,7 +320,11 @@ class IngestPipeline(Service):
         self._queued -= total
         return batch
 
-    async def _flush(self, batch: list[_Submission]) -> None:
+    async def _flush(
+        self, batch: list[_Submission], on_stored: Callable[[], None] | None = None
+    ) -> None:
+        """Store ``batch`` and answer its submitters; ``on_stored`` is called once the store
+        has succeeded, before they are answered."""
         positions = [p for s in batch for p in s.positions]
         events = [e for s in batch for e in s.events]
         started = time.perf_counter()
@@ -312,6 +346,8 @@ class IngestPipeline(Service):
         else:
             self._timed(started)
             self._count(result, len(positions) + len(events))
+            if on_stored is not None:
+                on_stored()
             for submission in batch:
                 submission.resolve(None)
             self._offer(batch, positions, events, result)

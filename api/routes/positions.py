@@ -33,7 +33,7 @@ from api.services.formats import Format, GeoJsonGeometry
 from api.services.paging import WALK_PAGE, position_pages
 from api.services.privacy import privacy_view
 from api.times import iso_ms
-from storage.models import Page, Position, now_ms
+from storage.models import Page, Position, Vehicle, now_ms
 from storage.repository import BBox, Store
 from tracking.privacy import PrivacyState
 
@@ -258,7 +258,7 @@ async def _json_page(
             "from": iso_ms(span.from_ms),
             "to": iso_ms(span.to_ms),
             "privacy": view.state(vehicle_id, span.from_ms, span.to_ms),
-            "data": await formats.position_dicts(shown),
+            "data": await formats.positions_json(shown),
             "next_cursor": page.next_cursor,
         }
     )
@@ -293,20 +293,23 @@ async def _fleet_positions(
     vehicles = await store.vehicles.get_many(
         fleet_id, {p.vehicle_id for p in shown if p.vehicle_id is not None}.union(active)
     )
-    data = []
+    placed: list[tuple[Vehicle, Position]] = []
     for p in shown:
         vehicle = vehicles.get(p.vehicle_id) if p.vehicle_id is not None else None
-        if vehicle is None:
-            continue
-        data.append(
-            {
-                "vehicle_id": vehicle.id,
-                "plate": vehicle.plate,
-                "label": vehicle.label,
-                "position": formats.position_dict(p),
-                "age_s": _age_s(p, now),
-            }
-        )
+        if vehicle is not None:
+            placed.append((vehicle, p))
+    # The fixes rendered in one pass (formats.render_positions), not one call each.
+    rendered = formats.render_positions(p for _, p in placed)
+    data = [
+        {
+            "vehicle_id": vehicle.id,
+            "plate": vehicle.plate,
+            "label": vehicle.label,
+            "position": fix,
+            "age_s": _age_s(p, now),
+        }
+        for (vehicle, p), fix in zip(placed, rendered, strict=True)
+    ]
     return {"data": data, "private": sorted(vid for vid in active if vid in vehicles)}
 
 

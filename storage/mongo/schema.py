@@ -84,7 +84,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     # The vehicle track query; its fleet_id prefix also serves retention purges and erasure.
     POSITIONS: [_index("fleet_id", "vehicle_id", "time_ms", "device_id", name="vehicle_track")],
     EVENTS: [_index("fleet_id", "time_ms", "device_id", "code", name="fleet_time")],
-    LAST_POSITIONS: [_index("fleet_id", "vehicle_id", name="fleet")],
+    LAST_POSITIONS: [
+        _index("fleet_id", "vehicle_id", name="fleet"),  # the map of a whole fleet, in order
+        # The map's bbox: a range of latitudes within the fleet, the longitude tested in the
+        # index entry (a city's viewport fetches its few hundred documents, not the fleet's).
+        _index("fleet_id", "lat", "lon", name="fleet_area"),
+    ],
     ACCESS_LOG: [
         _index("fleet_id", "time_ms", "_id", name="fleet_time"),
         # The hash chain's order, and its compare-and-set (storage/mongo/audit_chain.py).

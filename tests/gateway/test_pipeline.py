@@ -119,6 +119,39 @@ async def test_the_next_flush_is_handed_over_while_one_is_written() -> None:
     assert fake.most_active == FLUSHES_IN_FLIGHT == 2
 
 
+async def test_a_waiting_batch_reaches_the_store_before_the_stored_one_is_answered() -> None:
+    # Under load the store has the next batch while the loop sends the ACKs of the one it just
+    # stored, rather than after them (the SQLite writer would sit idle meanwhile).
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    started: list[int] = []
+    store = fake.store
+
+    async def recording(positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
+        started.append(len(positions))
+        return await store(positions, events)
+
+    fake.store = recording  # type: ignore[method-assign]
+
+    async with IngestPipeline(fake, batch_size=10, max_batch_size=10, max_delay_ms=0) as pipeline:
+
+        async def submit_then_count() -> int:
+            await pipeline.submit(positions(10), [])
+            return len(started)
+
+        first = asyncio.create_task(submit_then_count())
+        await eventually(lambda: len(started) == 1)
+        others = [
+            asyncio.create_task(pipeline.submit(positions(10), []))
+            for _ in range(FLUSHES_IN_FLIGHT)
+        ]
+        await eventually(lambda: len(started) == FLUSHES_IN_FLIGHT)  # the last one waits
+        fake.gate.set()
+        assert await asyncio.wait_for(first, 5) == FLUSHES_IN_FLIGHT + 1
+        await asyncio.wait_for(asyncio.gather(*others), 5)
+    assert started == [10] * (FLUSHES_IN_FLIGHT + 1)
+
+
 async def test_a_full_queue_makes_submitters_wait() -> None:
     fake = FakeTelemetry()
     fake.gate = asyncio.Event()

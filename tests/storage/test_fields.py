@@ -23,7 +23,7 @@ import pytest
 
 from api.schemas.positions import PositionPublic, public_description
 from api.services import formats
-from api.times import iso_ms
+from api.times import MAX_MS, MIN_MS, iso_ms
 from protocol.gp8.frames import WarningLight
 from storage.fields import (
     POSITION_ATTRS,
@@ -203,6 +203,9 @@ def test_sqlite_rows_and_event_copies_round_trip() -> None:
             (p.time_ms, p.device_id),
         ).fetchone()
         assert rows.to_position(found) == p
+        # == holds for 1 == True too: each value has its field's type (to_position is
+        # written out, the flags turned back from 0/1 one by one).
+        assert [type(v) for v in rows.to_position(found)] == [type(v) for v in p]
         assert list(orjson.loads(rows.position_json(p))) == list(STORED_NAMES)
     e = event("flt_1", "dev_1", "veh_1", 5_000)
     assert rows.to_event(rows.event_values(e)) == e
@@ -254,7 +257,9 @@ def test_api_schema_is_the_table() -> None:
 
 
 def test_json_rendering_is_the_table() -> None:
-    """position_dict is a hand-written literal: each field, in order, rendered by its kind."""
+    """render_positions is a hand-written literal: each field, in order, rendered by its kind
+    (position_dict is it for one fix)."""
+    assert formats.render_positions(samples()) == [formats.position_dict(p) for p in samples()]
     for p in samples():
         rendered = formats.position_dict(p)
         assert rendered == {
@@ -263,6 +268,15 @@ def test_json_rendering_is_the_table() -> None:
         assert list(rendered) == list(PUBLIC_ORDER)
         # What is rendered is what the schema declares, type by type.
         assert PositionPublic.model_validate(rendered, strict=True).model_dump() == rendered
+
+
+@pytest.mark.parametrize(
+    "ms", [0, 1, 59_999, 60_000, -1, -60_001, 1_714_564_799_999, 951_782_400_000, MIN_MS, MAX_MS]
+)
+def test_rendered_times_are_iso_ms(ms: int) -> None:
+    """render_positions puts a time together from its minute and a table, not by iso_ms."""
+    (rendered,) = formats.render_positions([samples()[1]._replace(time_ms=ms, received_ms=ms)])
+    assert rendered["time"] == rendered["received_at"] == iso_ms(ms)
 
 
 async def _pages() -> AsyncIterator[list[Position]]:
@@ -324,7 +338,7 @@ def test_tenant_and_vehicle_ids_are_not_served_inside_a_position(attr: str) -> N
     assert by_attr(attr).public is None
 
 
-async def test_position_dicts_render_the_same_and_give_the_loop_turns() -> None:
+async def test_positions_json_renders_the_same_and_gives_the_loop_turns() -> None:
     """A long history is rendered in chunks, with the event loop's turn between them: a box's
     ACK on the same loop waits for a chunk, not for the whole page (issue 11)."""
     fixes = [samples()[0]._replace(time_ms=t) for t in range(3 * formats.RENDER_CHUNK + 5)]
@@ -339,8 +353,11 @@ async def test_position_dicts_render_the_same_and_give_the_loop_turns() -> None:
 
     counter = asyncio.create_task(count_turns())
     await asyncio.sleep(0)
-    rendered = await formats.position_dicts(fixes)
+    rendered = await formats.positions_json(fixes)
     rendering = False
     await counter
-    assert rendered == [formats.position_dict(p) for p in fixes]
+    assert orjson.loads(formats.dumps({"data": rendered}))["data"] == orjson.loads(
+        orjson.dumps([formats.position_dict(p) for p in fixes])
+    )
     assert turns >= 3  # one per chunk after the first, at least
+    assert formats.dumps(await formats.positions_json([])) == b"[]"

@@ -168,6 +168,65 @@ async def test_a_fresh_sqlite_file_is_created_at_the_current_version(db_dir: Pat
     assert (store.schema.found, store.schema.version) == (0, sqlite_migrations.SCHEMA_VERSION)
 
 
+def _schema_objects(path: Path) -> set[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        found = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"
+        ).fetchall()
+    return set(found)
+
+
+async def test_a_migrated_sqlite_file_has_the_tables_and_indexes_of_a_fresh_one(
+    db_dir: Path,
+) -> None:
+    """What the steps do to an old file is what a fresh file gets (step 9: the fleet index of
+    last_positions gives way to the map's covering index)."""
+    fresh, old = db_dir / "fresh.sqlite3", db_dir / "v1.sqlite3"
+    store = SqliteStore(fresh)
+    await store.start()
+    await store.close()
+    _v1_file(old)
+    assert ("index", "last_positions_by_fleet", "last_positions") in _schema_objects(old)
+    store = SqliteStore(old, secrets=BOX, pseudonyms=KEY, migrate=True)
+    await store.start()
+    await store.close()
+    assert _schema_objects(old) == _schema_objects(fresh)
+
+
+async def test_sqlite_step_9_serves_the_map_from_the_covering_index(db_dir: Path) -> None:
+    path = db_dir / "gp8.sqlite3"
+    before = SqliteStore(path)
+    await before.start()
+    fleet = await before.fleets.create(FLEET.name)
+    fixes = [
+        position(fleet.id, f"dev_{i}", f"veh_{i}", 5_000, lat=48.85 + i / 100, lon=2.35)
+        for i in range(3)
+    ]
+    await before.telemetry.store(fixes, [])
+    await before.close()
+    with sqlite3.connect(path) as conn:  # the file as version 8 left it
+        conn.execute("DROP INDEX last_positions_by_area")
+        conn.execute("CREATE INDEX last_positions_by_fleet ON last_positions (fleet_id)")
+        conn.execute("PRAGMA user_version = 8")
+
+    store = SqliteStore(path, migrate=True)
+    await store.start()
+    try:
+        assert store.schema is not None and store.schema.applied[-1].startswith("9:")
+        inside = await store.telemetry.last_positions(fleet.id, bbox=(2.3, 48.84, 2.4, 48.865))
+        assert inside == fixes[:2]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT time_ms, device_id FROM last_positions"
+            " WHERE fleet_id = ? AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?",
+            (fleet.id, 48.84, 48.865, 2.3, 2.4),
+        ).fetchall()
+    assert any("COVERING INDEX last_positions_by_area" in row[-1] for row in plan), plan
+    assert ("index", "last_positions_by_fleet", "last_positions") not in _schema_objects(path)
+
+
 async def test_a_newer_sqlite_file_is_refused_even_to_migrate(db_dir: Path) -> None:
     path = db_dir / "gp8.sqlite3"
     with sqlite3.connect(path) as conn:
@@ -288,7 +347,9 @@ async def test_sqlite_badges_of_version_7_are_hashed_once(db_dir: Path) -> None:
         await store.start()
         try:
             assert store.schema is not None
-            assert [s.split(":")[0] for s in store.schema.applied] == (["8"] if run == 0 else [])
+            assert [s.split(":")[0] for s in store.schema.applied] == (
+                ["8", "9"] if run == 0 else []
+            )
             await _assert_pseudonymised(store, "veh_1")
         finally:
             await store.close()

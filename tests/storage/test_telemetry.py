@@ -8,6 +8,7 @@ import pytest
 
 from storage.models import Fleet, StoreResult
 from storage.repository import Store
+from storage.sqlite.telemetry import ROWS_PER_STATEMENT
 from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS
 from tests.storage.factories import event, position
 from tests.storage.fakes import FakeTransactions
@@ -87,6 +88,40 @@ async def test_same_time_other_box_is_not_a_duplicate(store: Store, fleet: Fleet
     assert result.positions_inserted == 2
     page = await store.telemetry.positions(fleet.id, VEH, from_ms=0, to_ms=2_000)
     assert [(p.time_ms, p.device_id) for p in page.items] == [(1_000, DEV), (1_000, DEV2)]
+
+
+async def test_a_big_batch_is_stored_whole_and_its_resends_named(
+    store: Store, fleet: Fleet
+) -> None:
+    # Sized for SQLite's multi-row statements: whole executions and a rest, more vehicles
+    # than one execution of the last-position upsert, raw IO on some rows (a JSON column).
+    vehicles = ROWS_PER_STATEMENT + 3
+    batch = [
+        position(
+            fleet.id,
+            f"dev_{i % vehicles}",
+            f"veh_{i % vehicles}",
+            1_000 + i,
+            lat=i / 1_000,
+            io={"io_240": i} if i % 3 == 0 else None,
+        )
+        for i in range(2 * ROWS_PER_STATEMENT + 7)
+    ]
+    assert await store.telemetry.store(batch, []) == StoreResult(len(batch), 0, 0, 0)
+    for v in (0, vehicles - 1):
+        page = await store.telemetry.positions(fleet.id, f"veh_{v}", from_ms=0, to_ms=10**6)
+        assert page.items == [p for p in batch if p.vehicle_id == f"veh_{v}"]
+    newest = {p.vehicle_id: p for p in batch}  # the batch is in time order
+    assert await store.telemetry.last_positions(fleet.id) == sorted(
+        newest.values(), key=lambda p: p.vehicle_id or ""
+    )
+    # Every other record again, amid new ones: only the resends are named.
+    again = batch[::2]
+    fresh = [position(fleet.id, "dev_new", "veh_new", 10_000 + i) for i in range(150)]
+    result = await store.telemetry.store([*fresh[:75], *again, *fresh[75:]], [])
+    assert result == StoreResult(
+        len(fresh), len(again), 0, 0, frozenset((p.device_id, p.time_ms) for p in again)
+    )
 
 
 async def test_last_position_is_the_newest(store: Store, fleet: Fleet) -> None:
