@@ -26,7 +26,7 @@ commands/s one core allows).
 Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
 Run: ``.venv/bin/python bench/bench_commands.py [--boxes 1000] [--commands 1000]
-[--concurrency 1 16] [--data-dir DIR] [--quick]``.
+[--concurrency 1 16] [--data-dir DIR] [--quick] [--profile FILE]``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import multiprocessing
 import multiprocessing.connection
 import random
@@ -407,11 +408,16 @@ async def main(args: argparse.Namespace) -> None:
                 f"{'concurrency':>11} {'commands':>8} {'p50 ms':>8} {'p90 ms':>8} "
                 f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7} {'cpu ms/cmd':>10}"
             )
+            profiler = cProfile.Profile() if args.profile else None
             for concurrency in args.concurrency:
                 cpu = time.process_time()
+                if profiler is not None:
+                    profiler.enable()
                 latencies, elapsed = await drive_elsewhere(
                     run, str(http.base_url), key, vehicles, args.commands, concurrency
                 )
+                if profiler is not None:
+                    profiler.disable()
                 cpu_ms = (time.process_time() - cpu) * 1000 / (args.commands + WARMUP)
                 ms = [x * 1000 for x in latencies]
                 measured[concurrency] = (
@@ -424,6 +430,9 @@ async def main(args: argparse.Namespace) -> None:
                     f"{(args.commands + WARMUP) / elapsed:>7.0f} {cpu_ms:>10.2f}"
                 )
             bulk_s, bulk_n = await bulk_lock(http, key, acks, len(vehicles))
+            if profiler is not None:
+                # The event loop's thread only: the storage threads' CPU is in cpu ms/cmd.
+                profiler.dump_stats(args.profile)
             print(f"bulk lock of {bulk_n} vehicles: all acknowledged in {bulk_s:.2f} s")
         if GOAL_CONCURRENCY in measured:
             rate, p99 = measured[GOAL_CONCURRENCY]
@@ -476,6 +485,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument(
         "--quick", action="store_true", help="50 boxes, 100 commands: checks the bench runs"
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the event loop during the measured runs"
     )
     args = parser.parse_args()
     if args.quick:

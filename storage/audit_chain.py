@@ -17,6 +17,7 @@ two processes appending to one chain cannot fork it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -47,22 +48,31 @@ class Chained(Protocol):
 E = TypeVar("E", bound=Chained)
 
 
+@functools.cache
+def _hashed_names(model: type[Any]) -> tuple[str, ...]:
+    # dataclasses.fields builds its tuple anew each call: once per model, not per entry.
+    return tuple(f.name for f in dataclasses.fields(model) if f.name not in _UNHASHED)
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def entry_hash(entry: Chained) -> str:
     """SHA-256 (hex) of the entry's canonical encoding, ``hash`` left out."""
-    fields: dict[str, Any] = {
-        f.name: getattr(entry, f.name)
-        for f in dataclasses.fields(entry)  # type: ignore[arg-type]
-        if f.name not in _UNHASHED
-    }
-    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return _digest({name: getattr(entry, name) for name in _hashed_names(type(entry))})
 
 
 def link(entry: E, head_seq: int, head_hash: str | None) -> E:
     """``entry`` as the next link after the chain's head (``head_hash`` None: empty chain)."""
-    placed = dataclasses.replace(  # type: ignore[type-var]
-        entry, seq=head_seq + 1, prev_hash=head_hash or GENESIS, hash=""
+    # Hashed as `entry_hash` would hash the placed entry, built once (every append runs this
+    # on the writer thread, GIL held).
+    fields = {name: getattr(entry, name) for name in _hashed_names(type(entry))}
+    fields["seq"] = head_seq + 1
+    fields["prev_hash"] = head_hash or GENESIS
+    return dataclasses.replace(  # type: ignore[type-var]
+        entry, seq=fields["seq"], prev_hash=fields["prev_hash"], hash=_digest(fields)
     )
-    return dataclasses.replace(placed, hash=entry_hash(placed))  # type: ignore[type-var]
 
 
 @dataclass(frozen=True, slots=True)

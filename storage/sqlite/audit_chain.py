@@ -9,8 +9,10 @@ defence, and the index the head lookup uses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from storage.audit_chain import Chained, link
@@ -31,6 +33,15 @@ def _columns(model: type[Any]) -> str:
     return ", ".join(f.name for f in dataclasses.fields(model))
 
 
+@functools.cache
+def _insert(table: str, model: type[Any]) -> tuple[str, Callable[[Any], tuple[Any, ...]]]:
+    """The INSERT of one link and its parameters' getter (attrgetter builds the tuple in C;
+    astuple recursed and deep-copied every field, ~15 µs an entry on the writer thread)."""
+    names = [f.name for f in dataclasses.fields(model)]
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    return sql, attrgetter(*names)
+
+
 def insert_chained(conn: sqlite3.Connection, table: str, entry: E) -> E:
     """Insert ``entry`` as the next link of its fleet's chain; in the caller's transaction."""
     head = conn.execute(
@@ -38,11 +49,8 @@ def insert_chained(conn: sqlite3.Connection, table: str, entry: E) -> E:
         (entry.fleet_id,),
     ).fetchone()
     linked = link(entry, head[0], head[1]) if head is not None else link(entry, 0, None)
-    values = dataclasses.astuple(linked)  # type: ignore[call-overload]
-    conn.execute(
-        f"INSERT INTO {table} ({_columns(type(entry))}) VALUES ({', '.join('?' * len(values))})",
-        values,
-    )
+    sql, values = _insert(table, type(entry))
+    conn.execute(sql, values(linked))
     return linked
 
 

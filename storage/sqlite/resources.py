@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Collection
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -242,11 +243,16 @@ def get_vehicle(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str) -> Veh
     return get_one(conn, sql, (vehicle_id, fleet_id), rows.to_vehicle, f"vehicle {vehicle_id}")
 
 
+# attrgetter builds the row in C (astuple recursed and deep-copied each field, on the writer
+# thread with the GIL held).
+_vehicle_attrs = attrgetter(*(f.name for f in dataclasses.fields(Vehicle)))
+
+
 def _insert_vehicle(conn: sqlite3.Connection, vehicle: Vehicle) -> None:
     require_fleet(conn, vehicle.fleet_id)
     conn.execute(
         f"INSERT INTO vehicles ({rows.VEHICLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        dataclasses.astuple(vehicle),
+        _vehicle_attrs(vehicle),
     )
 
 
