@@ -32,6 +32,7 @@ from gateway.metrics import MetricsCollector
 from gateway.mqtt.aiomqtt_compat import (
     Delivery,
     OrderedAcks,
+    PublishTracker,
     enable_manual_acks,
     forget_disconnect_error,
 )
@@ -83,6 +84,7 @@ class _Connection:
 
     client: aiomqtt.Client
     acks: OrderedAcks
+    publisher: PublishTracker
     # Handlers waiting for the broker to confirm a publication: when the connection drops they
     # are cancelled, since aiomqtt would make them wait out the whole timeout.
     publishing: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -306,13 +308,11 @@ class MqttBridge:
             max_inflight_messages=self._receive_maximum,
             tls_context=self.broker.tls_context,  # built once by the entry point (config.py)
         )
-        # One pending PUBACK wait per ACK publication in flight is normal here, not a leak.
-        client.pending_calls_threshold = self._receive_maximum * 2
         enable_manual_acks(client)
         return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        conn = _Connection(client, OrderedAcks(client))
+        conn = _Connection(client, OrderedAcks(client), PublishTracker(client))
         try:
             # The uplink shared; the boxes' statuses whole (each gateway must know which boxes
             # the broker holds: docs/mqtt.md, "Online state over MQTT").
@@ -442,8 +442,11 @@ class MqttBridge:
             return False
         conn.publishing.add(task)
         try:
-            await conn.client.publish(topic, payload, qos=1, retain=False, timeout=self._timeout_s)
-        except aiomqtt.MqttError as exc:
+            # Through paho, one future per publication: aiomqtt's publish costs an Event, a
+            # wait_for task and a walk over every pending call, once per ACK we publish.
+            async with asyncio.timeout(self._timeout_s):
+                await conn.publisher.publish(topic, payload)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
             self.metrics.publish_failures += 1
             log.info("mqtt: publish to %s failed: %s", topic, exc)
             return False
