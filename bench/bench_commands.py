@@ -45,8 +45,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -152,14 +153,26 @@ async def _clients(
         loop.remove_reader(acked.fileno())
 
 
+async def result_of_child(target: Callable[..., None], *args: Any) -> Any:
+    """Run ``target(*args, out)`` in a spawned child process; what it sends on ``out``."""
+    ctx = multiprocessing.get_context("spawn")
+    result_in, result_out = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+    child = ctx.Process(target=target, args=(*args, result_out), daemon=True)
+    child.start()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, result_in.recv)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+
+
 async def drive_elsewhere(
     run: Running, base_url: str, key: str, vehicles: list[str], commands: int, concurrency: int
 ) -> tuple[list[float], float]:
     """`drive` from a child process: the clients' CPU (httpx costs about what the API does per
     request) is not gp8's, as the boxes' is not; clients of a fleet API are elsewhere."""
-    ctx = multiprocessing.get_context("spawn")
-    acked_in, acked_out = ctx.Pipe(duplex=False)  # (receiving end, sending end)
-    result_in, result_out = ctx.Pipe(duplex=False)
+    acked_in, acked_out = multiprocessing.get_context("spawn").Pipe(duplex=False)
     measuring = True
 
     def forward(command: CommandRecord) -> None:
@@ -168,21 +181,13 @@ async def drive_elsewhere(
             acked_out.send(done)
 
     run.commands.add_listener(forward)
-    child = ctx.Process(
-        target=run_clients,
-        args=(base_url, key, vehicles, commands, concurrency, acked_in, result_out),
-        daemon=True,
-    )
-    child.start()
     try:
-        loop = asyncio.get_running_loop()
-        measured: tuple[list[float], float] = await loop.run_in_executor(None, result_in.recv)
+        measured: tuple[list[float], float] = await result_of_child(
+            run_clients, base_url, key, vehicles, commands, concurrency, acked_in
+        )
         return measured
     finally:
         measuring = False
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
 
 
 # --- the parent: gp8 -------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import multiprocessing
 import multiprocessing.connection
 import shutil
 import sys
@@ -38,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.security import new_api_key
-from bench.bench_commands import commit_floor, one_connection_clients
+from bench.bench_commands import commit_floor, one_connection_clients, result_of_child
 from bench.summary import report
 from gateway.lifecycle import tune_gc
 from gp8.serve import start_services, stop_services
@@ -121,17 +120,8 @@ async def writes_elsewhere(base_url: str, key: str, first: int, n: int) -> tuple
     """`api_writes` from a child process, as bench_commands drives its commands: the client's
     CPU (httpx costs about what the API does per request) is not gp8's. Writes/s, and gp8's CPU
     ms per write (this process alone)."""
-    ctx = multiprocessing.get_context("spawn")
-    result_in, result_out = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=run_writes, args=(base_url, key, first, n, result_out), daemon=True)
     cpu = time.process_time()
-    child.start()
-    try:
-        rate: float = await asyncio.get_running_loop().run_in_executor(None, result_in.recv)
-    finally:
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
+    rate: float = await result_of_child(run_writes, base_url, key, first, n)
     return rate, (time.process_time() - cpu) * 1000 / n
 
 

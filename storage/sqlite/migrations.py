@@ -161,10 +161,7 @@ def _map_index(conn: sqlite3.Connection, secrets: SecretBox) -> None:
     # fleet_id prefix serves (schema.py says why).
     conn.execute("DROP INDEX IF EXISTS last_positions_by_fleet")
     if _has_table(conn, "last_positions"):
-        conn.execute(
-            "CREATE INDEX IF NOT EXISTS last_positions_by_area"
-            " ON last_positions (fleet_id, lat, lon, vehicle_id, time_ms, device_id)"
-        )
+        conn.execute(schema.LAST_POSITIONS_AREA_INDEX)
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -30,9 +30,11 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # Position columns, from storage.fields: their names are those of existing files (a field's
 # `sqlite`), their order is the model's, so a row maps to Position(*row).
 POSITION_COLUMN_NAMES: tuple[str, ...] = tuple(f.sqlite_column for f in POSITION_FIELDS)
-# SQLite has no boolean type: these are stored as 0/1 and turned back into bools when read.
-POSITION_BOOL_INDEXES: tuple[int, ...] = tuple(
-    i for i, f in enumerate(POSITION_FIELDS) if f.py_type is bool
+# The map's covering index (its why is beside last_positions in DDL); migration step 9 creates it
+# in existing files from this same text.
+LAST_POSITIONS_AREA_INDEX = (
+    "CREATE INDEX IF NOT EXISTS last_positions_by_area"
+    " ON last_positions (fleet_id, lat, lon, vehicle_id, time_ms, device_id)"
 )
 # A dict is a JSON object, kept as its text (storage.sqlite.rows converts it).
 _SQL_TYPES: dict[type, str] = {
@@ -200,8 +202,7 @@ CREATE TABLE IF NOT EXISTS last_positions (
 -- (~5x faster with 10,000 vehicles than the fleet's every entry and its row). Its fleet_id prefix
 -- serves the fleet's listing, purges and erasure. An update rewrites the entry: about 2 ms more
 -- writer CPU per 1,000 moving vehicles (storage/sqlite/migrations.py, step 9).
-CREATE INDEX IF NOT EXISTS last_positions_by_area
-    ON last_positions (fleet_id, lat, lon, vehicle_id, time_ms, device_id);
+{LAST_POSITIONS_AREA_INDEX};
 
 CREATE TABLE IF NOT EXISTS access_log (
     id TEXT PRIMARY KEY,

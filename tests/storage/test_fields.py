@@ -184,9 +184,6 @@ def test_sqlite_positions_table_is_the_table() -> None:
         (f.sqlite_column, sql_types[f.py_type], not f.nullable) for f in POSITION_FIELDS
     ]
     assert rows.POSITION_COLUMNS.split(", ") == list(STORED_NAMES)
-    assert [POSITION_FIELDS[i].attr for i in schema.POSITION_BOOL_INDEXES] == [
-        f.attr for f in POSITION_FIELDS if f.py_type is bool
-    ]
 
 
 def test_sqlite_rows_and_event_copies_round_trip() -> None:
