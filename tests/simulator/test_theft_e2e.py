@@ -7,6 +7,7 @@ of it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from simulator.fleet import FleetOptions, make_clock
 from simulator.pacing import wall_ms
 from simulator.provision import ApiClient
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario
 from simulator.transport import TransportConfig
 from tests.simulator.conftest import (
     CENTER,
@@ -110,19 +111,34 @@ async def test_start_without_badge_raises_suspected_theft(fleet: FleetAccess) ->
     assert "not recognised" in alert["detail"]
 
 
+# The theft scenario with shorter quiet phases: the guard arms 5 min into the parking, and a
+# paced run spends its seconds on the theft rather than on a parked or hidden car.
+SHORTER_PHASES_S = {"parked for the night": 40 * 60.0, "hidden": 5 * 60.0, "driven away": 10 * 60.0}
+
+
+def _shorter(scenario: Scenario) -> Scenario:
+    phases = tuple(
+        dataclasses.replace(p, duration_s=SHORTER_PHASES_S.get(p.name, p.duration_s))
+        for p in scenario.phases
+    )
+    assert {p.name for p in scenario.phases} >= SHORTER_PHASES_S.keys()
+    return dataclasses.replace(scenario, phases=phases)
+
+
 @pytest.mark.parametrize("protocol", ["gp8", "teltonika"])
 async def test_theft_case_switches_the_box_to_fast_reporting(
     fleet: FleetAccess, protocol: str
 ) -> None:
     # A Teltonika box gets the interval as a Codec 12 setparam and answers it as an FMB does.
-    scenario = load_scenario("theft")
+    scenario = _shorter(load_scenario("theft"))
     options = FleetOptions(transport=TransportConfig(), interval_s=INTERVAL_S)
     start = make_clock(scenario, options, lon=CENTER.lon).start_ms
     boxes = await provision_backdated(fleet, 1, start - 60_000, protocol=protocol)
     vehicle = boxes[0].vehicle_id
     assert vehicle is not None
-    # Paced (60 positions/s: 640 positions in about ten seconds) so the theft happens while
-    # the box is still reporting, and the case's command reaches it before the end.
+    # Paced (60 positions/s: the 120 records before the tow in two seconds) so the theft
+    # happens while the box is still reporting, and the case's command reaches it before the
+    # end (its 10 s records for the 30 min left).
     sim = build_fleet(
         fleet, boxes, scenario, interval_s=INTERVAL_S, rate=60, start_ms=start, protocol=protocol
     )
