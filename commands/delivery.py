@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from commands import rules
 from commands.alerts import Alerts
@@ -24,6 +27,9 @@ from commands.ports import Sender
 from storage.errors import StorageError
 from storage.models import (
     LIVE_COMMAND_STATES,
+    NUMBER_TOKEN,
+    Alert,
+    AuditEntry,
     CommandRecord,
     CommandState,
     Device,
@@ -51,6 +57,16 @@ DELIVERY_WAIT_S = 2.0
 RETRYABLE = (StorageError, TimeoutError, OSError)
 
 
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """A command stored and written at once (`Delivery.create_and_send`)."""
+
+    # Once stored: the command and whether it is new, as `CommandRepo.create`; None when it
+    # could not go this way after all (the box frozen, or the kill switch holding it).
+    stored: asyncio.Future[tuple[CommandRecord, bool] | None]
+    writing: asyncio.Task[None]  # storing, then the frame, under the box's lock
+
+
 class Delivery:
     def __init__(
         self,
@@ -68,9 +84,10 @@ class Delivery:
         self._delivery_wait_s = delivery_wait_s
         self.senders: list[Sender] = []
         self._boxes = KeyedLocks()
-        # Command numbers written to each box on its current session: not written again on
-        # that session unless the resend timer says so.
-        self._session_sent: dict[str, set[int]] = {}
+        # Commands written to each box on its current session, by number, as this process
+        # last stored them: not written again on that session unless the resend timer says
+        # so, and the box's answers to them need no read (`known`).
+        self._session_sent: dict[str, dict[int, CommandRecord]] = {}
         self._last_poll_ms = ctx.clock.now_ms()
         self._last_resend_ms = 0
 
@@ -84,12 +101,12 @@ class Delivery:
 
     def new_session(self, imei: str) -> None:
         """The box logged in and was answered: everything pending goes, sent ones again."""
-        self._session_sent[imei] = set()
+        self._session_sent[imei] = {}
         self.later(imei)
 
     def resend(self, imei: str, seq: int) -> None:
         """Write command ``seq`` again on this session (the box asked: NACK BAD_CRC)."""
-        self._session_sent.get(imei, set()).discard(seq)
+        self._session_sent.get(imei, {}).pop(seq, None)
         self.later(imei)
 
     def release_held(self) -> None:
@@ -97,15 +114,26 @@ class Delivery:
         for imei in list(self._session_sent):
             self.later(imei)
 
-    def later(self, imei: str, device: Device | None = None) -> asyncio.Task[list[CommandRecord]]:
+    def later(
+        self,
+        imei: str,
+        device: Device | None = None,
+        open_alerts: Sequence[Alert] | None = None,
+    ) -> asyncio.Task[list[CommandRecord]]:
         """Deliver to ``imei`` in the background; a failure is logged and retried later."""
-        return self._ctx.spawn(self._deliver_logged(imei, device))
+        return self._ctx.spawn(self._deliver_logged(imei, device, open_alerts))
 
-    async def dispatch(self, command: CommandRecord, device: Device | None = None) -> CommandRecord:
+    async def dispatch(
+        self,
+        command: CommandRecord,
+        device: Device | None = None,
+        open_alerts: Sequence[Alert] | None = None,
+    ) -> CommandRecord:
         """Send a command just queued (or approved) if its box is here; fail a "now or never"
-        command whose box is connected nowhere. Returns the command as it is now."""
+        command whose box is connected nowhere. Returns the command as it is now.
+        ``device``, ``open_alerts``: the box's record and open alerts, if just read."""
         if self.sender_for(command.imei) is not None:
-            task = self.later(command.imei, device)
+            task = self.later(command.imei, device, open_alerts)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), self._delivery_wait_s)
             if task.done() and not task.cancelled():
@@ -118,14 +146,137 @@ class Delivery:
                 return failed
         return await self._ctx.store.commands.get(command.fleet_id, command.id)
 
+    def create_and_send(
+        self,
+        record: CommandRecord,
+        requested: AuditEntry,
+        device: Device,
+        open_alerts: Sequence[Alert],
+    ) -> Direct | None:
+        """A new command for a box connected here: stored queued and sent in one write (both
+        audit lines), then written, in the background under the box's lock (`Direct`); it
+        stays queued, for `dispatch`, when another command of the box waits before it. None
+        when it cannot go this way (the box is not here, or busy with another delivery, whose
+        order must hold and whose stalled link must not hold the request): the caller stores
+        it.
+        """
+        sender = self.sender_for(record.imei)
+        on_session = self._session_sent.get(record.imei)
+        if sender is None or on_session is None or self._boxes.busy(record.imei):
+            return None
+        stored: asyncio.Future[tuple[CommandRecord, bool] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        work = self._create_and_write(
+            record, requested, device, open_alerts, sender, on_session, stored
+        )
+        return Direct(stored, self._ctx.spawn(work))
+
+    async def written(self, direct: Direct) -> None:
+        """Wait for a direct command's frame, at most as long as `dispatch` waits."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(direct.writing), self._delivery_wait_s)
+
+    async def _create_and_write(
+        self,
+        record: CommandRecord,
+        requested: AuditEntry,
+        device: Device,
+        open_alerts: Sequence[Alert],
+        sender: Sender,
+        on_session: dict[int, CommandRecord],
+        stored: asyncio.Future[tuple[CommandRecord, bool] | None],
+    ) -> None:
+        ctx = self._ctx
+        try:
+            async with self._boxes.hold(record.imei):
+                held = record.kind in rules.IMMOBILIZATION_KINDS
+                if await self._alerts.freezing(device, open_alerts) or (
+                    held and (await self._kill_switch.current()).engaged
+                ):
+                    stored.set_result(None)  # stored queued by the caller, and held
+                    return
+                now = ctx.clock.now_ms()
+                sent_step = ctx.step(
+                    record,
+                    CommandState.SENT,
+                    expected={CommandState.QUEUED},
+                    at_ms=now,
+                    action="command.sent",
+                    actor=ctx.lines.gateway_actor,
+                    detail=f"attempt 1, command number {NUMBER_TOKEN}",
+                    changes={"sent_ms": now, "gateway_id": ctx.gateway_id},
+                    attempts_delta=1,
+                )
+                # Checked in the write itself: one numbered before it and stored meanwhile
+                # counts, as every live one not written on this session yet.
+                sent_step = dataclasses.replace(sent_step, overtakes=frozenset(on_session))
+                versions, created = await ctx.store.commands.create_then(
+                    record, requested, [sent_step]
+                )
+                if created:
+                    ctx.announce(None, versions)
+                stored.set_result((versions[-1], created))
+                if created and versions[-1].status is CommandState.SENT:
+                    try:
+                        await self._write(sender, versions[-1], on_session)
+                    except RETRYABLE as exc:  # it stays sent: it goes again, as `deliver`'s
+                        ctx.stats["delivery_errors"] += 1
+                        log.warning("imei=%s: command write failed: %r", record.imei, exc)
+        except Exception as exc:
+            if stored.done():
+                raise
+            stored.set_exception(exc)  # the request's error, as a create's would be
+        finally:
+            if not stored.done():
+                stored.cancel()
+
+    async def _write(
+        self, sender: Sender, sent: CommandRecord, on_session: dict[int, CommandRecord]
+    ) -> bool:
+        """Write ``sent`` to its box (it is stored as sent already); False if that failed."""
+        ctx = self._ctx
+        on_session[sent.seq] = sent  # before the write: the box may answer before it returns
+        ok = await sender.send(sent.imei, rules.wire_command(sent))
+        ctx.metrics.wrote(ok)
+        if not ok:
+            # Gone: it stays sent and goes again, same number, at the next login.
+            on_session.pop(sent.seq, None)
+            ctx.stats["send_failed"] += 1
+            return False
+        ctx.stats["frames_sent"] += 1
+        return True
+
+    def known(self, imei: str, seq: int) -> CommandRecord | None:
+        """Command ``seq`` of ``imei`` as this process last stored it, if it was written on the
+        box's current session here (its answers need no read; storage's compare-and-set
+        still decides)."""
+        return self._session_sent.get(imei, {}).get(seq)
+
+    def remember(self, command: CommandRecord) -> None:
+        """``command`` as just stored by an answer: kept while it waits for more, forgotten
+        once final."""
+        on_session = self._session_sent.get(command.imei)
+        if on_session is None or command.seq not in on_session:
+            return
+        if command.status is CommandState.SENT:
+            on_session[command.seq] = command
+        else:
+            del on_session[command.seq]
+
     # --- the delivery itself ------------------------------------------------------------
 
-    async def deliver(self, imei: str, device: Device | None = None) -> list[CommandRecord]:
+    async def deliver(
+        self,
+        imei: str,
+        device: Device | None = None,
+        open_alerts: Sequence[Alert] | None = None,
+    ) -> list[CommandRecord]:
         """Write the box's pending commands it has not had on this session, in number order.
 
         Returns the commands written. Does nothing when the box is not connected here or is
         frozen; an immobilization is held while the kill switch is on. ``device``: the box's
-        record if the caller has just read it.
+        record if the caller has just read it, ``open_alerts`` its open alerts.
         """
         ctx = self._ctx
         async with self._boxes.hold(imei):
@@ -137,12 +288,12 @@ class Delivery:
             if not pending:
                 return []
             if device is None or device.imei != imei:
-                device = await ctx.store.devices.get_by_imei(imei)
-            if await self._alerts.freezing(device):
+                device, open_alerts = await ctx.store.devices.get_by_imei(imei), None
+            if await self._alerts.freezing(device, open_alerts):
                 ctx.stats["held_frozen"] += len(pending)
                 return []
             kill = await self._kill_switch.current()
-            on_session = self._session_sent.setdefault(imei, set())
+            on_session = self._session_sent.setdefault(imei, {})
             written: list[CommandRecord] = []
             for command in pending:
                 if command.status is CommandState.SENT and command.seq in on_session:
@@ -182,7 +333,7 @@ class Delivery:
                     # Gone: it stays sent and goes again, same number, at the next login.
                     ctx.stats["send_failed"] += 1
                     break
-                on_session.add(sent.seq)
+                on_session[sent.seq] = sent
                 written.append(sent)
             ctx.stats["frames_sent"] += len(written)
             return written
@@ -245,7 +396,7 @@ class Delivery:
             )
             for command in stale:
                 if command.delivered_ms is None and self.sender_for(command.imei) is not None:
-                    self._session_sent.get(command.imei, set()).discard(command.seq)
+                    self._session_sent.get(command.imei, {}).pop(command.seq, None)
                     boxes.add(command.imei)
         for imei in list(self._session_sent):
             if self.sender_for(imei) is None:
@@ -269,9 +420,11 @@ class Delivery:
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _deliver_logged(self, imei: str, device: Device | None) -> list[CommandRecord]:
+    async def _deliver_logged(
+        self, imei: str, device: Device | None, open_alerts: Sequence[Alert] | None
+    ) -> list[CommandRecord]:
         try:
-            return await self.deliver(imei, device)
+            return await self.deliver(imei, device, open_alerts)
         except RETRYABLE as exc:
             self._ctx.stats["delivery_errors"] += 1
             log.warning("imei=%s: command delivery failed, retried later: %r", imei, exc)

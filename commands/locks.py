@@ -26,5 +26,9 @@ class KeyedLocks:
             if not users[0]:
                 del self._locks[key]
 
+    def busy(self, key: str) -> bool:
+        """Someone holds or waits for ``key``'s lock."""
+        return key in self._locks
+
     def __len__(self) -> int:
         return len(self._locks)

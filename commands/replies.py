@@ -10,15 +10,17 @@ a late result without touching the final status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from commands import rules
 from commands.alerts import Alerts
 from commands.audit import box_actor, state_text
 from commands.context import CommandContext
-from commands.delivery import Delivery
+from commands.delivery import RETRYABLE, Delivery
 from commands.ports import HOOK_TIMEOUT_S
 from protocol.gp8 import Ack, CommandResult, CommandStatus, Nack, NackReason, RecordFlags
 from protocol.teltonika.commands import Answer
@@ -27,6 +29,7 @@ from storage.models import (
     CommandKind,
     CommandRecord,
     CommandState,
+    CommandStep,
     VehicleLockState,
 )
 
@@ -39,11 +42,23 @@ ANSWER_IN_FAILURE = 120
 _GAVE_UP = frozenset({CommandState.EXPIRED, CommandState.CANCELLED})
 
 
+@dataclass(slots=True)
+class _Receipt:
+    """A box's ACK of a COMMAND not stored yet."""
+
+    command: CommandRecord
+    at_ms: int
+    storing: asyncio.Task[CommandRecord | None] | None = None  # its own write, once started
+
+
 class Replies:
     def __init__(self, ctx: CommandContext, delivery: Delivery, alerts: Alerts) -> None:
         self._ctx = ctx
         self._delivery = delivery
         self._alerts = alerts
+        # Receipts waiting for their write, by (imei, number): an answer read right after its
+        # receipt (the usual case: the box sends both at once) is stored with it in one write.
+        self._receipts: dict[tuple[str, int], _Receipt] = {}
         # One handler per message type the transports hand over; nothing else reaches here.
         self._handlers: dict[type[Any], Callable[[str, Any], Awaitable[None]]] = {
             CommandResult: self._result,
@@ -57,9 +72,15 @@ class Replies:
         async with asyncio.timeout(HOOK_TIMEOUT_S):
             await self._handlers[type(message)](imei, message)
 
+    async def _command(self, imei: str, seq: int) -> CommandRecord | None:
+        """Command ``seq`` of the box: as this process wrote it on the box's session, else
+        read (the compare-and-set of the change that follows decides either way)."""
+        known = self._delivery.known(imei, seq)
+        return known if known is not None else await self._ctx.store.commands.by_seq(imei, seq)
+
     async def _result(self, imei: str, result: CommandResult) -> None:
         ctx = self._ctx
-        command = await ctx.store.commands.by_seq(imei, result.command_seq)
+        command = await self._command(imei, result.command_seq)
         if command is None:
             ctx.stats["results_unknown"] += 1
             log.warning(
@@ -131,23 +152,44 @@ class Replies:
     ) -> CommandRecord | None:
         """The box's answer ends the command: acknowledged, or failed with ``failure``; None
         when it was no longer waiting for one (answered already, or given up on)."""
+        ctx = self._ctx
         status = CommandState.ACKNOWLEDGED if failure is None else CommandState.FAILED
         changes = {**changes, "completed_ms": now}
         if failure is not None:
             changes["failure"] = failure
-        if command.delivered_ms is None:
+        steps = []
+        receipt = self._receipts.pop((imei, command.seq), None)
+        if receipt is not None and receipt.storing is not None:
+            # Its write is under way: after it, so the delivered line comes first.
+            stored = None
+            with contextlib.suppress(Exception):  # failed: logged by its task
+                stored = await asyncio.shield(receipt.storing)
+            command = stored or command
+        elif receipt is not None:
+            # The receipt read with its answer (one chunk): both lines in one write.
+            steps.append(self._receipt_step(imei, receipt))
+            changes["delivered_ms"] = receipt.at_ms  # the ACK's time stays the delivery's
+        if command.delivered_ms is None and "delivered_ms" not in changes:
             changes["delivered_ms"] = now
-        return await self._ctx.transition(
-            command,
-            status,
-            expected={CommandState.SENT, CommandState.QUEUED},
-            at_ms=now,
-            action=f"command.{status.value}",
-            actor=box_actor(imei),
-            detail=detail,
-            changes=changes,
-            vehicle_state=state,  # stored with the status: seen together
+        steps.append(
+            ctx.step(
+                command,
+                status,
+                expected={CommandState.SENT, CommandState.QUEUED},
+                at_ms=now,
+                action=f"command.{status.value}",
+                actor=box_actor(imei),
+                detail=detail,
+                changes=changes,
+                vehicle_state=state,  # stored with the status: seen together
+            )
         )
+        changed = await ctx.apply(command, steps)
+        if changed:
+            self._delivery.remember(changed[-1])
+        if len(changed) == len(steps):
+            return changed[-1]
+        return None
 
     async def _late(
         self, imei: str, command: CommandRecord, state: VehicleLockState | None, detail: str
@@ -163,23 +205,55 @@ class Replies:
         )
 
     async def _receipt(self, imei: str, ack: Ack) -> None:
-        """The box ACKed the COMMAND frame: it has it (``delivered_at``), no resend needed."""
-        command = await self._ctx.store.commands.by_seq(imei, ack.acked_seq)
+        """The box ACKed the COMMAND frame: it has it (``delivered_at``), no resend needed.
+
+        Stored in the background (the box waits for no answer to an ACK): when its answer
+        was read with it, as usual, the answer's write takes the receipt along.
+        """
+        command = await self._command(imei, ack.acked_seq)
         if command is None or command.status is not CommandState.SENT or command.delivered_ms:
             return
-        now = self._ctx.clock.now_ms()
-        await self._ctx.transition(
-            command,
+        key = (imei, command.seq)
+        if key in self._receipts:
+            return  # the same ACK twice: stored once
+        receipt = self._receipts[key] = _Receipt(command, self._ctx.clock.now_ms())
+        self._ctx.spawn(self._store_receipt(imei, receipt))
+
+    async def _store_receipt(self, imei: str, receipt: _Receipt) -> CommandRecord | None:
+        key = (imei, receipt.command.seq)
+        if self._receipts.get(key) is not receipt:
+            return None  # taken by the answer's write
+        receipt.storing = asyncio.current_task()
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT_S):
+                changed = await self._ctx.apply(
+                    receipt.command, [self._receipt_step(imei, receipt)]
+                )
+        except RETRYABLE as exc:
+            self._ctx.stats["delivery_errors"] += 1
+            log.warning("imei=%s: receipt of command %d not stored: %r", imei, key[1], exc)
+            return None
+        finally:
+            if self._receipts.get(key) is receipt:
+                del self._receipts[key]
+        if not changed:
+            return None
+        self._delivery.remember(changed[-1])
+        return changed[-1]
+
+    def _receipt_step(self, imei: str, receipt: _Receipt) -> CommandStep:
+        return self._ctx.step(
+            receipt.command,
             CommandState.SENT,
             expected={CommandState.SENT},
-            at_ms=now,
+            at_ms=receipt.at_ms,
             action="command.delivered",
             actor=box_actor(imei),
-            changes={"delivered_ms": now},
+            changes={"delivered_ms": receipt.at_ms},
         )
 
     async def _nack(self, imei: str, nack: Nack) -> None:
-        command = await self._ctx.store.commands.by_seq(imei, nack.nacked_seq)
+        command = await self._command(imei, nack.nacked_seq)
         if command is None or command.status is not CommandState.SENT:
             return
         if nack.reason is NackReason.BAD_CRC:

@@ -161,13 +161,26 @@ class Requests:
             record, requested = await self._prepare(
                 requester, request, vehicle, device, frozen, param, policy, switch
             )
-            stored, created = await store.commands.create(record, requested)
+            # The box is here (the usual case): queued and sent in one write.
+            direct = (
+                self._delivery.create_and_send(record, requested, device, open_alerts)
+                if record.status is CommandState.QUEUED
+                else None
+            )
+            answer = None if direct is None else await direct.stored
+            if answer is None:
+                direct = None
+                answer = await store.commands.create(record, requested)
+        stored, created = answer
         if not created:
             rules.check_same_order(stored, vehicle.id, kind, param)
             return stored, False
-        self._ctx.stored(stored)
+        if direct is None:
+            self._ctx.stored(stored)  # a direct command's versions are announced already
+        elif stored.status is CommandState.SENT:
+            await self._delivery.written(direct)  # the fleet's lock released first
         if stored.status is CommandState.QUEUED:
-            stored = await self._delivery.dispatch(stored, device)
+            stored = await self._delivery.dispatch(stored, device, open_alerts)
         return stored, True
 
     async def create_bulk(self, requester: Requester, bulk: BulkRequest) -> list[BulkOutcome]:
@@ -252,7 +265,8 @@ class Requests:
             if stored.status is CommandState.QUEUED:
                 # In the background: the order is answered once stored (each command
                 # "queued"), and the boxes are written side by side, each on its own link.
-                self._ctx.spawn(self._delivery.dispatch(stored, device))
+                # The fleet's open alerts were read for the order: none of them froze this box.
+                self._ctx.spawn(self._delivery.dispatch(stored, device, open_alerts=()))
         return [outcomes[vehicle_id] for vehicle_id in targets]
 
     async def cancel(self, requester: Requester, command_id: str) -> CommandRecord:

@@ -288,8 +288,7 @@ class Connection:
                 return False
             backlog.records += size
         try:
-            async with asyncio.timeout(self._s.config.store_wait_s):
-                await self._s.pipeline.submit(positions, events)
+            await self._s.pipeline.submit(positions, events, wait_s=self._s.config.store_wait_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # StorageError, PipelineClosed, timeout, or a store bug

@@ -21,6 +21,8 @@ from storage.models import Fitting
 FITTINGS_MAX_AGE_S = 60.0
 # Reads of the store for a box's context (device, fittings) give up after this long.
 LOOKUP_TIMEOUT_S = 10.0
+# Before any record's time (u64 milliseconds): with no fitting, every time has no vehicle.
+_NO_TIME = -(2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +31,24 @@ class Fittings:
 
     history: tuple[Fitting, ...] = ()
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # Every time from `tail_from_ms` on belongs to `tail_vehicle` (None: to no vehicle): the
+    # answer for nearly every record, which a converter reads without a call (`vehicle_at`).
+    tail_from_ms: int = field(init=False, repr=False, compare=False)
+    tail_vehicle: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.history, key=lambda f: f.from_ms))
         object.__setattr__(self, "history", ordered)
         object.__setattr__(self, "_starts", tuple(f.from_ms for f in ordered))
+        tail_from, tail_vehicle = _NO_TIME, None
+        if ordered:
+            last = ordered[-1]
+            if last.to_ms is None:
+                tail_from, tail_vehicle = last.from_ms, last.vehicle_id
+            else:  # the box was removed: no vehicle from then on
+                tail_from = max(last.from_ms, last.to_ms)
+        object.__setattr__(self, "tail_from_ms", tail_from)
+        object.__setattr__(self, "tail_vehicle", tail_vehicle)
 
     @classmethod
     def of(cls, history: Sequence[Fitting]) -> Fittings:

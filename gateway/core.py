@@ -219,12 +219,16 @@ class DeviceSession(Generic[F, R]):
         pending: list[R | _Awaiting] = []
         positions: list[Position] = []
         events: list[Event] = []
+        item: F | Problem | None = None
         try:
             for item in items:
                 if isinstance(item, Problem):
                     self._problem(item, pending)
                     continue
                 await self._frame(item, pending, positions, events, received_ms, step)
+            # The last frame is garbage now (its records converted): not kept while they are
+            # stored. Fewer live objects, fewer garbage collections on the ingest path.
+            item = None
         except Closed as closed:
             step.close = closed.reason  # answer what came before, then close
         stored = True

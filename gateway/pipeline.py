@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.deadlines import Deadlines
 from gateway.errors import PipelineClosed
 from gateway.lifecycle import Service
 from gateway.metrics import GatewayMetrics
@@ -116,6 +117,7 @@ class IngestPipeline(Service):
         self._flushing: set[asyncio.Task[None]] = set()
         self._storing = 0  # flushes handed to the store whose store call has not returned
         self._closing = False
+        self._deadlines: dict[float, Deadlines] = {}  # by wait_s (submit)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class IngestPipeline(Service):
             await asyncio.gather(writer, return_exceptions=True)
         finally:
             self._fail_all(PipelineClosed("pipeline stopped"))
+            for deadlines in self._deadlines.values():
+                deadlines.close()
 
     @property
     def pending(self) -> int:
@@ -154,16 +158,25 @@ class IngestPipeline(Service):
     # --- submitters --------------------------------------------------------------------------
 
     async def submit(
-        self, positions: Sequence[Position], events: Sequence[Event], *, process: bool = True
+        self,
+        positions: Sequence[Position],
+        events: Sequence[Event],
+        *,
+        process: bool = True,
+        wait_s: float | None = None,
     ) -> None:
         """Queue records for the next flush; returns once they are durably stored.
 
         ``process=False``: not offered to the processing stage (what it derived itself).
+        ``wait_s``: TimeoutError if they are not stored within it (the wait for room included),
+        as under ``asyncio.timeout(wait_s)``, but on one timer for every submission given the
+        same bound (gateway/deadlines.py) instead of a timer each: the per-message ingest path.
 
         Raises StorageUnavailable (nothing of it was stored, resend later), PipelineClosed, or
         whatever unexpected error the store raised for this submission. Waits while the queue
-        is full. Cancelling the caller does not withdraw records already queued: they are
-        stored anyway, and a box resending them is counted as duplicates.
+        is full. Cancelling the caller (or its wait timing out) does not withdraw records
+        already queued: they are stored anyway, and a box resending them is counted as
+        duplicates.
         """
         size = len(positions) + len(events)
         if self._closing or self._writer is None:
@@ -172,24 +185,44 @@ class IngestPipeline(Service):
             return
         if process:  # derived records (process=False) come from stored ones: pseudonyms already
             positions, events = self._pseudonyms.records(positions, events)
-        await self._reserve(size)
+        loop = asyncio.get_running_loop()
+        deadlines = None if wait_s is None else self._deadlines_for(wait_s)
+        began = loop.time()
+        waited = await self._reserve(size, deadlines)
         if self._writer.done():  # stopped while we waited for room
             self._release(size)
             raise PipelineClosed("pipeline stopped")
-        loop = asyncio.get_running_loop()
         submission = _Submission(
             positions, events, size, loop.time(), loop.create_future(), process
         )
         self._queue.append(submission)
         self._queued += size
         self._wakeup.set()
-        await submission.future
+        if wait_s is None or deadlines is None:
+            await submission.future
+        elif not waited:
+            deadlines.watch(submission.future)
+            await submission.future
+        else:
+            # Room had to be waited for (the queue was full): what is left of the bound gets
+            # a timer of its own, as its deadline is out of line with those just watched.
+            async with asyncio.timeout(max(0.0, wait_s - (loop.time() - began))):
+                await submission.future
 
-    async def _reserve(self, size: int) -> None:
+    def _deadlines_for(self, wait_s: float) -> Deadlines:
+        deadlines = self._deadlines.get(wait_s)
+        if deadlines is None:
+            deadlines = self._deadlines[wait_s] = Deadlines(wait_s, "store wait")
+        return deadlines
+
+    async def _reserve(self, size: int, deadlines: Deadlines | None = None) -> bool:
+        """Admit ``size`` records; whether room had to be waited for."""
         if not self._space_waiters and self._fits(size):
             self._reserved += size
-            return
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if deadlines is not None:
+            deadlines.watch(waiter)
         entry = (size, waiter)
         self._space_waiters.append(entry)
         try:
@@ -202,6 +235,7 @@ class IngestPipeline(Service):
         finally:
             if entry in self._space_waiters:
                 self._space_waiters.remove(entry)
+        return True
 
     def _fits(self, size: int) -> bool:
         # A submission larger than the whole limit still goes through, alone.

@@ -88,7 +88,7 @@ async def start_services(settings: Settings) -> Running:
 
 async def _start(run: Running, settings: Settings) -> None:
     from api.app import create_app
-    from api.http_limits import MAX_HEAD_BYTES, HttpLimits, connection_cap, limited_h11
+    from api.http_limits import HttpLimits, connection_cap, limited_http
     from api.routes.console import ConsoleOptions
     from api.routes.health import ReadyCheck, link_check
     from api.security import KeyThrottle
@@ -417,10 +417,9 @@ async def _start(run: Running, settings: Settings) -> None:
         # Clients send the stream one small message at most (api/stream/protocol.py).
         ws_max_size=64 * 1024,
         ssl_context_factory=uvicorn_context_factory(tls["api"]),
-        # The request line and headers at most (more: a 400 problem, api/http_limits.py).
-        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-        # uvicorn has no header deadline nor connection caps (slowloris; api/http_limits.py).
-        http=limited_h11(
+        # httptools (llhttp) parses in C, h11 in Python; uvicorn has no header deadline, head
+        # size limit nor connection caps (slowloris; api/http_limits.py).
+        http=limited_http(
             HttpLimits(
                 header_timeout_s=settings.api.header_timeout_s,
                 max_connections=connection_cap(

@@ -8,6 +8,7 @@ unit); the API formats them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -544,6 +545,38 @@ class VehicleLockState:
     engine_start_inhibited: bool
     updated_ms: int
     command_id: str | None = None
+
+
+# In the audit lines of `CommandRepo.create_then`'s steps, stands for the number the new
+# command gets in that same write ("command.sent" names it).
+NUMBER_TOKEN = "{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStep:
+    """One status change of a command as a value: `CommandRepo.transition`'s arguments, so
+    several can be stored in one write (`CommandRepo.transitions`, `CommandRepo.create_then`)."""
+
+    status: CommandState
+    expected: frozenset[CommandState]
+    at_ms: int
+    audit: AuditEntry | None = None
+    changes: CommandChanges = field(default_factory=lambda: CommandChanges())
+    attempts_delta: int = 0
+    vehicle_state: VehicleLockState | None = None
+    # A command sent at once: stored only when every other live command of its box (queued or
+    # sent, not expired at ``at_ms``) is numbered in it (written already on the box's
+    # session), so it never overtakes one waiting before it; else neither this step nor the
+    # ones after it are stored. None: no such condition.
+    overtakes: frozenset[int] | None = None
+
+    def numbered(self, seq: int) -> CommandStep:
+        """This step with `NUMBER_TOKEN` in its audit line's detail replaced by ``seq``."""
+        audit = self.audit
+        if audit is None or NUMBER_TOKEN not in audit.detail:
+            return self
+        detail = audit.detail.replace(NUMBER_TOKEN, str(seq))
+        return dataclasses.replace(self, audit=dataclasses.replace(audit, detail=detail))
 
 
 class StreamKind(StrEnum):

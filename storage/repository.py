@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from storage.counters import CounterWindow, Increment
 from storage.migrations import SchemaState
@@ -32,6 +32,7 @@ from storage.models import (
     CommandPolicy,
     CommandRecord,
     CommandState,
+    CommandStep,
     DeliveryStatus,
     Device,
     DeviceConnection,
@@ -64,6 +65,15 @@ from storage.retention import DataKind, ExportJob, FleetRetention, Offboarding, 
 
 # (min_lon, min_lat, max_lon, max_lat), the GeoJSON bbox order
 BBox = tuple[float, float, float, float]
+
+
+class MapEntry(NamedTuple):
+    """A vehicle on the fleet map: its last position and what names it (`fleet_map`)."""
+
+    vehicle_id: str
+    plate: str
+    label: str
+    position: Position
 
 
 class FleetRepo(Protocol):
@@ -107,8 +117,21 @@ class KeyRepo(Protocol):
 
 
 class VehicleRepo(Protocol):
-    async def create(self, fleet_id: str, *, vin: str, plate: str, label: str) -> Vehicle:
-        """Raises Conflict when the fleet already has a vehicle with this VIN."""
+    """Writes take ``log``, the request's access-log entry, appended (the next link of its
+    fleet's chain) in the write's own transaction: both are stored or neither, in one commit
+    (MongoDB: one transaction where the deployment has them, else the write, then the entry)."""
+
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        vin: str,
+        plate: str,
+        label: str,
+        log: AccessLogEntry | None = None,
+    ) -> Vehicle:
+        """Raises Conflict when the fleet already has a vehicle with this VIN. ``log``'s
+        ``resource_id`` is set to the new vehicle's id."""
         ...
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle: ...
@@ -138,11 +161,14 @@ class VehicleRepo(Protocol):
         vin: str | None = None,
         plate: str | None = None,
         label: str | None = None,
+        log: AccessLogEntry | None = None,
     ) -> Vehicle:
         """Change the given fields (None = unchanged). NotFound, Conflict (VIN)."""
         ...
 
-    async def delete(self, fleet_id: str, vehicle_id: str, at_ms: int) -> None:
+    async def delete(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> None:
         """Delete the vehicle; a fitted box is unfitted at ``at_ms``. Positions are kept."""
         ...
 
@@ -251,6 +277,11 @@ class TelemetryRepo(Protocol):
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None: ...
     async def last_positions(self, fleet_id: str, *, bbox: BBox | None = None) -> list[Position]:
         """The last position of every vehicle of the fleet (inside ``bbox`` when given)."""
+        ...
+
+    async def fleet_map(self, fleet_id: str, *, bbox: BBox | None = None) -> list[MapEntry]:
+        """`last_positions` of the fleet's vehicles that exist (a deleted vehicle's is left
+        out), each with the vehicle's plate and label, by vehicle id: the map in one query."""
         ...
 
     async def positions(
@@ -538,6 +569,23 @@ class CommandRepo(Protocol):
         exist (then neither audit nor state is written, except that an engine without
         transactions may have stored the state, which is the box's truth anyway).
         """
+        ...
+
+    async def transitions(
+        self, command_id: str, steps: Sequence[CommandStep]
+    ) -> builtins.list[CommandRecord]:
+        """`transition` for each step in order, stopping at the first whose compare-and-set
+        fails; one transaction where the engine has it (a box's receipt and its answer, read
+        together). Returns the command after each step that was stored."""
+        ...
+
+    async def create_then(
+        self, command: CommandRecord, requested: AuditEntry, steps: Sequence[CommandStep]
+    ) -> tuple[builtins.list[CommandRecord], bool]:
+        """`create`, then `transitions` of the new command, in one transaction where the engine
+        has it (a command for a box connected here: stored queued and sent in one commit).
+        Returns the command as created and after each step stored, and True; a replay of an
+        idempotency key: [the existing command] and False, no step applied."""
         ...
 
     async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None: ...
@@ -1090,9 +1138,12 @@ class PrivacyRepo(Protocol):
 
     async def badge(self, fleet_id: str) -> int | None: ...
 
-    async def fleet(self, fleet_id: str, vehicle_id: str | None = None) -> FleetPrivacy:
+    async def fleet(
+        self, fleet_id: str, vehicle_id: str | None = None, *, existing: bool = False
+    ) -> FleetPrivacy:
         """Everything privacy mode needs for the fleet (or one vehicle): a few queries, not
-        one per position."""
+        one per position. A deleted vehicle's facts are kept (its history is still read);
+        ``existing``: only those of the vehicles that exist (the map names vehicles)."""
         ...
 
 

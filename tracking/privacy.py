@@ -150,10 +150,29 @@ class VehiclePrivacy:
             found.append((max(toggles[j], from_ms), min(end, to_ms)))
         return merge(found)
 
+    def private_at(self, time_ms: int) -> bool:
+        """Whether a fix at ``time_ms`` is private: ``spans(time_ms, time_ms + 1)`` without
+        building them (the map asks this of every private vehicle at one instant, and of each
+        vehicle's own fix): a bisection in the toggles, then the one schedule in effect."""
+        if self.theft_case:
+            return False
+        # An odd number of presentations up to t: inside one of the pairs [t0, t1), ...
+        if bisect_right(self.toggles, time_ms) % 2:
+            return True
+        changes = self.changes
+        i = bisect_right(changes, time_ms, key=_effective_ms) - 1
+        if i < 0 or (schedule := changes[i].schedule) is None:
+            return False
+        return bool(schedule_spans(schedule, time_ms, time_ms + 1))
+
     def state(self, from_ms: int, to_ms: int) -> PrivacyState:
         if self.theft_case and self.configured:
             return PrivacyState.OVERRIDDEN
         return PrivacyState.ACTIVE if self.spans(from_ms, to_ms) else PrivacyState.OFF
+
+
+def _effective_ms(change: ScheduleChange) -> int:
+    return change.effective_ms
 
 
 def vehicle_privacy(

@@ -44,9 +44,12 @@ async def create_vehicle(
 ) -> VehiclePublic:
     """Register a vehicle (admin); 409 when the fleet already has this VIN."""
     vehicle = await store.vehicles.create(
-        caller.fleet_id, vin=body.vin, plate=body.plate, label=body.label
+        caller.fleet_id,
+        vin=body.vin,
+        plate=body.plate,
+        label=body.label,
+        log=audit.entry("create", "vehicle"),  # its resource_id: the new vehicle's
     )
-    await audit("create", "vehicle", vehicle.id)
     return VehiclePublic.of(vehicle)
 
 
@@ -109,11 +112,15 @@ async def update_vehicle(
     vehicle_id: Id, body: VehicleUpdate, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
 ) -> VehiclePublic:
     """Change a vehicle's VIN, plate or label (admin)."""
-    vehicle = await store.vehicles.update(
-        caller.fleet_id, vehicle_id, vin=body.vin, plate=body.plate, label=body.label
-    )
     changed = ",".join(sorted(body.model_dump(exclude_none=True)))
-    await audit("update", "vehicle", vehicle_id, detail=changed)
+    vehicle = await store.vehicles.update(
+        caller.fleet_id,
+        vehicle_id,
+        vin=body.vin,
+        plate=body.plate,
+        label=body.label,
+        log=audit.entry("update", "vehicle", vehicle_id, detail=changed),
+    )
     updated = VehiclePublic.of(vehicle)
     updated.lock_state = await lock_state(store, caller.fleet_id, vehicle_id)
     return updated
@@ -124,8 +131,9 @@ async def delete_vehicle(
     vehicle_id: Id, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
 ) -> None:
     """Delete a vehicle (admin); its box is unfitted, its positions are kept."""
-    await store.vehicles.delete(caller.fleet_id, vehicle_id, now_ms())
-    await audit("delete", "vehicle", vehicle_id)
+    await store.vehicles.delete(
+        caller.fleet_id, vehicle_id, now_ms(), log=audit.entry("delete", "vehicle", vehicle_id)
+    )
 
 
 @router.put(

@@ -15,7 +15,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.prepared import prep
 
 from storage.models import Position
-from storage.repository import BBox
+from storage.repository import BBox, MapEntry
 
 # A polygon with more vertices than this is not a hand-drawn map area; the cap bounds the CPU
 # one request can spend on point-in-polygon tests.
@@ -143,9 +143,7 @@ def inside_bbox(p: Position, bbox: BBox) -> bool:
     return bbox[0] <= p.lon <= bbox[2] and bbox[1] <= p.lat <= bbox[3]
 
 
-def filter_inside(
-    positions: Iterable[Position], geometry: Polygon | MultiPolygon
-) -> list[Position]:
-    """Positions inside the polygon or on its boundary."""
+def filter_inside(entries: Iterable[MapEntry], geometry: Polygon | MultiPolygon) -> list[MapEntry]:
+    """The map's entries whose position is inside the polygon or on its boundary."""
     prepared = prep(geometry)
-    return [p for p in positions if prepared.covers(shapely.Point(p.lon, p.lat))]
+    return [e for e in entries if prepared.covers(shapely.Point(e.position.lon, e.position.lat))]

@@ -2,13 +2,12 @@
 
 `FRAMES` is the table: each message type a box sends, the role the core gives it, and whether
 the box expects an ACK. `Gp8Session` is one link's GP8 state — decoder, the login state machine
-of protocol/gp8/session.py, the CHALLENGE nonce, reply numbering — and `to_position`/`to_event`
+of protocol/gp8/session.py, the CHALLENGE nonce, reply numbering — and `to_positions`/`to_event`
 turn wire records into storage models with the vehicle fitted at each record's time.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from protocol.gp8 import (
     check_record,
     encode,
 )
+from protocol.gp8.validation import all_plausible
 from storage.errors import StorageError
 from storage.models import Event as StoredEvent
 from storage.models import Position as StoredPosition
@@ -164,15 +164,17 @@ class Gp8Session:
         self, frame: Message, context: DeviceContext, received_ms: int, metrics: SessionMetrics
     ) -> tuple[Sequence[StoredPosition], Sequence[StoredEvent]]:
         if isinstance(frame, Position):
-            positions: list[StoredPosition] = []
-            keep = positions.append
-            for record in frame.records:
-                rejection = check_record(record, received_ms)
-                if rejection is None:
-                    keep(to_position(record, context, received_ms))
-                else:
-                    metrics.records_rejected[rejection.value] += 1
-            return positions, ()
+            records = frame.records
+            if not all_plausible(records, received_ms):  # rare: an impossible record in it
+                kept: list[PositionRecord] = []
+                for record in records:
+                    rejection = check_record(record, received_ms)
+                    if rejection is None:
+                        kept.append(record)
+                    else:
+                        metrics.records_rejected[rejection.value] += 1
+                records = tuple(kept)
+            return to_positions(records, context, received_ms), ()
         assert isinstance(frame, Event)
         rejection = check_record(frame.record, received_ms)
         if rejection is not None:
@@ -216,62 +218,83 @@ _EXTERNAL_POWER = int(RecordFlags.EXTERNAL_POWER)
 _BUFFERED = int(RecordFlags.BUFFERED)
 
 
-# storage.models.Position straight from its tuple, in C: the NamedTuple's own constructor is a
-# generated Python function (for its defaults), a frame per record on the ingest hot path.
-_new_position = functools.partial(tuple.__new__, StoredPosition)
+_new_tuple = tuple.__new__
 
 
-def to_position(record: PositionRecord, ctx: DeviceContext, received_ms: int) -> StoredPosition:
-    # The ingest hot path (one call per record): the record is unpacked once and Position is
-    # built from a tuple in storage.models.Position's field order, every field given (io last);
-    # tests/gateway/adapters/test_gp8_convert.py pins it. Flags are tested with != 0, not
-    # bool(): no call per flag.
-    (
-        time_ms,
-        lat_e7,
-        lon_e7,
-        altitude_m,
-        speed_dkmh,
-        heading_ddeg,
-        satellites,
-        hdop_d,
-        flags,
-        odometer_m,
-        ext_power_mv,
-        battery_mv,
-        gsm_signal,
-        warnings,
-        badge,
-    ) = record
-    return _new_position(
-        (
-            ctx.fleet_id,
-            ctx.device_id,
-            ctx.fittings.vehicle_at(time_ms),
+def to_positions(
+    records: Iterable[PositionRecord], ctx: DeviceContext, received_ms: int
+) -> list[StoredPosition]:
+    """The records as storage models, stamped with the box's context: the ingest hot path.
+
+    One comprehension for the whole frame, so nothing is called per record but the Position's
+    construction: each record is unpacked once and Position built from a tuple in
+    storage.models.Position's field order, every field given (io last), by tuple.__new__ in C
+    (the NamedTuple's own constructor is a generated Python function, for its defaults);
+    tests/gateway/adapters/test_gp8_convert.py pins the order. The vehicle is the fittings'
+    tail (`Fittings.tail_vehicle`) for every record from its start on, looked up otherwise.
+    Flags are tested with != 0, not bool(): no call per flag.
+    """
+    fleet_id, device_id = ctx.fleet_id, ctx.device_id
+    fittings = ctx.fittings
+    tail_from, tail_vehicle, vehicle_at = (
+        fittings.tail_from_ms,
+        fittings.tail_vehicle,
+        fittings.vehicle_at,
+    )
+    return [
+        _new_tuple(
+            StoredPosition,
+            (
+                fleet_id,
+                device_id,
+                tail_vehicle if time_ms >= tail_from else vehicle_at(time_ms),
+                time_ms,
+                received_ms,
+                lat_e7 / 1e7,
+                lon_e7 / 1e7,
+                altitude_m,
+                speed_dkmh / 10,
+                heading_ddeg / 10,
+                satellites,
+                hdop_d / 10,
+                (flags & _FIX_VALID) != 0,
+                (flags & _IGNITION) != 0,
+                (flags & _DOORS_LOCKED) != 0,
+                (flags & _INHIBITED) != 0,
+                (flags & _EXTERNAL_POWER) != 0,
+                odometer_m,
+                ext_power_mv,
+                battery_mv,
+                gsm_signal,
+                warnings,
+                badge or None,
+                (flags & _BUFFERED) != 0,
+                None,  # io: a GP8 box reports no raw IO elements
+            ),
+        )
+        for (
             time_ms,
-            received_ms,
-            lat_e7 / 1e7,
-            lon_e7 / 1e7,
+            lat_e7,
+            lon_e7,
             altitude_m,
-            speed_dkmh / 10,
-            heading_ddeg / 10,
+            speed_dkmh,
+            heading_ddeg,
             satellites,
-            hdop_d / 10,
-            (flags & _FIX_VALID) != 0,
-            (flags & _IGNITION) != 0,
-            (flags & _DOORS_LOCKED) != 0,
-            (flags & _INHIBITED) != 0,
-            (flags & _EXTERNAL_POWER) != 0,
+            hdop_d,
+            flags,
             odometer_m,
             ext_power_mv,
             battery_mv,
             gsm_signal,
             warnings,
-            badge or None,
-            (flags & _BUFFERED) != 0,
-            None,  # io: a GP8 box reports no raw IO elements
-        )
-    )
+            badge,
+        ) in records
+    ]
+
+
+def to_position(record: PositionRecord, ctx: DeviceContext, received_ms: int) -> StoredPosition:
+    """One record as a storage model (`to_positions` of one)."""
+    return to_positions((record,), ctx, received_ms)[0]
 
 
 def to_event(event: Event, ctx: DeviceContext, received_ms: int) -> StoredEvent:

@@ -35,6 +35,7 @@ from gateway.mqtt.aiomqtt_compat import (
     PublishTracker,
     enable_manual_acks,
     forget_disconnect_error,
+    lighten_packet_properties,
 )
 from gateway.mqtt.config import BrokerConfig
 from gateway.mqtt.directory import DeviceCache
@@ -90,6 +91,7 @@ class _Connection:
     publishing: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def lost(self) -> None:
+        self.publisher.close()
         for task in self.publishing:
             task.cancel()
         self.publishing.clear()
@@ -309,10 +311,11 @@ class MqttBridge:
             tls_context=self.broker.tls_context,  # built once by the entry point (config.py)
         )
         enable_manual_acks(client)
+        lighten_packet_properties()
         return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        conn = _Connection(client, OrderedAcks(client), PublishTracker(client))
+        conn = _Connection(client, OrderedAcks(client), PublishTracker(client, self._timeout_s))
         try:
             # The uplink shared; the boxes' statuses whole (each gateway must know which boxes
             # the broker holds: docs/mqtt.md, "Online state over MQTT").
@@ -443,9 +446,9 @@ class MqttBridge:
         conn.publishing.add(task)
         try:
             # Through paho, one future per publication: aiomqtt's publish costs an Event, a
-            # wait_for task and a walk over every pending call, once per ACK we publish.
-            async with asyncio.timeout(self._timeout_s):
-                await conn.publisher.publish(topic, payload)
+            # wait_for task and a walk over every pending call, once per ACK we publish. The
+            # tracker bounds the wait by the operation timeout (one timer for all of them).
+            await conn.publisher.publish(topic, payload)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             self.metrics.publish_failures += 1
             log.info("mqtt: publish to %s failed: %s", topic, exc)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -178,7 +178,7 @@ class UplinkHandler:
             peer=f"mqtt:{known.context.imei}",
         )
         core.start_authenticated(known.context)
-        step = await core.handle_frames(protocol.frames(uplink.items), received_ms)
+        step = await core.handle_frames(protocol.frames(_consume(uplink.items)), received_ms)
         if uplink.truncated:
             self._metrics.frame_errors["truncated"] += 1
         result.records = step.records
@@ -191,8 +191,7 @@ class UplinkHandler:
         record): the box is told SERVER_BUSY and keeps its records, as over TCP."""
 
         async def submit() -> None:
-            async with asyncio.timeout(self._store_wait_s):
-                await self._pipeline.submit(positions, events)
+            await self._pipeline.submit(positions, events, wait_s=self._store_wait_s)
 
         try:
             await self._retry(submit, "store")
@@ -223,6 +222,17 @@ class UplinkHandler:
             except TimeoutError:
                 pass
             delay = min(delay * 2, self._retry_max_s)
+
+
+def _consume(items: list[T]) -> Iterator[T]:
+    """``items`` in order, each let go of once handed over: a message's decoded frames (50
+    records each, typically) are garbage once converted, not held while their positions are
+    being stored. Fewer live objects, fewer garbage collections (a fifth of the bridge's event
+    loop at 50,000 positions/s)."""
+    items.reverse()
+    pop = items.pop
+    while items:
+        yield pop()
 
 
 def _data_seq(message: Message) -> int | None:

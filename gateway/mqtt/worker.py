@@ -86,6 +86,8 @@ async def run(args: argparse.Namespace) -> int:
             "done": True,
             "mqtt": bridge.metrics.snapshot(),
             "records": dict(metrics.records),
+            "flushes": metrics.flushes,
+            "store_s": round(metrics.store_seconds, 3),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
         }
     )

@@ -33,6 +33,7 @@ from storage.models import (
     CommandPolicy,
     CommandRecord,
     CommandState,
+    CommandStep,
     KillSwitch,
     Page,
     Severity,
@@ -492,6 +493,55 @@ class MongoCommands:
         if self._stream is not None:
             await self._stream.append((changed,))
         return changed
+
+    async def transitions(
+        self, command_id: str, steps: Sequence[CommandStep]
+    ) -> builtins.list[CommandRecord]:
+        # Each step as `transition` stores it (the compare-and-set, then its audit line): no
+        # transaction, as for a single one, so the guarantees are those of `transition`.
+        changed: builtins.list[CommandRecord] = []
+        for step in steps:
+            if step.overtakes is not None and await self._waiting_before(command_id, step):
+                break
+            done = await self.transition(
+                command_id,
+                expected=step.expected,
+                status=step.status,
+                at_ms=step.at_ms,
+                changes=step.changes,
+                attempts_delta=step.attempts_delta,
+                audit=step.audit,
+                vehicle_state=step.vehicle_state,
+            )
+            if done is None:
+                break
+            changed.append(done)
+        return changed
+
+    async def _waiting_before(self, command_id: str, step: CommandStep) -> bool:
+        """Another live command of the box that ``step`` may not overtake (without a
+        transaction: those stored by the time of this read)."""
+        assert step.overtakes is not None
+        this = await self._db.call(self._col().find_one({"_id": command_id}, {"imei": 1}))
+        if this is None:
+            return False  # the step's compare-and-set finds nothing either
+        query = {
+            "imei": this["imei"],
+            "status": {"$in": [CommandState.QUEUED.value, CommandState.SENT.value]},
+            "expires_ms": {"$gt": step.at_ms},
+            "_id": {"$ne": command_id},
+        }
+        others = await self._db.call(self._col().find(query, {"seq": 1}).to_list())
+        return any(doc["seq"] not in step.overtakes for doc in others)
+
+    async def create_then(
+        self, command: CommandRecord, requested: AuditEntry, steps: Sequence[CommandStep]
+    ) -> tuple[builtins.list[CommandRecord], bool]:
+        stored, created = await self.create(command, requested)
+        if not created:
+            return [stored], False
+        numbered = [step.numbered(stored.seq) for step in steps]
+        return [stored, *await self.transitions(stored.id, numbered)], True
 
     async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None:
         doc = await self._db.call(

@@ -15,6 +15,7 @@ from pymongo import UpdateOne
 from storage.errors import NotFound
 from storage.mongo.db import Doc, MongoDb
 from storage.mongo.privacy_schema import DRIVERS, PRIVACY_BADGES, PRIVACY_SCHEDULES, PRIVACY_TOGGLES
+from storage.mongo.schema import VEHICLES
 from storage.privacy import Driver, FleetPrivacy, ScheduleChange, schedule_data, to_schedule
 
 
@@ -69,7 +70,9 @@ class MongoPrivacy:
         doc = await self._db.call(self._db.collection(PRIVACY_BADGES).find_one({"_id": fleet_id}))
         return None if doc is None else int(doc["badge"])
 
-    async def fleet(self, fleet_id: str, vehicle_id: str | None = None) -> FleetPrivacy:
+    async def fleet(
+        self, fleet_id: str, vehicle_id: str | None = None, *, existing: bool = False
+    ) -> FleetPrivacy:
         query: Doc = {"fleet_id": fleet_id}
         if vehicle_id is not None:
             query["vehicle_id"] = vehicle_id
@@ -89,6 +92,17 @@ class MongoPrivacy:
             PRIVACY_TOGGLES, query, [("vehicle_id", ASC), ("time_ms", ASC)]
         ):
             toggles[doc["vehicle_id"]].append(doc["time_ms"])
+        if existing and (changes or toggles):
+            # Which of the vehicles with facts exist: one find by primary key, ids only.
+            found = await self._db.find(
+                VEHICLES,
+                {"_id": {"$in": sorted({*changes, *toggles})}, "fleet_id": fleet_id},
+                [("_id", ASC)],
+                projection={"_id": 1},
+            )
+            kept = {v["_id"] for v in found}
+            changes = {k: v for k, v in changes.items() if k in kept}
+            toggles = {k: v for k, v in toggles.items() if k in kept}
         return FleetPrivacy(
             fleet_id,
             changes={k: tuple(v) for k, v in changes.items()},

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 
-from storage.errors import NotFound
+from storage.errors import Conflict, NotFound
 from storage.latest import vehicle_subject
 from storage.models import AccessLogEntry, ApiKey, Fleet, Page, Vehicle, new_id, now_ms
 from storage.mongo import documents as docs
-from storage.mongo.audit_chain import chain_fleets, insert_chained, read_chain
+from storage.mongo.audit_chain import (
+    MAX_ATTEMPTS,
+    ChainRace,
+    chain_fleets,
+    insert_chained,
+    read_chain,
+)
 from storage.mongo.db import BULK_DELETE_TIMEOUT_S, Doc, MongoDb
 from storage.mongo.query import ASC, after, keyset
 from storage.mongo.schema import (
@@ -23,7 +32,12 @@ from storage.mongo.schema import (
     LAST_POSITIONS,
     VEHICLES,
 )
+from storage.mongo.transactions import ServerTransactions, Transactions
 from storage.pagination import decode_cursor, id_key, make_page, order_kind, page_limit
+
+T = TypeVar("T")
+# A write given the transaction's session, or None outside one.
+Write = Callable[[AsyncClientSession | None], Awaitable[T]]
 
 
 class MongoFleets:
@@ -109,11 +123,49 @@ class MongoKeys:
         return docs.to_key(doc)
 
 
-class MongoVehicles:
-    def __init__(self, db: MongoDb) -> None:
-        self._db = db
+async def write_logged(
+    db: MongoDb, transactions: Transactions, write: Write[T], log: AccessLogEntry | None
+) -> T:
+    """``write`` and the request's access-log entry ``log`` (VehicleRepo): in one transaction
+    where the deployment has them (run again when another writer took the chain's next link);
+    else the write, then the entry, as two writes: a write that fails logs nothing, and only a
+    crash between the two leaves a write without its entry."""
+    if log is None:
+        return await write(None)
+    if not await transactions.available():
+        result = await write(None)
+        await insert_chained(db, ACCESS_LOG, log, docs.access_doc)
+        return result
+    results: list[T] = []
 
-    async def create(self, fleet_id: str, *, vin: str, plate: str, label: str) -> Vehicle:
+    async def work(session: AsyncClientSession) -> None:
+        results.clear()  # the driver may run it again after a transient error
+        results.append(await write(session))
+        await insert_chained(db, ACCESS_LOG, log, docs.access_doc, session=session)
+
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            await transactions.run(work)
+        except ChainRace:
+            continue
+        return results[0]
+    raise Conflict("the access log chain's head kept moving")
+
+
+class MongoVehicles:
+    def __init__(self, db: MongoDb, transactions: Transactions | None = None) -> None:
+        self._db = db
+        self._transactions = transactions or ServerTransactions(db)
+
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        vin: str,
+        plate: str,
+        label: str,
+        log: AccessLogEntry | None = None,
+    ) -> Vehicle:
         await self._db.require_fleet(fleet_id)
         vehicle = Vehicle(
             id=new_id("veh"),
@@ -123,8 +175,15 @@ class MongoVehicles:
             label=label,
             created_ms=now_ms(),
         )
-        await self._db.call(self._db.collection(VEHICLES).insert_one(docs.vehicle_doc(vehicle)))
-        return vehicle
+        doc = docs.vehicle_doc(vehicle)
+
+        async def insert(session: AsyncClientSession | None) -> Vehicle:
+            await self._db.call(self._db.collection(VEHICLES).insert_one(doc, session=session))
+            return vehicle
+
+        if log is not None:
+            log = dataclasses.replace(log, resource_id=vehicle.id)
+        return await write_logged(self._db, self._transactions, insert, log)
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
         return docs.to_vehicle(await self._find(fleet_id, vehicle_id))
@@ -136,10 +195,17 @@ class MongoVehicles:
         found = await self._db.find(VEHICLES, query, [("_id", ASC)])
         return {v.id: v for v in map(docs.to_vehicle, found)}
 
-    async def _find(self, fleet_id: str, vehicle_id: str) -> Doc:
-        return await self._db.find_one(
-            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
+    async def _find(
+        self, fleet_id: str, vehicle_id: str, session: AsyncClientSession | None = None
+    ) -> Doc:
+        doc = await self._db.call(
+            self._db.collection(VEHICLES).find_one(
+                {"_id": vehicle_id, "fleet_id": fleet_id}, session=session
+            )
         )
+        if doc is None:
+            raise NotFound(f"vehicle {vehicle_id}")
+        return doc
 
     async def list(
         self,
@@ -170,49 +236,66 @@ class MongoVehicles:
         vin: str | None = None,
         plate: str | None = None,
         label: str | None = None,
+        log: AccessLogEntry | None = None,
     ) -> Vehicle:
         changes = {
             name: value
             for name, value in (("vin", vin), ("plate", plate), ("label", label))
             if value is not None
         }
-        if not changes:
-            return await self.get(fleet_id, vehicle_id)
-        doc = await self._db.call(
-            self._db.collection(VEHICLES).find_one_and_update(
-                {"_id": vehicle_id, "fleet_id": fleet_id},
-                {"$set": changes},
-                return_document=ReturnDocument.AFTER,
-            )
-        )
-        if doc is None:
-            raise NotFound(f"vehicle {vehicle_id}")
-        return docs.to_vehicle(doc)
 
-    async def delete(self, fleet_id: str, vehicle_id: str, at_ms: int) -> None:
-        vehicle = docs.to_vehicle(await self._find(fleet_id, vehicle_id))
-        if vehicle.device_id is not None:
-            fittings = self._db.collection(FITTINGS)
-            current = await self._db.call(
-                fittings.find_one({"vehicle_id": vehicle_id, "to_ms": None})
+        async def update(session: AsyncClientSession | None) -> Vehicle:
+            if not changes:
+                return docs.to_vehicle(await self._find(fleet_id, vehicle_id, session))
+            doc = await self._db.call(
+                self._db.collection(VEHICLES).find_one_and_update(
+                    {"_id": vehicle_id, "fleet_id": fleet_id},
+                    {"$set": changes},
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
             )
-            if current is not None:
-                # A delete must not fail on a clock behind the fitting start: end it where it
-                # began rather than before.
-                to_ms = max(at_ms, current["from_ms"])
+            if doc is None:
+                raise NotFound(f"vehicle {vehicle_id}")
+            return docs.to_vehicle(doc)
+
+        return await write_logged(self._db, self._transactions, update, log)
+
+    async def delete(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> None:
+        async def delete(session: AsyncClientSession | None) -> None:
+            vehicle = docs.to_vehicle(await self._find(fleet_id, vehicle_id, session))
+            if vehicle.device_id is not None:
+                fittings = self._db.collection(FITTINGS)
+                current = await self._db.call(
+                    fittings.find_one({"vehicle_id": vehicle_id, "to_ms": None}, session=session)
+                )
+                if current is not None:
+                    # A delete must not fail on a clock behind the fitting start: end it where
+                    # it began rather than before.
+                    to_ms = max(at_ms, current["from_ms"])
+                    await self._db.call(
+                        fittings.update_one(
+                            {"_id": current["_id"]}, {"$set": {"to_ms": to_ms}}, session=session
+                        )
+                    )
                 await self._db.call(
-                    fittings.update_one({"_id": current["_id"]}, {"$set": {"to_ms": to_ms}})
+                    self._db.collection(DEVICES).update_one(
+                        {"_id": vehicle.device_id}, {"$set": {"vehicle_id": None}}, session=session
+                    )
                 )
             await self._db.call(
-                self._db.collection(DEVICES).update_one(
-                    {"_id": vehicle.device_id}, {"$set": {"vehicle_id": None}}
+                self._db.collection(VEHICLES).delete_one({"_id": vehicle_id}, session=session)
+            )
+            # The last position is derived state of the vehicle; its positions stay (history).
+            await self._db.call(
+                self._db.collection(LAST_POSITIONS).delete_one(
+                    {"_id": vehicle_subject(vehicle_id)}, session=session
                 )
             )
-        await self._db.call(self._db.collection(VEHICLES).delete_one({"_id": vehicle_id}))
-        # The last position is derived state of the vehicle; its positions stay (history).
-        await self._db.call(
-            self._db.collection(LAST_POSITIONS).delete_one({"_id": vehicle_subject(vehicle_id)})
-        )
+
+        await write_logged(self._db, self._transactions, delete, log)
 
 
 class MongoAccessLog:

@@ -96,14 +96,14 @@ class MongoStore:
         self._owns_client = False
         database = client.get_database(db_name, write_concern=WriteConcern("majority"))
         self._db = MongoDb(database, operation_timeout_s=operation_timeout_s)
-        self.fleets: FleetRepo = MongoFleets(self._db)
-        self.keys: KeyRepo = MongoKeys(self._db)
-        self.vehicles: VehicleRepo = MongoVehicles(self._db)
-        self.devices: DeviceRepo = MongoDevices(self._db, self._secrets)
-        # Written by the repositories below as they store (storage/stream.py).
         # Asked once whether the deployment runs transactions; used where writes must commit
         # together (storage/mongo/transactions.py).
         transactions = ServerTransactions(self._db)
+        self.fleets: FleetRepo = MongoFleets(self._db)
+        self.keys: KeyRepo = MongoKeys(self._db)
+        self.vehicles: VehicleRepo = MongoVehicles(self._db, transactions)
+        self.devices: DeviceRepo = MongoDevices(self._db, self._secrets)
+        # Written by the repositories below as they store (storage/stream.py).
         stream = MongoStream(self._db)
         self.stream: StreamRepo = stream
         self.telemetry: TelemetryRepo = MongoTelemetry(self._db, stream, transactions)

@@ -42,14 +42,22 @@ def _insert(table: str, model: type[Any]) -> tuple[str, Callable[[Any], tuple[An
     return sql, attrgetter(*names)
 
 
-def insert_chained(conn: sqlite3.Connection, table: str, entry: E) -> E:
-    """Insert ``entry`` as the next link of its fleet's chain; in the caller's transaction."""
+def insert_chained(conn: sqlite3.Connection, table: str, entry: E, after: E | None = None) -> E:
+    """Insert ``entry`` as the next link of its fleet's chain; in the caller's transaction.
+    ``after``: the link this transaction inserted last in that chain, the head without
+    reading it (several lines of one write)."""
+    if after is not None and after.fleet_id == entry.fleet_id:
+        return _insert_linked(conn, table, link(entry, after.seq, after.hash))
     head = conn.execute(
         f"SELECT seq, hash FROM {table} WHERE fleet_id IS ? ORDER BY seq DESC LIMIT 1",
         (entry.fleet_id,),
     ).fetchone()
     linked = link(entry, head[0], head[1]) if head is not None else link(entry, 0, None)
-    sql, values = _insert(table, type(entry))
+    return _insert_linked(conn, table, linked)
+
+
+def _insert_linked(conn: sqlite3.Connection, table: str, linked: E) -> E:
+    sql, values = _insert(table, type(linked))
     conn.execute(sql, values(linked))
     return linked
 

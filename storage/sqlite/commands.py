@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from operator import attrgetter
@@ -24,6 +25,7 @@ from storage.models import (
     CommandPolicy,
     CommandRecord,
     CommandState,
+    CommandStep,
     KillSwitch,
     Page,
     Severity,
@@ -57,11 +59,16 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+_KIND_AT = _COMMAND_FIELDS.index("kind")
+_STATUS_AT = _COMMAND_FIELDS.index("status")
+
+
 def to_command(row: Row) -> CommandRecord:
-    values = dict(zip(_COMMAND_FIELDS, row, strict=True))
-    values["kind"] = CommandKind(values["kind"])
-    values["status"] = CommandState(values["status"])
-    return CommandRecord(**values)
+    # Positional: the row is in field order (a dict of it per row cost more than the rest).
+    values = list(row)
+    values[_KIND_AT] = CommandKind(values[_KIND_AT])
+    values[_STATUS_AT] = CommandState(values[_STATUS_AT])
+    return CommandRecord(*values)
 
 
 # attrgetter builds a row's tuple in C; astuple recursed and deep-copied each field (~20 µs a
@@ -239,17 +246,27 @@ class SqliteCommands:
         audit: AuditEntry | None = None,
         vehicle_state: VehicleLockState | None = None,
     ) -> CommandRecord | None:
-        return await self._db.write(
-            _transition,
-            command_id,
-            tuple(s.value for s in expected),
-            status,
-            at_ms,
-            dict(changes or {}),
-            attempts_delta,
-            audit,
-            vehicle_state,
+        step = CommandStep(
+            status=status,
+            expected=frozenset(expected),
+            at_ms=at_ms,
+            audit=audit,
+            changes=changes or CommandChanges(),
+            attempts_delta=attempts_delta,
+            vehicle_state=vehicle_state,
         )
+        changed = await self._db.write(_transitions, command_id, (step,))
+        return changed[0] if changed else None
+
+    async def transitions(
+        self, command_id: str, steps: Sequence[CommandStep]
+    ) -> builtins.list[CommandRecord]:
+        return await self._db.write(_transitions, command_id, steps)
+
+    async def create_then(
+        self, command: CommandRecord, requested: AuditEntry, steps: Sequence[CommandStep]
+    ) -> tuple[builtins.list[CommandRecord], bool]:
+        return await self._db.write(_create_then, command, requested, steps)
 
     async def vehicle_state(self, fleet_id: str, vehicle_id: str) -> VehicleLockState | None:
         sql = (
@@ -432,6 +449,11 @@ def _raise_alert(conn: sqlite3.Connection, sql: str, values: Row, alert: Alert) 
     append_in(conn, (alert,))
 
 
+_INSERT_COMMAND = (
+    f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES ({_placeholders(len(_COMMAND_FIELDS))})"
+)
+
+
 def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     # In the caller's transaction, with the command write it records (storage/audit_chain.py).
     insert_chained(conn, "command_audit", entry)
@@ -464,25 +486,23 @@ def _next_seq(conn: sqlite3.Connection, imei: str, now_ms: int) -> int:
     return int(row[0])
 
 
+def _existing(conn: sqlite3.Connection, command: CommandRecord) -> CommandRecord | None:
+    """The fleet's command stored under ``command``'s idempotency key, if any."""
+    if command.idempotency_key is None:
+        return None
+    row = fetch_one(
+        conn,
+        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE fleet_id = ? AND idempotency_key = ?",
+        (command.fleet_id, command.idempotency_key),
+    )
+    return None if row is None else to_command(row)
+
+
 def _create(
     conn: sqlite3.Connection, command: CommandRecord, requested: AuditEntry
 ) -> tuple[CommandRecord, bool]:
-    if command.idempotency_key is not None:
-        row = fetch_one(
-            conn,
-            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE fleet_id = ? AND idempotency_key = ?",
-            (command.fleet_id, command.idempotency_key),
-        )
-        if row is not None:
-            return to_command(row), False
-    command = dataclasses.replace(command, seq=_next_seq(conn, command.imei, command.created_ms))
-    conn.execute(
-        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES ({_placeholders(len(_COMMAND_FIELDS))})",
-        _command_values(command),
-    )
-    _insert_audit(conn, requested)
-    append_in(conn, (command,))
-    return command, True
+    versions, created = _create_then(conn, command, requested, ())
+    return versions[0], created
 
 
 def _create_many(
@@ -492,41 +512,102 @@ def _create_many(
     return [_create(conn, command, requested) for command, requested in items]
 
 
-def _transition(
+def _create_then(
     conn: sqlite3.Connection,
-    command_id: str,
-    expected: tuple[str, ...],
-    status: CommandState,
-    at_ms: int,
-    changes: dict[str, Any],
-    attempts_delta: int,
-    audit: AuditEntry | None,
-    vehicle_state: VehicleLockState | None,
-) -> CommandRecord | None:
-    if not expected:
-        return None
-    unknown = set(changes) - _CHANGEABLE
+    command: CommandRecord,
+    requested: AuditEntry,
+    steps: Sequence[CommandStep],
+) -> tuple[list[CommandRecord], bool]:
+    existing = _existing(conn, command)
+    if existing is not None:
+        return [existing], False
+    command = dataclasses.replace(command, seq=_next_seq(conn, command.imei, command.created_ms))
+    line = insert_chained(conn, "command_audit", requested)
+    versions = [command, *_steps(conn, command, [s.numbered(command.seq) for s in steps], line)]
+    # The row as it ends up, inserted once (an insert and then an update of the same row
+    # rewrote its index entries twice, the costliest statements of a command).
+    conn.execute(_INSERT_COMMAND, _command_values(versions[-1]))
+    append_in(conn, versions)  # every version, as separate writes would have announced them
+    return versions, True
+
+
+def _transitions(
+    conn: sqlite3.Connection, command_id: str, steps: Sequence[CommandStep]
+) -> list[CommandRecord]:
+    if not steps:
+        return []
+    row = fetch_one(conn, f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?", (command_id,))
+    if row is None:
+        return []
+    before = to_command(row)
+    changed = _steps(conn, before, steps, None)
+    if changed:
+        # Read in this same transaction, under the write lock: nobody else changed the row
+        # since, so the steps' compare-and-set held and the final state is one UPDATE.
+        names = sorted({name for step in steps[: len(changed)] for name in step.changes})
+        after = changed[-1]
+        conn.execute(
+            _update_sql(tuple(names)),
+            [after.status.value, after.updated_ms, after.attempts]
+            + [getattr(after, name) for name in names]
+            + [command_id],
+        )
+        append_in(conn, changed)
+    return changed
+
+
+@functools.cache
+def _update_sql(names: tuple[str, ...]) -> str:
+    """The UPDATE of a command's status and ``names`` (checked against _CHANGEABLE, so no
+    other name is ever formatted into SQL)."""
+    unknown = set(names) - _CHANGEABLE
     if unknown:
         raise ValueError(f"not changeable by a transition: {sorted(unknown)}")
-    sets = ["status = ?", "updated_ms = ?", "attempts = attempts + ?"]
-    params: list[Any] = [status.value, at_ms, attempts_delta]
-    for name, value in changes.items():
-        sets.append(f"{name} = ?")
-        params.append(value)
-    row = fetch_one(
-        conn,
-        f"UPDATE commands SET {', '.join(sets)} WHERE id = ?"
-        f" AND status IN ({_placeholders(len(expected))}) RETURNING {COMMAND_COLUMNS}",
-        [*params, command_id, *expected],
-    )
-    if row is None:
-        return None
-    if audit is not None:
-        _insert_audit(conn, audit)
-    if vehicle_state is not None:
-        _set_vehicle_state(conn, vehicle_state)
-    changed = to_command(row)
-    append_in(conn, (changed,))
+    sets = "status = ?, updated_ms = ?, attempts = ?" + "".join(f", {n} = ?" for n in names)
+    return f"UPDATE commands SET {sets} WHERE id = ?"
+
+
+def _waiting_before(conn: sqlite3.Connection, command: CommandRecord, step: CommandStep) -> bool:
+    """Another live command of the box that ``step`` may not overtake; in the transaction's
+    snapshot, so a command numbered before this one and stored meanwhile is seen."""
+    assert step.overtakes is not None
+    rows = conn.execute(
+        "SELECT seq FROM commands WHERE imei = ? AND status IN ('queued', 'sent')"
+        " AND expires_ms > ? AND id != ?",
+        (command.imei, step.at_ms, command.id),
+    ).fetchall()
+    return any(seq not in step.overtakes for (seq,) in rows)
+
+
+def _steps(
+    conn: sqlite3.Connection,
+    command: CommandRecord,
+    steps: Sequence[CommandStep],
+    line: AuditEntry | None,
+) -> list[CommandRecord]:
+    """``command`` after each of ``steps`` in order, until one's compare-and-set fails, with
+    the steps' audit lines and vehicle states stored (not the command's row, nor a stream
+    block: the caller writes the last version once); ``line``: the audit link this
+    transaction inserted last, the chain's head for the next one."""
+    changed: list[CommandRecord] = []
+    for step in steps:
+        _update_sql(tuple(step.changes))  # refuses a name a transition may not set
+        if command.status not in step.expected:
+            break
+        if step.overtakes is not None and _waiting_before(conn, command, step):
+            break
+        command = dataclasses.replace(
+            command,
+            status=step.status,
+            updated_ms=step.at_ms,
+            attempts=command.attempts + step.attempts_delta,
+            **step.changes,
+        )
+        if step.audit is not None:
+            line = insert_chained(conn, "command_audit", step.audit, line)
+        if step.vehicle_state is not None:
+            _set_vehicle_state(conn, step.vehicle_state)
+        changed.append(command)
     return changed
 
 

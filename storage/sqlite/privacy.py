@@ -33,8 +33,10 @@ class SqlitePrivacy:
         )
         return None if row is None else int(row[0])
 
-    async def fleet(self, fleet_id: str, vehicle_id: str | None = None) -> FleetPrivacy:
-        return await self._db.read(_fleet, fleet_id, vehicle_id)
+    async def fleet(
+        self, fleet_id: str, vehicle_id: str | None = None, *, existing: bool = False
+    ) -> FleetPrivacy:
+        return await self._db.read(_fleet, fleet_id, vehicle_id, existing)
 
 
 def _set_schedule(conn: sqlite3.Connection, fleet_id: str, change: ScheduleChange) -> None:
@@ -76,7 +78,13 @@ def _set_badge(conn: sqlite3.Connection, fleet_id: str, badge: int | None) -> No
         )
 
 
-def _fleet(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str | None) -> FleetPrivacy:
+# A semi-join on the vehicles' (fleet_id, id) index: one lookup per fact, no vehicle row read.
+_EXISTING = " AND EXISTS (SELECT 1 FROM vehicles AS v WHERE v.fleet_id = ? AND v.id = vehicle_id)"
+
+
+def _fleet(
+    conn: sqlite3.Connection, fleet_id: str, vehicle_id: str | None, existing: bool
+) -> FleetPrivacy:
     cond, params = (
         ("", (fleet_id,))
         if vehicle_id is None
@@ -85,6 +93,8 @@ def _fleet(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str | None) -> F
             (fleet_id, vehicle_id),
         )
     )
+    if existing:
+        cond, params = cond + _EXISTING, (*params, fleet_id)
     changes: dict[str, list[ScheduleChange]] = defaultdict(list)
     for vid, effective_ms, schedule, set_by in fetch_all(
         conn,

@@ -95,7 +95,15 @@ class SqliteVehicles:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, fleet_id: str, *, vin: str, plate: str, label: str) -> Vehicle:
+    async def create(
+        self,
+        fleet_id: str,
+        *,
+        vin: str,
+        plate: str,
+        label: str,
+        log: AccessLogEntry | None = None,
+    ) -> Vehicle:
         vehicle = Vehicle(
             id=new_id("veh"),
             fleet_id=fleet_id,
@@ -104,7 +112,9 @@ class SqliteVehicles:
             label=label,
             created_ms=now_ms(),
         )
-        await self._db.write(_insert_vehicle, vehicle)
+        if log is not None:
+            log = dataclasses.replace(log, resource_id=vehicle.id)
+        await self._db.write(_insert_vehicle, vehicle, log)
         return vehicle
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
@@ -154,11 +164,14 @@ class SqliteVehicles:
         vin: str | None = None,
         plate: str | None = None,
         label: str | None = None,
+        log: AccessLogEntry | None = None,
     ) -> Vehicle:
-        return await self._db.write(_update_vehicle, fleet_id, vehicle_id, vin, plate, label)
+        return await self._db.write(_update_vehicle, fleet_id, vehicle_id, vin, plate, label, log)
 
-    async def delete(self, fleet_id: str, vehicle_id: str, at_ms: int) -> None:
-        await self._db.write(_delete_vehicle, fleet_id, vehicle_id, at_ms)
+    async def delete(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> None:
+        await self._db.write(_delete_vehicle, fleet_id, vehicle_id, at_ms, log)
 
 
 class SqliteAccessLog:
@@ -210,6 +223,13 @@ def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Non
     conn.execute(sql, params)
 
 
+def _log(conn: sqlite3.Connection, entry: AccessLogEntry | None) -> None:
+    """The request's access-log entry, in the write's transaction (VehicleRepo): one commit
+    for both, and a write that fails takes its entry with it."""
+    if entry is not None:
+        insert_chained(conn, "access_log", entry)
+
+
 def _erase_fleet(conn: sqlite3.Connection, fleet_id: str) -> None:
     require_fleet(conn, fleet_id)
     # One transaction: an erasure is never half done. It holds the write lock for as long as
@@ -248,12 +268,15 @@ def get_vehicle(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str) -> Veh
 _vehicle_attrs = attrgetter(*(f.name for f in dataclasses.fields(Vehicle)))
 
 
-def _insert_vehicle(conn: sqlite3.Connection, vehicle: Vehicle) -> None:
+def _insert_vehicle(
+    conn: sqlite3.Connection, vehicle: Vehicle, log: AccessLogEntry | None = None
+) -> None:
     require_fleet(conn, vehicle.fleet_id)
     conn.execute(
         f"INSERT INTO vehicles ({rows.VEHICLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         _vehicle_attrs(vehicle),
     )
+    _log(conn, log)
 
 
 def _update_vehicle(
@@ -263,6 +286,7 @@ def _update_vehicle(
     vin: str | None,
     plate: str | None,
     label: str | None,
+    log: AccessLogEntry | None,
 ) -> Vehicle:
     vehicle = get_vehicle(conn, fleet_id, vehicle_id)
     vehicle = dataclasses.replace(
@@ -275,10 +299,17 @@ def _update_vehicle(
         "UPDATE vehicles SET vin = ?, plate = ?, label = ? WHERE id = ?",
         (vehicle.vin, vehicle.plate, vehicle.label, vehicle_id),
     )
+    _log(conn, log)
     return vehicle
 
 
-def _delete_vehicle(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str, at_ms: int) -> None:
+def _delete_vehicle(
+    conn: sqlite3.Connection,
+    fleet_id: str,
+    vehicle_id: str,
+    at_ms: int,
+    log: AccessLogEntry | None,
+) -> None:
     vehicle = get_vehicle(conn, fleet_id, vehicle_id)
     if vehicle.device_id is not None:
         # Ending the fitting must not fail a delete, so a clock behind the fitting start ends it
@@ -291,3 +322,4 @@ def _delete_vehicle(conn: sqlite3.Connection, fleet_id: str, vehicle_id: str, at
     conn.execute("DELETE FROM vehicles WHERE id = ?", (vehicle_id,))
     # The last position is derived state of the vehicle; its positions stay (history).
     conn.execute("DELETE FROM last_positions WHERE subject = ?", (vehicle_subject(vehicle_id),))
+    _log(conn, log)

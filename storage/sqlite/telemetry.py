@@ -12,7 +12,7 @@ from typing import Any
 from storage.latest import newest_valid_fixes, vehicle_subject
 from storage.models import Event, Page, Position, StoreResult, first_copies, now_ms
 from storage.pagination import CursorKey, decode_cursor, make_page, order_kind, page_limit
-from storage.repository import BBox
+from storage.repository import BBox, MapEntry
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 from storage.sqlite.query import fetch_all, keyset
@@ -49,10 +49,35 @@ _last_values = attrgetter("fleet_id", "vehicle_id", "device_id", "time_ms", "lat
 ROWS_PER_STATEMENT = 100
 _io = attrgetter("io")
 # A last position is a reference to its stored row (see schema.py).
-_SELECT_LAST = (
-    f"SELECT {', '.join(f'p.{name}' for name in POSITION_COLUMN_NAMES)} FROM last_positions AS l"
+_LAST_COLUMNS = ", ".join(f"p.{name}" for name in POSITION_COLUMN_NAMES)
+_JOIN_LAST = (
+    " FROM last_positions AS l"
     " JOIN positions AS p ON p.time_ms = l.time_ms AND p.device_id = l.device_id"
 )
+_SELECT_LAST = f"SELECT {_LAST_COLUMNS}{_JOIN_LAST}"
+# The map: the vehicle found by its primary key for each entry of the area (the planner's
+# choice, checked: a lookup per vehicle shown, not the fleet's vehicles scanned).
+_SELECT_MAP = (
+    f"SELECT l.vehicle_id, v.plate, v.label, {_LAST_COLUMNS}{_JOIN_LAST}"
+    " JOIN vehicles AS v ON v.id = l.vehicle_id AND v.fleet_id = l.fleet_id"
+)
+
+
+def _in_fleet_area(select: str, fleet_id: str, bbox: BBox | None) -> tuple[str, list[Any]]:
+    """``select`` (of last_positions AS l) narrowed to the fleet's vehicles in ``bbox``."""
+    # Boxes without a vehicle have last positions too, but this lists vehicles only.
+    sql = f"{select} WHERE l.fleet_id = ? AND l.vehicle_id IS NOT NULL"
+    params: list[Any] = [fleet_id]
+    if bbox is not None:
+        min_lon, min_lat, max_lon, max_lat = bbox
+        sql += " AND l.lat BETWEEN ? AND ?"
+        params += [min_lat, max_lat]
+        if min_lon <= max_lon:
+            sql += " AND l.lon BETWEEN ? AND ?"
+        else:  # a box across the antimeridian (GeoJSON, RFC 7946 §5.2)
+            sql += " AND (l.lon >= ? OR l.lon <= ?)"
+        params += [min_lon, max_lon]
+    return sql + " ORDER BY l.vehicle_id", params
 
 
 def positions_query(
@@ -90,20 +115,12 @@ class SqliteTelemetry:
         return rows.to_position(found[0]) if found else None
 
     async def last_positions(self, fleet_id: str, *, bbox: BBox | None = None) -> list[Position]:
-        # Boxes without a vehicle have last positions too, but this lists vehicles only.
-        sql = f"{_SELECT_LAST} WHERE l.fleet_id = ? AND l.vehicle_id IS NOT NULL"
-        params: list[Any] = [fleet_id]
-        if bbox is not None:
-            min_lon, min_lat, max_lon, max_lat = bbox
-            sql += " AND l.lat BETWEEN ? AND ?"
-            params += [min_lat, max_lat]
-            if min_lon <= max_lon:
-                sql += " AND l.lon BETWEEN ? AND ?"
-            else:  # a box across the antimeridian (GeoJSON, RFC 7946 §5.2)
-                sql += " AND (l.lon >= ? OR l.lon <= ?)"
-            params += [min_lon, max_lon]
-        sql += " ORDER BY l.vehicle_id"
+        sql, params = _in_fleet_area(_SELECT_LAST, fleet_id, bbox)
         return await self._db.read(fetch_positions, sql, params)
+
+    async def fleet_map(self, fleet_id: str, *, bbox: BBox | None = None) -> list[MapEntry]:
+        sql, params = _in_fleet_area(_SELECT_MAP, fleet_id, bbox)
+        return await self._db.read(_fetch_map, sql, params)
 
     async def positions(
         self,
@@ -178,6 +195,13 @@ def fetch_positions(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -
     once, so a history's thousands of rows never all live beside their positions (which
     would double the allocations that set off the GC's young collections, and its work)."""
     return list(map(rows.to_position, conn.execute(sql, params)))
+
+
+def _fetch_map(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[MapEntry]:
+    return [
+        MapEntry(vehicle_id, plate, label, rows.to_position(position))
+        for vehicle_id, plate, label, *position in conn.execute(sql, params)
+    ]
 
 
 # --- run on the writer thread ------------------------------------------------------------

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from api.schemas.positions import (
     FleetPositionsPublic,
@@ -17,9 +22,11 @@ from api.schemas.positions import (
     PositionsPublic,
     TrackFeature,
 )
+from api.services import formats
 from api.times import iso_ms
 from protocol.gp8.frames import WarningLight
-from storage.models import DeviceConnection, Transport
+from storage.errors import StorageUnavailable
+from storage.models import AccessLogEntry, DeviceConnection, Position, Transport
 from storage.repository import Store
 from tests.api.helpers import T0, FleetFixture, make_position
 
@@ -140,6 +147,79 @@ async def test_get_positions_json_in_time_order(
     assert r.json()["data"][4]["driver_badge"] == "4242"
     assert fix["device_id"] == fleet_a.device_id
     assert fix["odometer_m"] == 1000 + 3 * 400
+
+
+async def test_get_positions_json_answered_only_once_the_read_is_logged(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    store: Store,
+    fleet_a: FleetFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page of several chunks: rendered while its access-log entry commits, but no byte of
+    the answer (headers included) is sent before the entry is committed; keys in order."""
+    n = 2 * formats.RENDER_CHUNK + 7  # three chunks
+    times = await seed_track(store, fleet_a, n=n)
+    seen: list[str] = []
+    release = asyncio.Event()
+    append = store.access_log.append
+
+    async def held_append(entry: AccessLogEntry) -> None:
+        await release.wait()
+        await append(entry)
+        seen.append(f"logged {entry.resource}")
+
+    rendered = 0
+    render = formats.render_positions
+
+    def counted(positions: Iterable[Position]) -> list[dict[str, Any]]:
+        nonlocal rendered
+        rendered += 1
+        return render(positions)
+
+    async def recorder(scope: Scope, receive: Receive, send: Send) -> None:
+        async def record(message: Message) -> None:
+            seen.append(message["type"])
+            await send(message)
+
+        await app(scope, receive, record)
+
+    store.access_log.append = held_append  # type: ignore[method-assign]
+    monkeypatch.setattr(formats, "render_positions", counted)
+    day = {**RANGE, "to": iso_ms(T0 + n * STEP_MS)}
+    transport = httpx.ASGITransport(app=recorder)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        request = asyncio.create_task(
+            c.get(positions_url(fleet_a), params=day, headers=fleet_a.h("viewer"))
+        )
+        async with asyncio.timeout(10):
+            while rendered < 3:  # noqa: ASYNC110 - polling state the test does not own
+                await asyncio.sleep(0.005)
+        for _ in range(100):  # turns in which a route that did not wait would answer
+            await asyncio.sleep(0)
+        assert "http.response.start" not in seen
+        release.set()
+        r = await request
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert seen.index("logged positions") < seen.index("http.response.start")
+    body = r.json()
+    assert list(body) == ["vehicle_id", "from", "to", "privacy", "data", "next_cursor"]
+    assert [fix["time"] for fix in body["data"]] == [iso_ms(t) for t in times]
+    assert body["privacy"] == "off" and body["next_cursor"] is None
+
+
+async def test_get_positions_json_unanswered_when_the_read_cannot_be_logged(
+    client: httpx.AsyncClient, store: Store, fleet_a: FleetFixture
+) -> None:
+    await seed_track(store, fleet_a)
+
+    async def failing_append(entry: AccessLogEntry) -> None:
+        raise StorageUnavailable("the access log is down")
+
+    store.access_log.append = failing_append  # type: ignore[method-assign]
+    r = await client.get(positions_url(fleet_a), params=RANGE, headers=fleet_a.h("viewer"))
+    assert r.status_code == 503
+    assert b'"data"' not in r.content and fleet_a.device_id.encode() not in r.content
 
 
 async def test_get_positions_field_names_in_every_format(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.api.helpers import VALID_IMEIS, VALID_VINS, FleetFixture, luhn_imei
 
@@ -302,3 +303,26 @@ async def test_put_vehicle_device_backdated_fitting(
     assert r.json()["errors"][0]["msg"].startswith(
         "fitted_at (2999-01-01T00:00:00.000Z) must not be in the future (now: "
     )
+
+
+async def test_vehicle_writes_are_logged_and_a_failed_one_is_not(
+    client: httpx.AsyncClient, app: FastAPI, fleet_a: FleetFixture
+) -> None:
+    log = app.state.store.access_log
+    before = len(await log.chain(fleet_a.id))  # in seq order: one millisecond may hold all
+    r = await client.post("/v1/vehicles", json={"vin": VALID_VINS[0]}, headers=fleet_a.h())
+    assert r.status_code == 409  # the fleet's vehicle has this VIN: nothing to log
+    r = await client.post("/v1/vehicles", json={"vin": VALID_VINS[3]}, headers=fleet_a.h())
+    assert r.status_code == 201
+    vehicle_id = r.json()["id"]
+    r = await client.patch(f"/v1/vehicles/{vehicle_id}", json={"label": "x"}, headers=fleet_a.h())
+    assert r.status_code == 200
+    r = await client.delete(f"/v1/vehicles/{vehicle_id}", headers=fleet_a.h())
+    assert r.status_code == 204
+    entries = (await log.chain(fleet_a.id))[before:]
+    assert [(e.action, e.resource, e.resource_id, e.detail) for e in entries] == [
+        ("create", "vehicle", vehicle_id, ""),
+        ("update", "vehicle", vehicle_id, "label"),
+        ("delete", "vehicle", vehicle_id, ""),
+    ]
+    assert {e.key_id for e in entries} == {fleet_a.key_ids["admin"]}

@@ -59,6 +59,7 @@ async def test_unacknowledged_command_is_resent_until_the_box_acks_it(world: Wor
     assert (await world.store.commands.get(world.fleet_id, command.id)).attempts == 2
 
     await service.on_box_reply(IMEI, Ack(901, command.seq))  # the box has it now
+    await service.settle()  # a receipt is stored in the background (nothing answers an ACK)
     stored = await world.store.commands.get(world.fleet_id, command.id)
     assert stored.delivered_ms == world.clock.ms and stored.status is CommandState.SENT
     world.clock.ms += 11_000

@@ -8,6 +8,7 @@ The toy protocol: ``HELLO <imei>`` logs in, ``P <seq> <time_ms> <lat> <lon>`` is
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -209,3 +210,27 @@ async def test_a_link_of_nothing_but_noise_is_closed() -> None:
     step = await rig.session.handle(b"?\n" * (MAX_ERRORS_IN_A_ROW + 10), now_ms())
     assert step.close == "too_many_errors"
     assert rig.metrics.frame_errors["garbage"] == MAX_ERRORS_IN_A_ROW
+
+
+async def test_frames_are_let_go_of_while_their_records_are_stored() -> None:
+    # A link that decodes a message whole hands its frames over one by one (MQTT: uplink.py's
+    # _consume); while their records are stored, the decoded frames must not stay alive.
+    rig = Rig()
+    await rig.send(f"HELLO {CTX.imei}\n")
+    frames = [Line("P", seq, (str(1_700_000_000_000 + seq), "1.0", "2.0")) for seq in (1, 2)]
+    alive = [weakref.ref(frame) for frame in frames]
+    seen_alive: list[bool] = []
+
+    async def store(positions: Sequence[Position], events: Sequence[Event]) -> bool:
+        seen_alive.extend(ref() is not None for ref in alive)
+        return await rig.store(positions, events)
+
+    def handed_over(items: list[Line]) -> Iterator[Line]:
+        items.reverse()
+        while items:
+            yield items.pop()
+
+    rig.session.store = store
+    step = await rig.session.handle_frames(handed_over(frames), now_ms())
+    assert step.replies == ["OK 1", "OK 2"]
+    assert seen_alive == [False, False]

@@ -200,6 +200,45 @@ async def test_a_cancelled_waiter_gives_its_room_back() -> None:
     assert len(fake.positions) == 10
 
 
+async def test_a_submission_not_stored_within_its_wait_times_out_and_is_stored_anyway() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=5, max_delay_ms=0) as pipeline:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        waits = [pipeline.submit(positions(1), [], wait_s=0.05) for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
+        assert all(isinstance(r, TimeoutError) for r in results)
+        assert loop.time() - began >= 0.05
+        fake.gate.set()  # the records were not withdrawn: a resend would be a duplicate
+        await eventually(lambda: len(fake.positions) == 3)
+        await asyncio.wait_for(pipeline.submit(positions(1), [], wait_s=0.05), 5)
+    assert len(fake.positions) == 4
+
+
+async def test_the_wait_bound_covers_the_wait_for_room() -> None:
+    fake = FakeTelemetry()
+    fake.gate = asyncio.Event()
+    async with IngestPipeline(fake, batch_size=5, max_delay_ms=0, queue_limit=10) as pipeline:
+        first = asyncio.create_task(pipeline.submit(positions(10), []))
+        await asyncio.wait_for(fake.entered.wait(), 5)
+        with pytest.raises(TimeoutError):  # never admitted: the queue stays full
+            await asyncio.wait_for(pipeline.submit(positions(1), [], wait_s=0.05), 5)
+        assert pipeline.pending == 10  # its room was not kept
+        fake.gate.set()
+        await asyncio.wait_for(first, 5)
+        # Admitted after a wait for room, then stored in time: no timeout.
+        fake.gate.clear()
+        second = asyncio.create_task(pipeline.submit(positions(10), []))
+        await eventually(lambda: pipeline.pending == 10)
+        late = asyncio.create_task(pipeline.submit(positions(1), [], wait_s=5.0))
+        await asyncio.sleep(0.02)
+        assert not late.done()
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(second, late), 5)
+    assert len(fake.positions) == 21
+
+
 async def test_storage_unavailable_fails_the_flush_and_the_next_one_works() -> None:
     fake = FakeTelemetry()
     fake.unavailable = True

@@ -14,7 +14,7 @@ from gateway.mqtt.aiomqtt_compat import OrderedAcks
 from gateway.mqtt.directory import DeviceCache
 from gateway.mqtt.metrics import MqttMetrics
 from gateway.mqtt.presence import Presence
-from gateway.mqtt.uplink import NotStored, UplinkHandler, split_uplink
+from gateway.mqtt.uplink import NotStored, UplinkHandler, _consume, split_uplink
 from gateway.pipeline import IngestPipeline
 from protocol.gp8 import (
     Ack,
@@ -94,6 +94,14 @@ def test_split_uplink() -> None:
     # IDENT must come first: after anything else, the message has none.
     assert split_uplink(heartbeat + encode(ident)).ident is None
     assert split_uplink(b"").ident is None
+
+
+def test_frames_are_handed_over_in_order_and_let_go_of() -> None:
+    items = ["ident", "position", "event"]
+    handed = []
+    for item in _consume(items):
+        handed.append((item, len(items)))
+    assert handed == [("ident", 2), ("position", 1), ("event", 0)]
 
 
 async def test_records_are_stored_and_acked_in_frame_order(rig: Rig) -> None:

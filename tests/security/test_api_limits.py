@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -208,3 +209,121 @@ async def test_an_api_flood_never_takes_the_file_descriptors_of_the_box_listener
             writer.close()
         serve.stop()
     assert "Too many open files" not in serve.log()
+
+
+# --- httptools: what h11 did by itself, and what its parser does differently -------------------
+
+
+async def _exchange(port: int, source: str, request: bytes) -> bytes:
+    """``request`` in one write; all the server answers until it closes the connection."""
+    reader, writer = await _open(port, source)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(IO_TIMEOUT_S):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def _problem(answer: bytes) -> dict[str, object]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"connection: close" in head.lower()
+    problem: dict[str, object] = json.loads(body)
+    return problem
+
+
+async def test_an_over_long_head_sent_whole_gets_a_problem_document(limited: ServeProcess) -> None:
+    # Complete in one read, which h11's buffer bound let through: llhttp parses it all, so its
+    # size is checked once the headers end.
+    def get(pad: int) -> bytes:
+        return b"GET /health HTTP/1.1\r\nHost: gp8\r\nX-Pad: %s\r\nConnection: close\r\n\r\n" % (
+            b"x" * pad
+        )
+
+    problem = _problem(await _exchange(limited.api_port, "127.0.6.1", get(17_000)))
+    assert problem["type"] == "urn:gp8:problem:malformed-request"
+    # Under the bound: answered as usual.
+    answer = await _exchange(limited.api_port, "127.0.6.1", get(15_000))
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+async def test_bytes_that_are_no_http_get_a_problem_document(limited: ServeProcess) -> None:
+    # TLS spoken to the plain port (a ClientHello's first bytes), a header line without a colon.
+    for garbage in (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET /health HTTP/1.1\r\nHost gp8\r\n\r\n",
+    ):
+        answer = await _exchange(limited.api_port, "127.0.6.2", garbage)
+        assert _problem(answer)["type"] == "urn:gp8:problem:malformed-request"
+
+
+async def test_pipelined_requests_are_answered_in_order_then_closed(limited: ServeProcess) -> None:
+    requests = (
+        b"GET /health HTTP/1.1\r\nHost: gp8\r\n\r\n"
+        b"GET /v1/nothing-here HTTP/1.1\r\nHost: gp8\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: gp8\r\nConnection: close\r\n\r\n"
+    )
+    answer = await _exchange(limited.api_port, "127.0.6.3", requests)  # ends: Connection: close
+    # Each status line right after the previous body (no separator of its own).
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"404", b"200"]
+    assert answer.lower().count(b"connection: close") == 1
+
+
+async def test_blank_lines_between_requests_do_not_escape_the_deadline(
+    limited: ServeProcess,
+) -> None:
+    """Any byte cancels uvicorn's keep-alive timer, and llhttp ignores CRLFs before a request:
+    without the deadline, a CRLF every 200 ms after one request would hold the connection."""
+    reader, writer = await _open(limited.api_port, "127.0.6.4")
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: gp8\r\n\r\n")
+        async with asyncio.timeout(IO_TIMEOUT_S):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < 10 * HEADER_TIMEOUT_S:
+            try:
+                writer.write(b"\r\n")
+                await writer.drain()
+            except ConnectionError:
+                break
+            closed = await _until_closed(reader, 0.2)
+        assert time.monotonic() - started < 5 * HEADER_TIMEOUT_S  # not the 10 s cut-off
+    finally:
+        writer.close()
+
+
+async def test_live_streams_outlive_the_header_deadline(limited: ServeProcess) -> None:
+    """After its upgrade a WebSocket, and a Server-Sent Events response after its request,
+    have no request head left to wait for: the header deadline must not close them."""
+    box = await provision(limited.api)
+    url = f"ws://127.0.0.1:{limited.api_port}/v1/stream"
+    headers = {"Authorization": f"Bearer {box.admin_key}"}
+    async with (
+        connect(url, additional_headers=headers, open_timeout=IO_TIMEOUT_S) as ws,
+        httpx.AsyncClient(base_url=limited.api, timeout=IO_TIMEOUT_S) as http,
+        http.stream("GET", "/v1/stream", headers={**headers, "Accept": "text/event-stream"}) as sse,
+    ):
+        async with asyncio.timeout(IO_TIMEOUT_S):
+            assert json.loads(await ws.recv())["kind"] == "ready"
+        assert sse.status_code == 200
+        # Nothing may close either during three deadlines; then a position reaches both.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3 * HEADER_TIMEOUT_S):
+                await ws.wait_closed()
+        link = await RawBox.connect(limited.tcp_port)
+        try:
+            assert await link.login(box.imei, box.secret) is LoginStatus.OK
+            await link.position(int(time.time() * 1000))
+        finally:
+            await link.close()
+        async with asyncio.timeout(IO_TIMEOUT_S):
+            while json.loads(await ws.recv())["kind"] != "position":
+                pass
+            lines = sse.aiter_lines()
+            while await anext(lines) != "event: position":
+                pass

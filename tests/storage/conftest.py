@@ -28,6 +28,7 @@ from pymongo_async_mock import AsyncMongoMockClient
 from storage.models import DeviceModel, Fleet, Vehicle
 from storage.mongo import MongoStore
 from storage.mongo.commands import MongoCommands
+from storage.mongo.resources import MongoVehicles
 from storage.mongo.stream import MongoStream
 from storage.mongo.telemetry import MongoTelemetry
 from storage.repository import Store
@@ -97,6 +98,7 @@ async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
         assert isinstance(stream, MongoStream)
         txn_store.telemetry = MongoTelemetry(txn_store._db, stream, transactions)
         txn_store.commands = MongoCommands(txn_store._db, transactions, stream=stream)
+        txn_store.vehicles = MongoVehicles(txn_store._db, transactions)
         await txn_store.start()
         yield txn_store
         await txn_store.close()

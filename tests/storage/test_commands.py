@@ -11,9 +11,11 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo_async_mock import AsyncMongoMockClient, AsyncMongoMockCollection
 
+from storage.audit_chain import verify, walk
 from storage.errors import Conflict, NotFound, StorageUnavailable
 from storage.models import (
     MAX_COMMAND_SEQ,
+    NUMBER_TOKEN,
     Alert,
     AlertKind,
     AuditEntry,
@@ -21,6 +23,7 @@ from storage.models import (
     CommandPolicy,
     CommandRecord,
     CommandState,
+    CommandStep,
     Fleet,
     KillSwitch,
     Vehicle,
@@ -197,6 +200,118 @@ async def test_transition_is_compare_and_set_and_audited_with_it(
     assert acked is not None and acked.result_state == 4 and acked.attempts == 1
     actions = [e.action for e in (await store.audit.list(fleet.id, command_id=c.id)).items]
     assert actions == ["command.requested", "command.sent", "command.acknowledged"]
+
+
+def step(
+    c: CommandRecord,
+    status: CommandState,
+    expected: set[CommandState],
+    at_ms: int,
+    *,
+    detail: str = "",
+    **changes: Any,
+) -> CommandStep:
+    line = dataclasses.replace(
+        entry(c, f"command.{status.value}", at_ms), status=status.value, detail=detail
+    )
+    return CommandStep(status, frozenset(expected), at_ms, audit=line, changes=changes)
+
+
+async def chain_holds(store: Store, fleet_id: str) -> None:
+    report = await verify(
+        walk(lambda after, n: store.audit.chain(fleet_id, after_seq=after, limit=n), batch=2)
+    )
+    assert report.broken is None and report.entries > 0
+
+
+async def test_create_then_stores_the_command_and_its_steps_in_one_write(
+    store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
+) -> None:
+    first = await create(store, command(fleet.id, vehicle.id, device_id))  # a chain to extend
+    c = command(fleet.id, vehicle.id, device_id, key="k-1")
+    sent_step = step(
+        c,
+        CommandState.SENT,
+        {CommandState.QUEUED},
+        T0 + 5,
+        detail=f"attempt 1, command number {NUMBER_TOKEN}",
+        sent_ms=T0 + 5,
+        gateway_id="gw-1",
+    )
+    sent_step = dataclasses.replace(sent_step, attempts_delta=1)
+    versions, created = await store.commands.create_then(c, entry(c), [sent_step])
+
+    assert created and [v.status for v in versions] == [CommandState.QUEUED, CommandState.SENT]
+    queued, sent = versions
+    assert queued.seq == first.seq + 1 == sent.seq
+    assert (sent.sent_ms, sent.gateway_id, sent.attempts) == (T0 + 5, "gw-1", 1)
+    assert await store.commands.get(fleet.id, c.id) == sent
+    lines = (await store.audit.list(fleet.id, command_id=c.id)).items
+    assert [(e.action, e.status) for e in lines] == [
+        ("command.requested", "queued"),
+        ("command.sent", "sent"),
+    ]
+    assert lines[1].detail == f"attempt 1, command number {sent.seq}"  # the number it got
+    await chain_holds(store, fleet.id)
+
+    # A replay of the key: the command as it is, no step applied, nothing logged.
+    again = command(fleet.id, vehicle.id, device_id, key="k-1")
+    replay, created = await store.commands.create_then(again, entry(again), [sent_step])
+    assert not created and replay == [sent]
+    assert len((await store.audit.list(fleet.id, command_id=c.id)).items) == 2
+
+
+async def test_a_step_that_would_overtake_a_waiting_command_is_not_stored(
+    store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
+) -> None:
+    waiting = await create(store, command(fleet.id, vehicle.id, device_id))
+    # Another box's queued command, numbered apart from this box's: it never counts.
+    elsewhere = await create(
+        store, command(fleet.id, vehicle.id, "dev_x", imei=OTHER_IMEI, created_ms=T0 + 3_600_000)
+    )
+
+    def sending(c: CommandRecord, overtakes: set[int]) -> CommandStep:
+        sent = step(c, CommandState.SENT, {CommandState.QUEUED}, T0 + 5)
+        return dataclasses.replace(sent, overtakes=frozenset(overtakes))
+
+    # The box has an older command queued: the new one stays queued, unlogged beyond its request.
+    c = command(fleet.id, vehicle.id, device_id)
+    versions, created = await store.commands.create_then(c, entry(c), [sending(c, set())])
+    assert created and [v.status for v in versions] == [CommandState.QUEUED]
+    assert len((await store.audit.list(fleet.id, command_id=c.id)).items) == 1
+
+    # Once the older one is written on the session (named in ``overtakes``), it may go.
+    d = command(fleet.id, vehicle.id, device_id)
+    others = {waiting.seq, versions[0].seq}
+    versions, _ = await store.commands.create_then(d, entry(d), [sending(d, others)])
+    assert [v.status for v in versions] == [CommandState.QUEUED, CommandState.SENT]
+    assert elsewhere.status is CommandState.QUEUED and elsewhere.seq not in others
+
+
+async def test_transitions_stop_at_the_first_step_that_is_not_expected(
+    store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
+) -> None:
+    c = await create(store, command(fleet.id, vehicle.id, device_id))
+    sent = await store.commands.transition(
+        c.id, expected={CommandState.QUEUED}, status=CommandState.SENT, at_ms=T0 + 1
+    )
+    assert sent is not None
+    delivered = step(c, CommandState.SENT, {CommandState.SENT}, T0 + 2, delivered_ms=T0 + 2)
+    acked = step(c, CommandState.ACKNOWLEDGED, {CommandState.SENT}, T0 + 3, completed_ms=T0 + 3)
+    changed = await store.commands.transitions(c.id, [delivered, acked])
+    assert [(v.status, v.delivered_ms, v.completed_ms) for v in changed] == [
+        (CommandState.SENT, T0 + 2, None),
+        (CommandState.ACKNOWLEDGED, T0 + 2, T0 + 3),
+    ]
+    actions = [e.action for e in (await store.audit.list(fleet.id, command_id=c.id)).items]
+    assert actions == ["command.requested", "command.sent", "command.acknowledged"]
+    await chain_holds(store, fleet.id)
+
+    # Final now: the first step's compare-and-set fails, so neither is stored or logged.
+    expired = step(c, CommandState.EXPIRED, {CommandState.SENT}, T0 + 4)
+    assert await store.commands.transitions(c.id, [delivered, expired]) == []
+    assert (await store.commands.get(fleet.id, c.id)).status is CommandState.ACKNOWLEDGED
+    assert len((await store.audit.list(fleet.id, command_id=c.id)).items) == 3
 
 
 async def test_pending_expiring_and_status_queries(

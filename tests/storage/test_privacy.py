@@ -33,6 +33,27 @@ async def test_schedule_history_toggles_and_badge(
     assert await store.privacy.badge(fleet.id) is None
 
 
+async def test_facts_of_existing_vehicles_only(
+    store: Store, fleet: Fleet, other_fleet: Fleet, vehicle: Vehicle
+) -> None:
+    gone = await store.vehicles.create(fleet.id, vin="VIN-GONE", plate="G", label="")
+    theirs = await store.vehicles.create(other_fleet.id, vin="VIN-X", plate="X", label="")
+    for v in (vehicle, gone, theirs):
+        # theirs: filed under this fleet by mistake, as no vehicle of this fleet.
+        await store.privacy.set_schedule(fleet.id, ScheduleChange(v.id, 1_000, NIGHTS))
+        await store.privacy.add_toggles(fleet.id, v.id, [5_000])
+    await store.vehicles.delete(fleet.id, gone.id, 2_000)
+    kept = await store.privacy.fleet(fleet.id)  # a deleted vehicle's history is still read
+    assert set(kept.changes) == set(kept.toggles) == {vehicle.id, gone.id, theirs.id}
+    existing = await store.privacy.fleet(fleet.id, existing=True)
+    assert set(existing.changes) == set(existing.toggles) == {vehicle.id}
+    assert existing.changes[vehicle.id] == kept.changes[vehicle.id]
+    assert existing.toggles[vehicle.id] == (5_000,)
+    one = await store.privacy.fleet(fleet.id, gone.id, existing=True)
+    assert not one.changes and not one.toggles
+    assert not (await store.privacy.fleet(other_fleet.id, existing=True)).toggles
+
+
 async def test_drivers_by_badge_per_fleet(store: Store, fleet: Fleet, other_fleet: Fleet) -> None:
     await store.drivers.create(Driver("drv_1", fleet.id, 77, "Ana", 1))
     with pytest.raises(Conflict):

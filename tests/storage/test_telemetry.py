@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from storage.models import Fleet, StoreResult
-from storage.repository import Store
+from storage.repository import MapEntry, Store
 from storage.sqlite.telemetry import ROWS_PER_STATEMENT
 from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS
 from tests.storage.factories import event, position
@@ -192,6 +192,43 @@ async def test_last_positions_in_bbox(store: Store, fleet: Fleet) -> None:
     # Edges are inside.
     edge = (2.35, 48.85, 2.35, 48.85)
     assert await store.telemetry.last_positions(fleet.id, bbox=edge) == [paris]
+
+
+async def test_fleet_map_names_the_vehicles_that_exist(
+    store: Store, fleet: Fleet, other_fleet: Fleet
+) -> None:
+    van = await store.vehicles.create(fleet.id, vin="VIN-VAN", plate="AB-123", label="van")
+    car = await store.vehicles.create(fleet.id, vin="VIN-CAR", plate="CD-456", label="")
+    gone = await store.vehicles.create(fleet.id, vin="VIN-GONE", plate="EF-789", label="old")
+    theirs = await store.vehicles.create(other_fleet.id, vin="VIN-X", plate="XX", label="x")
+    await store.vehicles.delete(fleet.id, gone.id, 500)
+    in_paris = position(fleet.id, "dev_1", van.id, 1_000, lat=48.85, lon=2.35)
+    in_berlin = position(fleet.id, "dev_2", car.id, 2_000, lat=52.52, lon=13.40)
+    await store.telemetry.store(
+        [
+            in_paris,
+            in_berlin,
+            # A fix of before the deletion, arriving after it: a last position again, but no
+            # vehicle names it.
+            position(fleet.id, "dev_3", gone.id, 400, lat=48.86, lon=2.36),
+            # A box without a vehicle; another fleet's vehicle id under this fleet.
+            position(fleet.id, "dev_4", None, 4_000, lat=48.85, lon=2.35),
+            position(fleet.id, "dev_5", theirs.id, 5_000, lat=48.85, lon=2.35),
+        ],
+        [],
+    )
+    assert len(await store.telemetry.last_positions(fleet.id)) == 4
+    by_id = sorted([van, car], key=lambda v: v.id)
+    fixes = {van.id: in_paris, car.id: in_berlin}
+    assert await store.telemetry.fleet_map(fleet.id) == [
+        MapEntry(v.id, v.plate, v.label, fixes[v.id]) for v in by_id
+    ]
+    paris = (2.3, 48.8, 2.4, 48.9)
+    assert await store.telemetry.fleet_map(fleet.id, bbox=paris) == [
+        MapEntry(van.id, "AB-123", "van", in_paris)
+    ]
+    assert await store.telemetry.fleet_map(fleet.id, bbox=(-10.0, -10.0, -9.0, -9.0)) == []
+    assert await store.telemetry.fleet_map(other_fleet.id) == []
 
 
 async def test_positions_time_range_is_half_open(store: Store, fleet: Fleet) -> None:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from storage.audit_chain import verify, walk
 from storage.errors import Conflict, NotFound
-from storage.models import Fleet, Vehicle
+from storage.models import AccessLogEntry, Fleet, Vehicle
+from storage.mongo.audit_chain import ChainRace
+from storage.mongo.resources import MongoVehicles
 from storage.repository import Store
-from tests.storage.conftest import make_device
+from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS, make_device
+from tests.storage.factories import access_entry
+from tests.storage.fakes import FakeTransactions
+
+
+@pytest.fixture(params=ENGINES_WITH_TRANSACTIONS)
+def engine(request: pytest.FixtureRequest) -> str:
+    """A write and its access-log entry go in one transaction where MongoDB has them: every
+    test here also runs on the fake with transactions."""
+    name: str = request.param
+    return name
 
 
 async def test_create_get(store: Store, fleet: Fleet) -> None:
@@ -101,3 +119,88 @@ async def test_delete_never_ends_a_fitting_before_it_began(store: Store, vehicle
     await store.vehicles.delete(vehicle.fleet_id, vehicle.id, 400)  # a clock behind
     [fitting] = await store.devices.fittings(device_id)
     assert (fitting.from_ms, fitting.to_ms) == (1_000, 1_000)
+
+
+def _log(fleet_id: str, action: str, resource_id: str | None = None) -> AccessLogEntry:
+    return dataclasses.replace(access_entry(fleet_id, 1_000, action), resource_id=resource_id)
+
+
+async def _chain(store: Store, fleet_id: str) -> list[AccessLogEntry]:
+    return await store.access_log.chain(fleet_id)
+
+
+async def test_writes_append_their_log_entry_with_them(store: Store, fleet: Fleet) -> None:
+    vehicle = await store.vehicles.create(
+        fleet.id, vin="VIN1", plate="P1", label="a", log=_log(fleet.id, "create")
+    )
+    await make_device(store, fleet.id, "350000000000004")
+    await store.devices.fit(fleet.id, vehicle.id, "350000000000004", 100)
+    await store.vehicles.update(
+        fleet.id, vehicle.id, label="b", log=_log(fleet.id, "update", vehicle.id)
+    )
+    await store.vehicles.delete(fleet.id, vehicle.id, 500, log=_log(fleet.id, "delete", vehicle.id))
+    chain = await _chain(store, fleet.id)
+    # The new vehicle's entry names it: its id is made by the write.
+    assert [(e.seq, e.action, e.resource_id) for e in chain] == [
+        (1, "create", vehicle.id),
+        (2, "update", vehicle.id),
+        (3, "delete", vehicle.id),
+    ]
+    report = await verify(
+        walk(lambda after, n: store.access_log.chain(fleet.id, after_seq=after, limit=n))
+    )
+    assert (report.entries, report.broken) == (3, None)
+
+
+async def test_a_failed_write_logs_nothing(store: Store, fleet: Fleet, vehicle: Vehicle) -> None:
+    other = await store.vehicles.create(fleet.id, vin="OTHERVIN", plate="P", label="L")
+    with pytest.raises(Conflict):
+        await store.vehicles.create(
+            fleet.id, vin=vehicle.vin, plate="P", label="L", log=_log(fleet.id, "create")
+        )
+    with pytest.raises(Conflict):
+        await store.vehicles.update(
+            fleet.id, other.id, vin=vehicle.vin, log=_log(fleet.id, "update", other.id)
+        )
+    missing = "veh_doesnotexist"
+    with pytest.raises(NotFound):
+        await store.vehicles.update(fleet.id, missing, label="x", log=_log(fleet.id, "update"))
+    with pytest.raises(NotFound):
+        await store.vehicles.delete(fleet.id, missing, 1, log=_log(fleet.id, "delete"))
+    assert await _chain(store, fleet.id) == []
+
+
+class _RacedTransactions(FakeTransactions):
+    """The first run loses the race for the chain's head (as the real transaction would, its
+    writes undone): the write must be run again."""
+
+    async def run(self, work: Callable[[AsyncClientSession], Awaitable[None]]) -> None:
+        if self.runs == 0:
+            self.runs += 1
+            raise ChainRace("access_log")
+        await super().run(work)
+
+
+async def test_mongo_write_and_entry_share_one_transaction(
+    engine: str, store: Store, fleet: Fleet
+) -> None:
+    if engine != "mongo-txn":
+        pytest.skip("the transaction path: Mongo with transactions only")
+    transactions = _RacedTransactions()
+    vehicles = MongoVehicles(store._db, transactions)  # type: ignore[attr-defined]
+    sessions: list[Any] = []
+    original = store._db.call  # type: ignore[attr-defined]
+
+    async def call(op: Any, **kwargs: Any) -> Any:
+        sessions.append(transactions.inside)
+        return await original(op, **kwargs)
+
+    store._db.call = call  # type: ignore[attr-defined]
+    vehicle = await vehicles.create(
+        fleet.id, vin="VIN1", plate="P", label="L", log=_log(fleet.id, "create")
+    )
+    assert transactions.runs == 2  # lost the race once, then committed
+    # The fleet check before, then the vehicle and its entry (head, insert) inside.
+    assert sessions == [False, True, True, True]
+    [entry] = await _chain(store, fleet.id)
+    assert entry.resource_id == vehicle.id

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.gp8 import to_event, to_position
+from gateway.adapters.gp8 import to_event, to_position, to_positions
 from gateway.context import DeviceContext, Fittings
 from protocol.gp8 import Event, EventCode, RecordFlags
 from simulator.box import make_record
@@ -123,3 +123,13 @@ def test_vehicle_at_matches_a_linear_scan(history: list[Fitting], t: int) -> Non
         None,
     )
     assert Fittings.of(history).vehicle_at(t) == expected
+
+
+@given(histories(), st.lists(st.integers(-10, 11_000), max_size=6))
+def test_a_frame_gets_each_record_s_vehicle(history: list[Fitting], times: list[int]) -> None:
+    # to_positions reads the fittings' tail without a lookup: it must agree with vehicle_at.
+    c = ctx(*history)
+    records = [make_record(T0, 1.0, 2.0)._replace(time_ms=t) for t in times if t >= 0]
+    positions = to_positions(records, c, T0)
+    assert [p.vehicle_id for p in positions] == [c.fittings.vehicle_at(r.time_ms) for r in records]
+    assert positions == [to_position(r, c, T0) for r in records]

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.gp8 import PositionRecord, RecordRejection, check_record
-from protocol.gp8.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS
+from protocol.gp8.validation import MAX_CLOCK_SKEW_MS, MIN_TIME_MS, all_plausible
 from tests.protocol.gp8.cases import PARIS
 from tests.protocol.gp8.strategies import records
 
@@ -92,6 +92,26 @@ def test_a_rejection_names_a_rule_the_record_breaks(record: PositionRecord) -> N
         assert not any(broken.values())
     else:
         assert broken[rejection]
+
+
+# Each checked field at and around its limits, so that the frame check meets every edge.
+_EDGES = {
+    "lat_e7": st.sampled_from([-900_000_001, -900_000_000, 0, 900_000_000, 900_000_001]),
+    "lon_e7": st.sampled_from([-1_800_000_001, -1_800_000_000, 1_800_000_000, 1_800_000_001]),
+    "time_ms": st.sampled_from(
+        [0, MIN_TIME_MS - 1, MIN_TIME_MS, NOW, NOW + MAX_CLOCK_SKEW_MS, NOW + MAX_CLOCK_SKEW_MS + 1]
+    ),
+    "heading_ddeg": st.sampled_from([0, 3599, 3600, 0xFFFF]),
+    "badge": st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]),
+}
+# A plausible record with some of its checked fields moved to an edge.
+edge_records = st.fixed_dictionaries({}, optional=_EDGES).map(lambda edges: PARIS._replace(**edges))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(edge_records, records), max_size=8))
+def test_the_frame_check_agrees_with_the_record_check(batch: list[PositionRecord]) -> None:
+    assert all_plausible(batch, NOW) is all(check_record(r, NOW) is None for r in batch)
 
 
 def test_rejections_are_stable_metric_labels() -> None:
