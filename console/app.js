@@ -806,12 +806,16 @@ function renderFences() {
 function startDrawing(kind) {
   drawing = { kind, points: [] };
   drawLayer.clearLayers();
+  // Clicks go through the vehicles' markers to the map while drawing: a depot's fence is drawn
+  // where its vehicles stand (app.css, .map.drawing).
+  $("map").classList.add("drawing");
   $("fence-hint").textContent = kind === "circle" ? "Click the centre on the map, then a point on the edge." : "Click the corners on the map, then Finish.";
   renderFences();
 }
 
 function stopDrawing() {
   drawing = null;
+  $("map").classList.remove("drawing");
   if (drawLayer) drawLayer.clearLayers();
   $("fence-hint").textContent = "";
   if (fenceLayer) renderFences();

@@ -385,13 +385,32 @@ async def test_lock_from_the_page_is_acknowledged_by_the_box(
     await page.screenshot(path=artifacts / "command.png")
 
 
+# The centre of the vehicle marker (or cluster) nearest the map's centre, with room on its right
+# for the edge's click.
+ON_A_MARKER = """() => {
+  const map = document.querySelector("#map").getBoundingClientRect();
+  const centre = [map.x + map.width / 2, map.y + map.height / 2];
+  const spots = [...document.querySelectorAll("#map .veh-icon, #map .marker-cluster")]
+    .map(m => m.getBoundingClientRect())
+    .map(r => [r.x + r.width / 2, r.y + r.height / 2])
+    .filter(([x, y]) => x > map.x + 20 && x < map.right - 80)
+    .filter(([x, y]) => y > map.y + 20 && y < map.bottom - 20);
+  const off = ([x, y]) => Math.hypot(x - centre[0], y - centre[1]);
+  spots.sort((a, b) => off(a) - off(b));
+  if (!spots.length) throw new Error("no vehicle marker on the map to draw on");
+  return spots[0];
+}"""
+
+
 async def test_manager_draws_a_circle_geofence(browser: Any, world: World, artifacts: Path) -> None:
     tab = await _signed_in(browser, world, "manager")
     page = tab.page
     await page.click('.tab[data-view="fences"]')
     await page.click('#fence-tools button:has-text("New circle")')
-    box = await page.eval_on_selector("#map", "m => m.getBoundingClientRect().toJSON()")
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # The centre on a vehicle (or a cluster of them), as a depot's fence is drawn where its
+    # vehicles stand: the click goes through the marker to the map, not to the vehicle.
+    await page.wait_for_selector("#map .veh-icon, #map .marker-cluster")
+    x, y = await page.evaluate(ON_A_MARKER)
     await page.mouse.click(x, y)
     await page.mouse.click(x + 60, y)
     await page.wait_for_selector("#confirm[open]")
