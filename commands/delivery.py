@@ -327,15 +327,9 @@ class Delivery:
                 )
                 if sent is None:
                     continue  # cancelled, expired or answered meanwhile
-                ok = await sender.send(imei, rules.wire_command(sent))
-                ctx.metrics.wrote(ok)
-                if not ok:
-                    # Gone: it stays sent and goes again, same number, at the next login.
-                    ctx.stats["send_failed"] += 1
+                if not await self._write(sender, sent, on_session):
                     break
-                on_session[sent.seq] = sent
                 written.append(sent)
-            ctx.stats["frames_sent"] += len(written)
             return written
 
     async def fail(self, command: CommandRecord, failure: str, detail: str) -> CommandRecord | None:
