@@ -58,7 +58,7 @@ async def authenticated(request: Request, response: Response) -> ApiKey:
     throttle = cast(KeyThrottle | None, getattr(app_state, "key_throttle", None))
     source = request.client.host if request.client is not None else None
     key = await authenticate(
-        cast(Store, app_state.store),
+        await get_store(request),
         limiter,
         await bearer(request),
         throttle=throttle,
@@ -143,7 +143,7 @@ class _RequireRole(_KeyScheme):
     async def __call__(self, request: Request, response: Response) -> FleetCaller:
         caller = await fleet_key(await authenticated(request, response))
         caller.require(self.minimum)
-        await refuse_writes_while_offboarding(request, request.app.state.store, caller.fleet_id)
+        await refuse_writes_while_offboarding(request, await get_store(request), caller.fleet_id)
         return caller
 
 
@@ -166,7 +166,7 @@ class _RequireRoleOnVehicle:
         self.minimum = _fleet_role(minimum)
 
     async def __call__(self, vehicle_id: Id, caller: FleetKey, request: Request) -> FleetCaller:
-        store = cast(Store, request.app.state.store)
+        store = await get_store(request)
         await store.vehicles.get(caller.fleet_id, vehicle_id)
         caller.require(self.minimum)
         await refuse_writes_while_offboarding(request, store, caller.fleet_id)
@@ -198,7 +198,7 @@ Operator = Annotated[ApiKey, Depends(require_operator)]
 class _GetAudit(_KeyScheme):
     async def __call__(self, request: Request, response: Response) -> Audit:
         key = await authenticated(request, response)
-        return Audit(cast(Store, request.app.state.store).access_log, key)
+        return Audit((await get_store(request)).access_log, key)
 
 
 get_audit = _GetAudit()
