@@ -11,8 +11,8 @@ A whole gp8 runs in this process (`gp8.serve.start_services`: SQLite, uvicorn on
   is the data directory's rate of fsynced commits, one small transaction each: what one commit
   per request would allow. The clients run in a child process, so the CPU ms per write printed
   is gp8's alone (as bench_commands' per command): the figure to compare between runs on a
-  shared machine. They are plain HTTP/1.1 over 16 kept-alive connections (`Connection`), as a
-  load generator (wrk, oha) is: httpx took 1.6 ms of CPU per request, more than gp8, so on two
+  shared machine. They are plain HTTP/1.1 over 16 kept-alive connections (bench/http_client.py),
+  as a load generator (wrk, oha) is: httpx took 1.6 ms of CPU per request, more than gp8, so on two
   cores the client was the limit of the rate. The client's CPU per write is printed too.
 
 Summary lines (bench/summary.py): the import's seconds (goal ≤ 30 s for 10,000) and the API
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import multiprocessing.connection
 import shutil
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.security import new_api_key
 from bench.bench_commands import commit_floor, result_of_child
 from bench.bench_ingest import _use_uvloop
+from bench.http_client import Connection, connections, post_head
 from bench.summary import report
 from gateway.lifecycle import tune_gc
 from gp8.serve import start_services, stop_services
@@ -95,50 +95,9 @@ def rows(fleet_id: str, first: int, n: int) -> tuple[list[Vehicle], list[Device]
     return vehicles, devices, fittings
 
 
-class Connection:
-    """One kept-alive HTTP/1.1 connection that POSTs JSON and reads the answer: just what the
-    bench needs (a status line, headers with Content-Length, a body), at a small part of
-    httpx's CPU per request."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        async with asyncio.timeout(TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
-
-    async def post(self, head: bytes, body: bytes) -> tuple[int, bytes]:
-        """Send ``head`` (the request line and headers but Content-Length) and ``body``; the
-        answer's status and body."""
-        self._writer.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
-        async with asyncio.timeout(TIMEOUT_S):
-            await self._writer.drain()
-            lines = (await self._reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-            return int(lines[0].split(b" ", 2)[1]), await self._reader.readexactly(length)
-
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            async with asyncio.timeout(TIMEOUT_S):
-                await self._writer.wait_closed()
-
-
 async def api_writes(base_url: str, key: str, first: int, n: int) -> float:
     """POST /v1/vehicles ``n`` times, CONCURRENCY in flight (a `Connection` each); writes/s."""
-    url = httpx.URL(base_url)
-    host, port = url.host, url.port or 80
-    head = (
-        f"POST /v1/vehicles HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
-        "Content-Type: application/json\r\n"
-    ).encode()
+    head = post_head(base_url, "/v1/vehicles", key)
     numbers = iter(range(first, first + n))
 
     async def client(own: Connection) -> None:
@@ -149,14 +108,10 @@ async def api_writes(base_url: str, key: str, first: int, n: int) -> float:
                 raise RuntimeError(f"POST /v1/vehicles answered {status}: {answer!r}")
 
     # Opened before the clock starts.
-    connections = [await Connection.open(host, port) for _ in range(CONCURRENCY)]
-    try:
+    async with connections(base_url, CONCURRENCY, TIMEOUT_S) as opened:
         started = time.perf_counter()
-        await asyncio.gather(*(client(own) for own in connections))
+        await asyncio.gather(*(client(own) for own in opened))
         return n / (time.perf_counter() - started)
-    finally:
-        for own in connections:
-            await own.close()
 
 
 def run_writes(

@@ -8,10 +8,12 @@ the stored row count is checked against what was sent.
 
 The floor printed beside it is measured in the same run, after the gateway has stopped: the
 same rows (read back from the bench's database) written straight into a fresh database of the
-same schema and durability (WAL, synchronous=FULL, the store's INSERT OR IGNORE bound many rows
-per execution, as the store binds them), one commit per transaction of the gateway's average
-flush size, the better of two runs: what SQLite alone does with them, with no gateway, no last
-positions and no stream log.
+same schema, durability and writer settings (storage/sqlite/schema.py `configure`: WAL,
+synchronous=FULL, the writer's page cache and checkpoint interval; the store's INSERT OR IGNORE
+bound many rows per execution, as the store binds them), one commit per transaction of the
+gateway's average flush size, the better of two runs: what SQLite alone does with them, with no
+gateway, no last positions and no stream log. The gateway's CPU is printed whole and as the
+SQLite writer thread's share.
 
     .venv/bin/python bench/bench_ingest.py                    # 1000 boxes x 100 positions
     .venv/bin/python bench/bench_ingest.py --profile out.prof # cProfile of the gateway side
@@ -25,9 +27,11 @@ import asyncio
 import cProfile
 import logging
 import multiprocessing as mp
+import os
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +67,8 @@ GOAL_SHARE = 0.70  # of the direct-SQLite floor measured in the same run
 FLOOR_RUNS = 2
 # Boxes connect in waves so the accept queue and the logins are not one thundering herd.
 CONNECT_CONCURRENCY = 100
+# storage/sqlite/db.py names its writer's thread so (its CPU is printed apart from the loop's).
+WRITER_THREAD = "gp8-sqlite-writer"
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,23 @@ class NullStore:
         return StoreResult(len(positions), 0, len(events), 0)
 
 
+def thread_cpu_s(prefix: str) -> float:
+    """CPU seconds of this process's threads whose name starts with ``prefix`` (Linux: from
+    /proc; 0 elsewhere)."""
+    total = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith(prefix) or thread.native_id is None:
+            continue
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile, or no /proc
+        # utime and stime: fields 14 and 15, counted after the ")" that closes the name.
+        fields = stat.rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _identity(n: int) -> tuple[str, str]:
     return f"{490_000_000_000_000 + n:015d}", f"bench-secret-{n}"
 
@@ -215,10 +238,11 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        cpu_before = time.process_time()
+        cpu_before, writer_before = time.process_time(), thread_cpu_s(WRITER_THREAD)
         ours.send("go")
         acked, elapsed, boxes_cpu = await loop.run_in_executor(None, ours.recv)
         cpu = time.process_time() - cpu_before
+        writer_cpu = thread_cpu_s(WRITER_THREAD) - writer_before
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -282,6 +306,11 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
     print(
         f"  gateway process CPU (loop + SQLite thread): {cpu:.2f} s, "
         f"{cpu / max(stored, 1) * 1e6:.1f} us per position; box process CPU: {boxes_cpu:.2f} s"
+    )
+    print(
+        f"  of which the SQLite writer thread: {writer_cpu:.2f} s, "
+        f"{writer_cpu / max(stored, 1) * 1e6:.1f} us per position; the rest (loop, reader): "
+        f"{(cpu - writer_cpu) / max(stored, 1) * 1e6:.1f} us per position"
     )
     print(
         f"  storage busy {gateway.metrics.store_seconds:.2f} s of {elapsed:.2f} s; "

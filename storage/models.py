@@ -409,7 +409,7 @@ class CommandRecord:
 
 
 class CommandChanges(TypedDict, total=False):
-    """Fields a status transition may set (CommandRepo.transition)."""
+    """Fields a status transition may set (CommandRepo.transitions)."""
 
     sent_ms: int
     delivered_ms: int
@@ -554,8 +554,8 @@ NUMBER_TOKEN = "{number}"
 
 @dataclass(frozen=True, slots=True)
 class CommandStep:
-    """One status change of a command as a value: `CommandRepo.transition`'s arguments, so
-    several can be stored in one write (`CommandRepo.transitions`, `CommandRepo.create_then`)."""
+    """One status change of a command as a value, so several can be stored in one write
+    (`CommandRepo.transitions`, `CommandRepo.create_then`, which say what a step does)."""
 
     status: CommandState
     expected: frozenset[CommandState]

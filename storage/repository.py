@@ -27,7 +27,6 @@ from storage.models import (
     AlertState,
     ApiKey,
     AuditEntry,
-    CommandChanges,
     CommandKind,
     CommandPolicy,
     CommandRecord,
@@ -467,7 +466,7 @@ class Store(IngestStore, Protocol):
 class CommandRepo(Protocol):
     """Commands and what their answers say about the vehicle.
 
-    Status changes are compare-and-set (`transition`), so two gateways, or a gateway and the
+    Status changes are compare-and-set (`transitions`), so two gateways, or a gateway and the
     API, can never both deliver, answer or cancel the same command.
     """
 
@@ -548,35 +547,21 @@ class CommandRepo(Protocol):
         """Live commands (pending approval, queued, sent) with expires_ms <= now_ms."""
         ...
 
-    async def transition(
-        self,
-        command_id: str,
-        *,
-        expected: Collection[CommandState],
-        status: CommandState,
-        at_ms: int,
-        changes: CommandChanges | None = None,
-        attempts_delta: int = 0,
-        audit: AuditEntry | None = None,
-        vehicle_state: VehicleLockState | None = None,
-    ) -> CommandRecord | None:
-        """Move the command to ``status`` (updated_ms = at_ms, ``changes`` set, attempts
-        increased) only if its status is in ``expected``, and append ``audit`` with it; with
-        ``vehicle_state``, store it too (as `set_vehicle_state`), so a reader who sees the
-        command acknowledged also sees its effect.
-
-        Returns the updated command, or None when it was not in an expected state or does not
-        exist (then neither audit nor state is written, except that an engine without
-        transactions may have stored the state, which is the box's truth anyway).
-        """
-        ...
-
     async def transitions(
         self, command_id: str, steps: Sequence[CommandStep]
     ) -> builtins.list[CommandRecord]:
-        """`transition` for each step in order, stopping at the first whose compare-and-set
-        fails; one transaction where the engine has it (a box's receipt and its answer, read
-        together). Returns the command after each step that was stored."""
+        """Apply each step in order, stopping at the first whose compare-and-set fails; one
+        transaction where the engine has it (a box's receipt and its answer, read together).
+
+        A step moves the command to its ``status`` (updated_ms = ``at_ms``, ``changes`` set,
+        attempts increased by ``attempts_delta``) only if its status is in ``expected``, and
+        appends the step's ``audit`` with it; with ``vehicle_state``, stores that too (as
+        `set_vehicle_state`), so a reader who sees the command acknowledged also sees its
+        effect. A step that finds the command in another state, or no command, stores neither
+        audit nor state (except that an engine without transactions may have stored the
+        state, which is the box's truth anyway), and the steps after it are not applied.
+
+        Returns the command after each step that was stored."""
         ...
 
     async def create_then(

@@ -454,41 +454,31 @@ class MongoCommands:
         found = await self._db.find(COMMANDS, query, [("expires_ms", ASC)], page_limit(limit))
         return [to_command(d) for d in found]
 
-    async def transition(
-        self,
-        command_id: str,
-        *,
-        expected: Collection[CommandState],
-        status: CommandState,
-        at_ms: int,
-        changes: CommandChanges | None = None,
-        attempts_delta: int = 0,
-        audit: AuditEntry | None = None,
-        vehicle_state: VehicleLockState | None = None,
-    ) -> CommandRecord | None:
-        if not expected:
+    async def _step(self, command_id: str, step: CommandStep) -> CommandRecord | None:
+        """One step of `transitions`: the compare-and-set, then its audit line."""
+        if not step.expected:
             return None
-        fields = dict(changes or {})
+        fields = dict(step.changes)
         unknown = set(fields) - _CHANGEABLE
         if unknown:
             raise ValueError(f"not changeable by a transition: {sorted(unknown)}")
-        if vehicle_state is not None:
+        if step.vehicle_state is not None:
             # Before the status: whoever sees the command acknowledged sees its effect.
-            await self.set_vehicle_state(vehicle_state)
-        update: Doc = {"$set": {"status": status.value, "updated_ms": at_ms, **fields}}
-        if attempts_delta:
-            update["$inc"] = {"attempts": attempts_delta}
+            await self.set_vehicle_state(step.vehicle_state)
+        update: Doc = {"$set": {"status": step.status.value, "updated_ms": step.at_ms, **fields}}
+        if step.attempts_delta:
+            update["$inc"] = {"attempts": step.attempts_delta}
         doc = await self._db.call(
             self._col().find_one_and_update(
-                {"_id": command_id, "status": {"$in": [s.value for s in expected]}},
+                {"_id": command_id, "status": {"$in": [s.value for s in step.expected]}},
                 update,
                 return_document=ReturnDocument.AFTER,
             )
         )
         if doc is None:
             return None
-        if audit is not None:
-            await insert_chained(self._db, COMMAND_AUDIT, audit, _doc)
+        if step.audit is not None:
+            await insert_chained(self._db, COMMAND_AUDIT, step.audit, _doc)
         changed = to_command(doc)
         if self._stream is not None:
             await self._stream.append((changed,))
@@ -497,22 +487,13 @@ class MongoCommands:
     async def transitions(
         self, command_id: str, steps: Sequence[CommandStep]
     ) -> builtins.list[CommandRecord]:
-        # Each step as `transition` stores it (the compare-and-set, then its audit line): no
-        # transaction, as for a single one, so the guarantees are those of `transition`.
+        # Each step alone (`_step`: the compare-and-set, then its audit line), without a
+        # transaction: the guarantees of an engine without one (`CommandRepo.transitions`).
         changed: builtins.list[CommandRecord] = []
         for step in steps:
             if step.overtakes is not None and await self._waiting_before(command_id, step):
                 break
-            done = await self.transition(
-                command_id,
-                expected=step.expected,
-                status=step.status,
-                at_ms=step.at_ms,
-                changes=step.changes,
-                attempts_delta=step.attempts_delta,
-                audit=step.audit,
-                vehicle_state=step.vehicle_state,
-            )
+            done = await self._step(command_id, step)
             if done is None:
                 break
             changed.append(done)

@@ -234,30 +234,6 @@ class SqliteCommands:
         params = (now_ms, page_limit(limit))
         return [to_command(r) for r in await self._db.read(fetch_all, sql, params)]
 
-    async def transition(
-        self,
-        command_id: str,
-        *,
-        expected: Collection[CommandState],
-        status: CommandState,
-        at_ms: int,
-        changes: CommandChanges | None = None,
-        attempts_delta: int = 0,
-        audit: AuditEntry | None = None,
-        vehicle_state: VehicleLockState | None = None,
-    ) -> CommandRecord | None:
-        step = CommandStep(
-            status=status,
-            expected=frozenset(expected),
-            at_ms=at_ms,
-            audit=audit,
-            changes=changes or CommandChanges(),
-            attempts_delta=attempts_delta,
-            vehicle_state=vehicle_state,
-        )
-        changed = await self._db.write(_transitions, command_id, (step,))
-        return changed[0] if changed else None
-
     async def transitions(
         self, command_id: str, steps: Sequence[CommandStep]
     ) -> builtins.list[CommandRecord]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import pytest
@@ -93,6 +93,21 @@ def entry(
     )
 
 
+async def one_step(
+    store: Store,
+    command_id: str,
+    *,
+    expected: Collection[CommandState],
+    status: CommandState,
+    at_ms: int,
+    **fields: Any,
+) -> CommandRecord | None:
+    """One `CommandStep` through `transitions`: the command after it, None if not stored."""
+    step = CommandStep(status, frozenset(expected), at_ms, **fields)
+    changed = await store.commands.transitions(command_id, [step])
+    return changed[0] if changed else None
+
+
 async def create(store: Store, c: CommandRecord) -> CommandRecord:
     stored, created = await store.commands.create(c, entry(c))
     assert created
@@ -147,7 +162,8 @@ async def test_transition_is_compare_and_set_and_audited_with_it(
     store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
 ) -> None:
     c = await create(store, command(fleet.id, vehicle.id, device_id))
-    sent = await store.commands.transition(
+    sent = await one_step(
+        store,
         c.id,
         expected={CommandState.QUEUED},
         status=CommandState.SENT,
@@ -165,7 +181,8 @@ async def test_transition_is_compare_and_set_and_audited_with_it(
         T0 + 10,
     )
     # A second "queued -> sent" (another gateway racing) changes nothing and logs nothing.
-    lost = await store.commands.transition(
+    lost = await one_step(
+        store,
         c.id,
         expected={CommandState.QUEUED},
         status=CommandState.SENT,
@@ -176,20 +193,20 @@ async def test_transition_is_compare_and_set_and_audited_with_it(
     assert lost is None
     assert await store.commands.get(fleet.id, c.id) == sent
     assert (
-        await store.commands.transition(
-            "cmd_missing", expected=LIVE, status=CommandState.EXPIRED, at_ms=T0
-        )
+        await one_step(store, "cmd_missing", expected=LIVE, status=CommandState.EXPIRED, at_ms=T0)
         is None
     )
     with pytest.raises(ValueError, match="not changeable"):
-        await store.commands.transition(
+        await one_step(
+            store,
             c.id,
             expected=LIVE,
             status=CommandState.SENT,
             at_ms=T0,
             changes={"seq": 1},  # type: ignore[typeddict-unknown-key]
         )
-    acked = await store.commands.transition(
+    acked = await one_step(
+        store,
         c.id,
         expected={CommandState.SENT},
         status=CommandState.ACKNOWLEDGED,
@@ -292,8 +309,8 @@ async def test_transitions_stop_at_the_first_step_that_is_not_expected(
     store: Store, fleet: Fleet, vehicle: Vehicle, device_id: str
 ) -> None:
     c = await create(store, command(fleet.id, vehicle.id, device_id))
-    sent = await store.commands.transition(
-        c.id, expected={CommandState.QUEUED}, status=CommandState.SENT, at_ms=T0 + 1
+    sent = await one_step(
+        store, c.id, expected={CommandState.QUEUED}, status=CommandState.SENT, at_ms=T0 + 1
     )
     assert sent is not None
     delivered = step(c, CommandState.SENT, {CommandState.SENT}, T0 + 2, delivered_ms=T0 + 2)
@@ -320,10 +337,8 @@ async def test_pending_expiring_and_status_queries(
     a = await create(store, command(fleet.id, vehicle.id, device_id, ttl_s=10))
     b = await create(store, command(fleet.id, vehicle.id, device_id, ttl_s=100))
     c = await create(store, command(fleet.id, vehicle.id, device_id, ttl_s=100))
-    await store.commands.transition(b.id, expected=LIVE, status=CommandState.SENT, at_ms=T0 + 5_000)
-    await store.commands.transition(
-        c.id, expected=LIVE, status=CommandState.CANCELLED, at_ms=T0 + 6_000
-    )
+    await one_step(store, b.id, expected=LIVE, status=CommandState.SENT, at_ms=T0 + 5_000)
+    await one_step(store, c.id, expected=LIVE, status=CommandState.CANCELLED, at_ms=T0 + 6_000)
 
     pending = await store.commands.pending_for_box(IMEI, T0 + 1_000)
     assert [p.id for p in pending] == [a.id, b.id]  # command-number order, no final state
@@ -520,7 +535,8 @@ async def test_transition_stores_the_vehicle_state_with_the_status(
 ) -> None:
     c = await create(store, command(fleet.id, vehicle.id, device_id))
     state = VehicleLockState(fleet.id, vehicle.id, device_id, True, False, T0 + 30, c.id)
-    done = await store.commands.transition(
+    done = await one_step(
+        store,
         c.id,
         expected={CommandState.QUEUED},
         status=CommandState.ACKNOWLEDGED,
@@ -531,7 +547,8 @@ async def test_transition_stores_the_vehicle_state_with_the_status(
     assert await store.commands.vehicle_state(fleet.id, vehicle.id) == state
     # An older report, with a transition that does not apply, never replaces it.
     older = dataclasses.replace(state, doors_locked=False, updated_ms=T0 + 10)
-    lost = await store.commands.transition(
+    lost = await one_step(
+        store,
         c.id,
         expected={CommandState.QUEUED},
         status=CommandState.FAILED,

@@ -11,7 +11,7 @@ import pytest
 
 from storage.errors import Conflict, StorageError, StorageUnavailable
 from storage.models import DeviceModel
-from storage.sqlite import SqliteStore, telemetry
+from storage.sqlite import SqliteStore, schema, telemetry
 from storage.sqlite.errors import storage_error
 from storage.sqlite.migrations import SCHEMA_VERSION
 from storage.sqlite.retention_schema import KEPT_AFTER_ERASURE
@@ -41,6 +41,18 @@ async def test_wal_and_full_fsync_on_the_write_path(sqlite_store: SqliteStore) -
         lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]
     )
     assert synchronous == 2
+
+
+async def test_writer_checkpoints_and_caches_for_ingest(sqlite_store: SqliteStore) -> None:
+    # Per connection too: the writer's, not SQLite's defaults (1,000 pages, 2,000 KiB).
+    settings = await sqlite_store._db.write(
+        lambda conn: (
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+            conn.execute("PRAGMA cache_size").fetchone()[0],
+        )
+    )
+    assert settings == (schema.WAL_AUTOCHECKPOINT_PAGES, -schema.WRITER_CACHE_KIB)
+    assert schema.WAL_AUTOCHECKPOINT_PAGES > 1_000 and schema.WRITER_CACHE_KIB > 2_000
 
 
 async def test_flags_are_stored_as_the_integers_1_and_0(sqlite_store: SqliteStore) -> None:

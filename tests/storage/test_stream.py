@@ -23,7 +23,14 @@ from storage.models import (
 from storage.repository import Store
 from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS
 from tests.storage.factories import event, position
-from tests.storage.test_commands import IMEI, T0, command, create, device_id  # noqa: F401
+from tests.storage.test_commands import (  # noqa: F401
+    IMEI,
+    T0,
+    command,
+    create,
+    device_id,
+    one_step,
+)
 
 
 @pytest.fixture(params=ENGINES_WITH_TRANSACTIONS)
@@ -118,8 +125,8 @@ async def test_alerts_and_commands_are_announced(
     await store.alerts.raise_alert(alert)
     cleared = await store.alerts.clear(fleet.id, alert.id, by="key:1", at_ms=T0 + 1)
     created = await create(store, command(fleet.id, vehicle.id, device_id))
-    sent = await store.commands.transition(
-        created.id, expected=[CommandState.QUEUED], status=CommandState.SENT, at_ms=T0 + 2
+    sent = await one_step(
+        store, created.id, expected=[CommandState.QUEUED], status=CommandState.SENT, at_ms=T0 + 2
     )
     found = await entries(store, fleet.id)
     assert [(e.kind, e.vehicle_id) for e in found] == [
