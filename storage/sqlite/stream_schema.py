@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS stream (
     block INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     n INTEGER NOT NULL,  -- entries in the block
-    data BLOB NOT NULL,  -- JSON: [[kind, vehicle_id, storage/stream.py encode(item)], ...]
+    data BLOB NOT NULL,  -- JSON, storage/stream.py pack: entries or runs of positions
     PRIMARY KEY (fleet_id, block)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stream_by_age ON stream (created_ms);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import orjson
 import pytest
 
 from storage import stream
@@ -210,13 +211,66 @@ def test_every_kind_round_trips() -> None:
     assert stream.decode(StreamKind.POSITION, stream.encode(p)) == stream.PositionRef(DEV, 5)
 
 
-def test_pack_spells_a_position_as_encode_does() -> None:
-    # pack writes positions inline (the ingest hot path): the same entry as the generic one.
+def _generic(items: list[object]) -> list[object]:
+    """The entries of ``items`` spelled one by one, as any block but a positions-only one is."""
+    return [
+        (stream.kind_of(item).value, stream.vehicle_of(item), stream.encode(item)) for item in items
+    ]
+
+
+def test_a_mixed_block_spells_each_entry_as_encode_does() -> None:
     p = position("flt", DEV, VEH, 5)
     e = event("flt", DEV, VEH, 5, "towing")
     ((count, data),) = stream.pack([p, e])
     assert count == 2
-    assert data == [
-        (stream.kind_of(item).value, stream.vehicle_of(item), stream.encode(item))
-        for item in (p, e)
+    assert data == _generic([p, e])
+    assert stream.block_entries(data) == data  # a list block is read as it is
+
+
+def test_a_positions_block_is_written_as_runs_and_read_back_entry_by_entry() -> None:
+    # An ingest flush: runs of each box's fixes; times may step back (a replayed buffer) and
+    # a box may come back after another (two of its frames in one flush); a box not fitted.
+    items = (
+        [position("flt", "dev-a", "veh-a", t) for t in (1_000, 2_000, 1_500, 9_000)]
+        + [position("flt", "dev-b", None, 7)]
+        + [position("flt", "dev-a", "veh-a", 3_000)]
+    )
+    ((count, data),) = stream.pack(items)
+    assert count == len(items)
+    assert data == {
+        "runs": [
+            ("veh-a", "dev-a", 1_000, [1_000, -500, 7_500]),
+            (None, "dev-b", 7, []),
+            ("veh-a", "dev-a", 3_000, []),
+        ]
+    }
+    assert stream.block_entries(data) == _generic(items)
+    # Through JSON, as both engines store it, and the cursors of a page over it.
+    stored = orjson.loads(orjson.dumps(data))
+    assert orjson.dumps(stream.block_entries(stored)) == orjson.dumps(_generic(items))
+    page = stream.page(
+        [(7, 0, stored)],
+        "flt",
+        stream.cursor_of(7, 1),
+        kinds=None,
+        vehicle_id="veh-a",
+        limit=100,
+        now_ms=0,
+    )
+    assert [(stream.split_cursor(e.cursor), e.item) for e in page.entries] == [
+        ((7, 2), stream.PositionRef("dev-a", 1_500)),
+        ((7, 3), stream.PositionRef("dev-a", 9_000)),
+        ((7, 5), stream.PositionRef("dev-a", 3_000)),
+    ]
+    assert page.cursor == stream.cursor_of(7, 5)
+
+
+def test_a_block_written_before_runs_is_still_read() -> None:
+    # Blocks a gp8 before this one wrote (a list of entries) stay in the log for its retention.
+    items = [position("flt", DEV, VEH, t) for t in (10, 20)]
+    old = orjson.loads(orjson.dumps(_generic(items)))
+    page = stream.page([(1, 0, old)], "flt", 0, kinds=None, vehicle_id=None, limit=10, now_ms=0)
+    assert [e.item for e in page.entries] == [
+        stream.PositionRef(DEV, 10),
+        stream.PositionRef(DEV, 20),
     ]
