@@ -320,6 +320,12 @@ class AccessLogEntry:
     hash: str = field(default="", compare=False)
 
 
+def naming_box(entry: AccessLogEntry, fitting: Fitting) -> AccessLogEntry:
+    """The access-log entry of a fit or unfit (DeviceRepo): its detail is the box's id, known
+    once the write has found the box."""
+    return dataclasses.replace(entry, detail=fitting.device_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a listing; ``next_cursor`` is None on the last page."""

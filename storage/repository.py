@@ -173,6 +173,9 @@ class VehicleRepo(Protocol):
 
 
 class DeviceRepo(Protocol):
+    """``create``, ``fit`` and ``unfit`` take ``log``, the request's access-log entry, stored
+    with the write as VehicleRepo's writes store theirs."""
+
     async def create(
         self,
         fleet_id: str,
@@ -181,8 +184,10 @@ class DeviceRepo(Protocol):
         model: DeviceModel,
         secret: str,
         protocol: DeviceProtocol = DeviceProtocol.GP8,
+        log: AccessLogEntry | None = None,
     ) -> Device:
-        """Raises Conflict when the IMEI is already provisioned (in any fleet)."""
+        """Raises Conflict when the IMEI is already provisioned (in any fleet). ``log``'s
+        ``resource_id`` is set to the new box's id."""
         ...
 
     async def get(self, fleet_id: str, device_id: str) -> Device: ...
@@ -202,15 +207,27 @@ class DeviceRepo(Protocol):
         protocol: DeviceProtocol | None = None,
     ) -> Page[Device]: ...
 
-    async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
+    async def fit(
+        self,
+        fleet_id: str,
+        vehicle_id: str,
+        imei: str,
+        at_ms: int,
+        *,
+        log: AccessLogEntry | None = None,
+    ) -> Fitting:
         """Fit the box to the vehicle from ``at_ms``, ending any current fitting of either.
+        ``log``'s ``detail`` is set to the box's id.
 
         NotFound when the vehicle or the box is not in this fleet.
         """
         ...
 
-    async def unfit(self, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
-        """End the vehicle's current fitting. NotFound when nothing is fitted."""
+    async def unfit(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> Fitting:
+        """End the vehicle's current fitting. NotFound when nothing is fitted. ``log``'s
+        ``detail`` is set to the box's id."""
         ...
 
     # builtins.list: inside this class body "list" names the method above.

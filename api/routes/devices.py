@@ -41,8 +41,8 @@ async def create_device(
         # A Teltonika box logs in with its IMEI alone: there is no secret to give it.
         secret=secrets.token_urlsafe(SECRET_BYTES) if body.protocol is DeviceProtocol.GP8 else "",
         protocol=body.protocol,
+        log=audit.entry("create", "device", detail=body.imei),  # its resource_id: the new box's
     )
-    await audit("create", "device", device.id, detail=device.imei)
     return DeviceCreated.created(device)
 
 

@@ -158,8 +158,10 @@ async def fit_device(
         )
     if body.fitted_at is not None:
         await check_backdated_fitting(store.devices, caller.fleet_id, vehicle_id, body.imei, at_ms)
-    fitting = await store.devices.fit(caller.fleet_id, vehicle_id, body.imei, at_ms)
-    await audit("fit", "vehicle", vehicle_id, detail=fitting.device_id)
+    # The entry's detail is the box's id, which the write finds (DeviceRepo).
+    fitting = await store.devices.fit(
+        caller.fleet_id, vehicle_id, body.imei, at_ms, log=audit.entry("fit", "vehicle", vehicle_id)
+    )
     return FittingPublic.of(fitting)
 
 
@@ -168,5 +170,6 @@ async def unfit_device(
     vehicle_id: Id, caller: VehicleAdmin, store: StoreDep, audit: AuditDep
 ) -> None:
     """Remove the vehicle's box (admin); 404 when none is fitted. The history is kept."""
-    fitting = await store.devices.unfit(caller.fleet_id, vehicle_id, now_ms())
-    await audit("unfit", "vehicle", vehicle_id, detail=fitting.device_id)
+    await store.devices.unfit(
+        caller.fleet_id, vehicle_id, now_ms(), log=audit.entry("unfit", "vehicle", vehicle_id)
+    )

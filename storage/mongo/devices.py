@@ -12,9 +12,11 @@ import builtins
 import dataclasses
 
 from pymongo import UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from storage.errors import Conflict, NotFound
 from storage.models import (
+    AccessLogEntry,
     Device,
     DeviceConnection,
     DeviceModel,
@@ -22,13 +24,16 @@ from storage.models import (
     DeviceStatus,
     Fitting,
     Page,
+    naming_box,
     new_id,
     now_ms,
 )
 from storage.mongo import documents as docs
 from storage.mongo.db import Doc, MongoDb
 from storage.mongo.query import ASC, after
+from storage.mongo.resources import write_logged
 from storage.mongo.schema import CONNECTIONS, DEVICES, FITTINGS, VEHICLES
+from storage.mongo.transactions import ServerTransactions, Transactions
 from storage.pagination import id_key, make_page, page_limit
 from storage.secrets import SecretBox, device_context
 
@@ -36,9 +41,12 @@ from storage.secrets import SecretBox, device_context
 class MongoDevices:
     """The LOGIN secret is sealed in the document (storage/secrets.py), opened here."""
 
-    def __init__(self, db: MongoDb, secrets: SecretBox) -> None:
+    def __init__(
+        self, db: MongoDb, secrets: SecretBox, transactions: Transactions | None = None
+    ) -> None:
         self._db = db
         self._secrets = secrets
+        self._transactions = transactions or ServerTransactions(db)
 
     def _to_device(self, doc: Doc) -> Device:
         device = docs.to_device(doc)
@@ -54,6 +62,7 @@ class MongoDevices:
         model: DeviceModel,
         secret: str,
         protocol: DeviceProtocol = DeviceProtocol.GP8,
+        log: AccessLogEntry | None = None,
     ) -> Device:
         await self._db.require_fleet(fleet_id)
         device = Device(
@@ -69,8 +78,14 @@ class MongoDevices:
         # The unique IMEI index makes a second box with this IMEI a DuplicateKeyError: Conflict.
         sealed = self._secrets.seal(device.secret, device_context(device.id))
         doc = docs.device_doc(dataclasses.replace(device, secret=sealed))
-        await self._db.call(self._db.collection(DEVICES).insert_one(doc))
-        return device
+
+        async def insert(session: AsyncClientSession | None) -> Device:
+            await self._db.call(self._db.collection(DEVICES).insert_one(doc, session=session))
+            return device
+
+        if log is not None:
+            log = dataclasses.replace(log, resource_id=device.id)
+        return await write_logged(self._db, self._transactions, insert, log)
 
     async def get(self, fleet_id: str, device_id: str) -> Device:
         doc = await self._db.find_one(
@@ -110,43 +125,58 @@ class MongoDevices:
         found = await self._db.find(DEVICES, query, [("_id", ASC)], limit + 1)
         return make_page([self._to_device(d) for d in found], limit, "device", lambda d: (d.id,))
 
-    async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
-        await self._db.find_one(
-            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
-        )
-        device = await self._db.find_one(
-            DEVICES, {"imei": imei, "fleet_id": fleet_id}, f"device with IMEI {imei}"
-        )
-        device_id: str = device["_id"]
-        of_device = await self._open_fitting("device_id", device_id)
-        if of_device is not None and of_device[1].vehicle_id == vehicle_id:
-            return of_device[1]  # already fitted there: keep the history as it is
-        of_vehicle = await self._open_fitting("vehicle_id", vehicle_id)
-        current = [f for f in (of_device, of_vehicle) if f is not None]
-        for _, fitting in current:
-            _check_end(fitting, at_ms)
-        fitting = Fitting(
-            fleet_id=fleet_id, device_id=device_id, vehicle_id=vehicle_id, from_ms=at_ms
-        )
-        # The box leaves its old vehicle and the vehicle loses its old box, at the same instant.
-        for fitting_id, old in current:
-            await self._end(fitting_id, old, at_ms)
-        await self._db.call(
-            self._db.collection(FITTINGS).insert_one(docs.fitting_doc(new_id("fit"), fitting))
-        )
-        await self._link(device_id, vehicle_id)
-        return fitting
+    async def fit(
+        self,
+        fleet_id: str,
+        vehicle_id: str,
+        imei: str,
+        at_ms: int,
+        *,
+        log: AccessLogEntry | None = None,
+    ) -> Fitting:
+        async def fit(session: AsyncClientSession | None) -> Fitting:
+            await self._find_vehicle(fleet_id, vehicle_id, session)
+            device = await self._find_one(
+                DEVICES, {"imei": imei, "fleet_id": fleet_id}, f"device with IMEI {imei}", session
+            )
+            device_id: str = device["_id"]
+            of_device = await self._open_fitting("device_id", device_id, session)
+            if of_device is not None and of_device[1].vehicle_id == vehicle_id:
+                return of_device[1]  # already fitted there: keep the history as it is
+            of_vehicle = await self._open_fitting("vehicle_id", vehicle_id, session)
+            current = [f for f in (of_device, of_vehicle) if f is not None]
+            for _, fitting in current:
+                _check_end(fitting, at_ms)
+            fitting = Fitting(
+                fleet_id=fleet_id, device_id=device_id, vehicle_id=vehicle_id, from_ms=at_ms
+            )
+            # The box leaves its old vehicle and the vehicle loses its old box, at the same
+            # instant.
+            for fitting_id, old in current:
+                await self._end(fitting_id, old, at_ms, session)
+            await self._db.call(
+                self._db.collection(FITTINGS).insert_one(
+                    docs.fitting_doc(new_id("fit"), fitting), session=session
+                )
+            )
+            await self._link(device_id, vehicle_id, session)
+            return fitting
 
-    async def unfit(self, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
-        await self._db.find_one(
-            VEHICLES, {"_id": vehicle_id, "fleet_id": fleet_id}, f"vehicle {vehicle_id}"
-        )
-        current = await self._open_fitting("vehicle_id", vehicle_id)
-        if current is None:
-            raise NotFound(f"no box fitted to vehicle {vehicle_id}")
-        fitting_id, fitting = current
-        _check_end(fitting, at_ms)
-        return await self._end(fitting_id, fitting, at_ms)
+        return await write_logged(self._db, self._transactions, fit, log, complete=naming_box)
+
+    async def unfit(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> Fitting:
+        async def unfit(session: AsyncClientSession | None) -> Fitting:
+            await self._find_vehicle(fleet_id, vehicle_id, session)
+            current = await self._open_fitting("vehicle_id", vehicle_id, session)
+            if current is None:
+                raise NotFound(f"no box fitted to vehicle {vehicle_id}")
+            fitting_id, fitting = current
+            _check_end(fitting, at_ms)
+            return await self._end(fitting_id, fitting, at_ms, session)
+
+        return await write_logged(self._db, self._transactions, unfit, log, complete=naming_box)
 
     async def fittings(self, device_id: str) -> builtins.list[Fitting]:
         found = await self._db.find(
@@ -221,41 +251,67 @@ class MongoDevices:
         doc = await self._db.call(self._db.collection(CONNECTIONS).find_one({"_id": device_id}))
         return None if doc is None else docs.to_connection(doc)
 
-    async def _open_fitting(self, field: str, value: str) -> tuple[str, Fitting] | None:
+    async def _find_vehicle(
+        self, fleet_id: str, vehicle_id: str, session: AsyncClientSession | None
+    ) -> Doc:
+        query = {"_id": vehicle_id, "fleet_id": fleet_id}
+        return await self._find_one(VEHICLES, query, f"vehicle {vehicle_id}", session)
+
+    async def _find_one(
+        self, collection: str, query: Doc, what: str, session: AsyncClientSession | None
+    ) -> Doc:
+        doc = await self._db.call(self._db.collection(collection).find_one(query, session=session))
+        if doc is None:
+            raise NotFound(what)
+        return doc
+
+    async def _open_fitting(
+        self, field: str, value: str, session: AsyncClientSession | None = None
+    ) -> tuple[str, Fitting] | None:
         doc = await self._db.call(
-            self._db.collection(FITTINGS).find_one({field: value, "to_ms": None})
+            self._db.collection(FITTINGS).find_one({field: value, "to_ms": None}, session=session)
         )
         return None if doc is None else (doc["_id"], docs.to_fitting(doc))
 
-    async def _end(self, fitting_id: str, fitting: Fitting, at_ms: int) -> Fitting:
+    async def _end(
+        self,
+        fitting_id: str,
+        fitting: Fitting,
+        at_ms: int,
+        session: AsyncClientSession | None = None,
+    ) -> Fitting:
         await self._db.call(
             self._db.collection(FITTINGS).update_one(
-                {"_id": fitting_id}, {"$set": {"to_ms": at_ms}}
+                {"_id": fitting_id}, {"$set": {"to_ms": at_ms}}, session=session
             )
         )
         await self._db.call(
             self._db.collection(VEHICLES).update_one(
                 {"_id": fitting.vehicle_id, "device_id": fitting.device_id},
                 {"$set": {"device_id": None}},
+                session=session,
             )
         )
         await self._db.call(
             self._db.collection(DEVICES).update_one(
                 {"_id": fitting.device_id, "vehicle_id": fitting.vehicle_id},
                 {"$set": {"vehicle_id": None}},
+                session=session,
             )
         )
         return dataclasses.replace(fitting, to_ms=at_ms)
 
-    async def _link(self, device_id: str, vehicle_id: str) -> None:
+    async def _link(
+        self, device_id: str, vehicle_id: str, session: AsyncClientSession | None = None
+    ) -> None:
         await self._db.call(
             self._db.collection(VEHICLES).update_one(
-                {"_id": vehicle_id}, {"$set": {"device_id": device_id}}
+                {"_id": vehicle_id}, {"$set": {"device_id": device_id}}, session=session
             )
         )
         await self._db.call(
             self._db.collection(DEVICES).update_one(
-                {"_id": device_id}, {"$set": {"vehicle_id": vehicle_id}}
+                {"_id": device_id}, {"$set": {"vehicle_id": vehicle_id}}, session=session
             )
         )
 

@@ -124,24 +124,37 @@ class MongoKeys:
 
 
 async def write_logged(
-    db: MongoDb, transactions: Transactions, write: Write[T], log: AccessLogEntry | None
+    db: MongoDb,
+    transactions: Transactions,
+    write: Write[T],
+    log: AccessLogEntry | None,
+    *,
+    complete: Callable[[AccessLogEntry, T], AccessLogEntry] | None = None,
 ) -> T:
     """``write`` and the request's access-log entry ``log`` (VehicleRepo): in one transaction
     where the deployment has them (run again when another writer took the chain's next link);
     else the write, then the entry, as two writes: a write that fails logs nothing, and only a
-    crash between the two leaves a write without its entry."""
+    crash between the two leaves a write without its entry. ``complete``: the entry made
+    whole from the write's result (what only the write finds out)."""
     if log is None:
         return await write(None)
+    entry = log
+
+    def completed(result: T) -> AccessLogEntry:
+        return entry if complete is None else complete(entry, result)
+
     if not await transactions.available():
         result = await write(None)
-        await insert_chained(db, ACCESS_LOG, log, docs.access_doc)
+        await insert_chained(db, ACCESS_LOG, completed(result), docs.access_doc)
         return result
     results: list[T] = []
 
     async def work(session: AsyncClientSession) -> None:
         results.clear()  # the driver may run it again after a transient error
         results.append(await write(session))
-        await insert_chained(db, ACCESS_LOG, log, docs.access_doc, session=session)
+        await insert_chained(
+            db, ACCESS_LOG, completed(results[0]), docs.access_doc, session=session
+        )
 
     for _ in range(MAX_ATTEMPTS):
         try:

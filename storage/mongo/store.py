@@ -102,7 +102,7 @@ class MongoStore:
         self.fleets: FleetRepo = MongoFleets(self._db)
         self.keys: KeyRepo = MongoKeys(self._db)
         self.vehicles: VehicleRepo = MongoVehicles(self._db, transactions)
-        self.devices: DeviceRepo = MongoDevices(self._db, self._secrets)
+        self.devices: DeviceRepo = MongoDevices(self._db, self._secrets, transactions)
         # Written by the repositories below as they store (storage/stream.py).
         stream = MongoStream(self._db)
         self.stream: StreamRepo = stream

@@ -6,10 +6,12 @@ import builtins
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from storage.errors import Conflict, NotFound
 from storage.models import (
+    AccessLogEntry,
     Device,
     DeviceConnection,
     DeviceModel,
@@ -17,6 +19,7 @@ from storage.models import (
     DeviceStatus,
     Fitting,
     Page,
+    naming_box,
     new_id,
     now_ms,
 )
@@ -32,7 +35,7 @@ from storage.sqlite.query import (
     get_one,
     require_fleet,
 )
-from storage.sqlite.resources import get_vehicle
+from storage.sqlite.resources import get_vehicle, log_in
 
 
 class SqliteDevices:
@@ -56,6 +59,7 @@ class SqliteDevices:
         model: DeviceModel,
         secret: str,
         protocol: DeviceProtocol = DeviceProtocol.GP8,
+        log: AccessLogEntry | None = None,
     ) -> Device:
         device = Device(
             id=new_id("dev"),
@@ -68,7 +72,9 @@ class SqliteDevices:
             protocol=protocol,
         )
         sealed = self._secrets.seal(device.secret, device_context(device.id))
-        await self._db.write(_insert_device, dataclasses.replace(device, secret=sealed))
+        if log is not None:
+            log = dataclasses.replace(log, resource_id=device.id)
+        await self._db.write(_insert_device, dataclasses.replace(device, secret=sealed), log)
         return device
 
     async def get(self, fleet_id: str, device_id: str) -> Device:
@@ -107,11 +113,21 @@ class SqliteDevices:
         found = await self._db.read(fetch_all, sql, [*params, *after_params, limit + 1])
         return make_page([self._to_device(r) for r in found], limit, "device", lambda d: (d.id,))
 
-    async def fit(self, fleet_id: str, vehicle_id: str, imei: str, at_ms: int) -> Fitting:
-        return await self._db.write(_fit, fleet_id, vehicle_id, imei, at_ms)
+    async def fit(
+        self,
+        fleet_id: str,
+        vehicle_id: str,
+        imei: str,
+        at_ms: int,
+        *,
+        log: AccessLogEntry | None = None,
+    ) -> Fitting:
+        return await self._db.write(_logged, log, _fit, fleet_id, vehicle_id, imei, at_ms)
 
-    async def unfit(self, fleet_id: str, vehicle_id: str, at_ms: int) -> Fitting:
-        return await self._db.write(_unfit, fleet_id, vehicle_id, at_ms)
+    async def unfit(
+        self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
+    ) -> Fitting:
+        return await self._db.write(_logged, log, _unfit, fleet_id, vehicle_id, at_ms)
 
     # builtins.list: inside this class body "list" names the method above.
     async def fittings(self, device_id: str) -> builtins.list[Fitting]:
@@ -146,7 +162,9 @@ class SqliteDevices:
 # --- run on the writer thread ------------------------------------------------------------
 
 
-def _insert_device(conn: sqlite3.Connection, device: Device) -> None:
+def _insert_device(
+    conn: sqlite3.Connection, device: Device, log: AccessLogEntry | None = None
+) -> None:
     require_fleet(conn, device.fleet_id)
     values = dataclasses.astuple(device)
     conn.execute(
@@ -156,6 +174,20 @@ def _insert_device(conn: sqlite3.Connection, device: Device) -> None:
             for v in values
         ),
     )
+    log_in(conn, log)
+
+
+def _logged(
+    conn: sqlite3.Connection,
+    log: AccessLogEntry | None,
+    change: Callable[..., Fitting],
+    *args: Any,
+) -> Fitting:
+    """A fitting's ``change`` and its access-log entry, which names the box, in one transaction."""
+    fitting = change(conn, *args)
+    if log is not None:
+        log_in(conn, naming_box(log, fitting))
+    return fitting
 
 
 def _open_fitting(conn: sqlite3.Connection, column: str, value: str) -> Fitting | None:

@@ -223,7 +223,7 @@ def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Non
     conn.execute(sql, params)
 
 
-def _log(conn: sqlite3.Connection, entry: AccessLogEntry | None) -> None:
+def log_in(conn: sqlite3.Connection, entry: AccessLogEntry | None) -> None:
     """The request's access-log entry, in the write's transaction (VehicleRepo): one commit
     for both, and a write that fails takes its entry with it."""
     if entry is not None:
@@ -276,7 +276,7 @@ def _insert_vehicle(
         f"INSERT INTO vehicles ({rows.VEHICLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         _vehicle_attrs(vehicle),
     )
-    _log(conn, log)
+    log_in(conn, log)
 
 
 def _update_vehicle(
@@ -299,7 +299,7 @@ def _update_vehicle(
         "UPDATE vehicles SET vin = ?, plate = ?, label = ? WHERE id = ?",
         (vehicle.vin, vehicle.plate, vehicle.label, vehicle_id),
     )
-    _log(conn, log)
+    log_in(conn, log)
     return vehicle
 
 
@@ -322,4 +322,4 @@ def _delete_vehicle(
     conn.execute("DELETE FROM vehicles WHERE id = ?", (vehicle_id,))
     # The last position is derived state of the vehicle; its positions stay (history).
     conn.execute("DELETE FROM last_positions WHERE subject = ?", (vehicle_subject(vehicle_id),))
-    _log(conn, log)
+    log_in(conn, log)
