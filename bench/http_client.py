@@ -28,10 +28,19 @@ def host_port(base_url: str) -> tuple[str, int]:
 def post_head(base_url: str, path: str, key: str) -> bytes:
     """The request line and headers (but Content-Length) of a JSON POST to ``path`` with the
     bearer ``key``: made once, sent with every request (`Connection.post`)."""
+    return _head("POST", base_url, path, key) + b"Content-Type: application/json\r\n"
+
+
+def get_head(base_url: str, path: str, key: str) -> bytes:
+    """The whole head of a GET of ``path`` (with its query) with the bearer ``key``
+    (`Connection.get`)."""
+    return _head("GET", base_url, path, key) + b"\r\n"
+
+
+def _head(method: str, base_url: str, path: str, key: str) -> bytes:
     host, port = host_port(base_url)
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
-        "Content-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
     ).encode()
 
 
@@ -54,7 +63,14 @@ class Connection:
 
     async def post(self, head: bytes, body: bytes) -> tuple[int, bytes]:
         """Send ``head`` (`post_head`) and ``body``; the answer's status and body."""
-        self._writer.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+        return await self._exchange(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+
+    async def get(self, head: bytes) -> tuple[int, bytes]:
+        """Send ``head`` (`get_head`); the answer's status and body."""
+        return await self._exchange(head)
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        self._writer.write(request)
         async with asyncio.timeout(self._timeout_s):
             await self._writer.drain()
             lines = (await self._reader.readuntil(b"\r\n\r\n")).split(b"\r\n")

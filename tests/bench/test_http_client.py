@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.http_client import connections, post_head
+from bench.http_client import connections, get_head, post_head
 
 
 async def test_post_sends_head_and_body_and_reads_answers_on_one_connection() -> None:
@@ -41,3 +41,27 @@ async def test_post_sends_head_and_body_and_reads_answers_on_one_connection() ->
         ).encode()
     )
     assert received[1].endswith(b"Content-Length: 2\r\n\r\n{}")
+
+
+async def test_get_sends_the_head_alone_and_reads_a_large_body() -> None:
+    received: list[bytes] = []
+    body = bytes(range(256)) * 8192  # 2 MiB: read across many socket reads
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    async with server, connections(base_url, 1, timeout_s=5) as (own,):
+        assert await own.get(get_head(base_url, "/v1/x?from=1&to=2", "k2")) == (200, body)
+        assert await own.get(get_head(base_url, "/v1/y", "k2")) == (404, b"")
+    assert received[0] == (
+        f"GET /v1/x?from=1&to=2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Authorization: Bearer k2\r\n\r\n"
+    ).encode()
+    assert received[1].startswith(b"GET /v1/y HTTP/1.1\r\n")
