@@ -164,6 +164,11 @@ def _map_index(conn: sqlite3.Connection, secrets: SecretBox) -> None:
         conn.execute(schema.LAST_POSITIONS_AREA_INDEX)
 
 
+def _vehicle_names_index(conn: sqlite3.Connection, secrets: SecretBox) -> None:
+    if _has_table(conn, "vehicles"):
+        conn.execute(schema.VEHICLE_NAMES_INDEX)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "seal the device and webhook secrets (storage/secrets.py)", _seal_clear_secrets),
     Migration(3, "positions.io: raw IO elements", _add_column("positions", "io", "TEXT")),
@@ -175,6 +180,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         8, "driver badges stored as pseudonyms (storage/pseudonyms.py)", _pseudonymise_badges
     ),
     Migration(9, "last_positions: the map's covering index (bbox query)", _map_index),
+    Migration(10, "vehicles: the map's index of plates and labels", _vehicle_names_index),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

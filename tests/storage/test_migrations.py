@@ -35,6 +35,7 @@ from storage.repository import Store
 from storage.secrets import PREFIX, SecretBox
 from storage.sqlite import SqliteStore
 from storage.sqlite import migrations as sqlite_migrations
+from storage.sqlite.telemetry import _SELECT_MAP, _in_fleet_area
 from storage.sqlite.webhooks import _endpoint_values
 from tests.storage.factories import position
 from tests.storage.test_webhooks import endpoint
@@ -212,7 +213,8 @@ async def test_sqlite_step_9_serves_the_map_from_the_covering_index(db_dir: Path
     store = SqliteStore(path, migrate=True)
     await store.start()
     try:
-        assert store.schema is not None and store.schema.applied[-1].startswith("9:")
+        assert store.schema is not None
+        assert [s.split(":")[0] for s in store.schema.applied] == ["9", "10"]
         inside = await store.telemetry.last_positions(fleet.id, bbox=(2.3, 48.84, 2.4, 48.865))
         assert inside == fixes[:2]
     finally:
@@ -225,6 +227,39 @@ async def test_sqlite_step_9_serves_the_map_from_the_covering_index(db_dir: Path
         ).fetchall()
     assert any("COVERING INDEX last_positions_by_area" in row[-1] for row in plan), plan
     assert ("index", "last_positions_by_fleet", "last_positions") not in _schema_objects(path)
+
+
+async def test_sqlite_step_10_reads_the_map_names_from_the_vehicles_index(db_dir: Path) -> None:
+    path = db_dir / "gp8.sqlite3"
+    before = SqliteStore(path)
+    await before.start()
+    fleet = await before.fleets.create(FLEET.name)
+    vehicle = await before.vehicles.create(fleet.id, vin="VIN1", plate="AB-1", label="van")
+    fix = position(fleet.id, "dev_1", vehicle.id, 5_000, lat=48.85, lon=2.35)
+    await before.telemetry.store([fix], [])
+    await before.close()
+    with sqlite3.connect(path) as conn:  # the file as version 9 left it
+        conn.execute("DROP INDEX vehicles_names")
+        conn.execute("PRAGMA user_version = 9")
+
+    store = SqliteStore(path, migrate=True)
+    await store.start()
+    try:
+        assert store.schema is not None
+        assert [s.split(":")[0] for s in store.schema.applied] == ["10"]
+        (entry,) = await store.telemetry.fleet_map(fleet.id, bbox=(2.3, 48.8, 2.4, 48.9))
+        assert (entry.vehicle_id, entry.plate, entry.label, entry.position) == (
+            vehicle.id,
+            "AB-1",
+            "van",
+            fix,
+        )
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        sql, params = _in_fleet_area(_SELECT_MAP, fleet.id, (2.3, 48.8, 2.4, 48.9), ordered=False)
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    assert any("COVERING INDEX vehicles_names" in row[-1] for row in plan), plan
 
 
 async def test_a_newer_sqlite_file_is_refused_even_to_migrate(db_dir: Path) -> None:
@@ -348,7 +383,7 @@ async def test_sqlite_badges_of_version_7_are_hashed_once(db_dir: Path) -> None:
         try:
             assert store.schema is not None
             assert [s.split(":")[0] for s in store.schema.applied] == (
-                ["8", "9"] if run == 0 else []
+                ["8", "9", "10"] if run == 0 else []
             )
             await _assert_pseudonymised(store, "veh_1")
         finally:

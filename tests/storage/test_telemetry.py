@@ -231,6 +231,25 @@ async def test_fleet_map_names_the_vehicles_that_exist(
     assert await store.telemetry.fleet_map(other_fleet.id) == []
 
 
+async def test_fleet_map_is_in_vehicle_id_order_whatever_the_positions(
+    store: Store, fleet: Fleet
+) -> None:
+    vehicles = [
+        await store.vehicles.create(fleet.id, vin=f"VIN-{i}", plate=f"P{i}", label="")
+        for i in range(6)
+    ]
+    by_id = sorted(vehicles, key=lambda v: v.id)
+    # The area is read by latitude: the last vehicle by id is the southernmost, and so on.
+    fixes = {
+        v.id: position(fleet.id, f"dev_{i}", v.id, 1_000, lat=48.89 - i / 100, lon=2.35)
+        for i, v in enumerate(by_id)
+    }
+    await store.telemetry.store(list(fixes.values()), [])
+    expected = [MapEntry(v.id, v.plate, v.label, fixes[v.id]) for v in by_id]
+    assert await store.telemetry.fleet_map(fleet.id, bbox=(2.3, 48.8, 2.4, 48.9)) == expected
+    assert await store.telemetry.fleet_map(fleet.id) == expected
+
+
 async def test_positions_time_range_is_half_open(store: Store, fleet: Fleet) -> None:
     await store.telemetry.store(
         [position(fleet.id, DEV, VEH, t) for t in range(1_000, 6_000, 1_000)], []
