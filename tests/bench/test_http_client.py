@@ -60,8 +60,11 @@ async def test_get_sends_the_head_alone_and_reads_a_large_body() -> None:
     async with server, connections(base_url, 1, timeout_s=5) as (own,):
         assert await own.get(get_head(base_url, "/v1/x?from=1&to=2", "k2")) == (200, body)
         assert await own.get(get_head(base_url, "/v1/y", "k2")) == (404, b"")
-    assert received[0] == (
-        f"GET /v1/x?from=1&to=2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Authorization: Bearer k2\r\n\r\n"
-    ).encode()
+    assert (
+        received[0]
+        == (
+            f"GET /v1/x?from=1&to=2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Authorization: Bearer k2\r\n\r\n"
+        ).encode()
+    )
     assert received[1].startswith(b"GET /v1/y HTTP/1.1\r\n")
