@@ -23,7 +23,9 @@ transaction each, measured in the same run): what one commit per command would a
 processes of their own): unlike the rate, it does not fall when other processes take the
 cores, so it is the figure to compare between runs on a shared machine (1,000 / it: the
 commands/s one core allows). It is also printed by thread: the event loop (API, gateway,
-command service), the SQLite writer and the reader.
+command service), the SQLite writer and the reader. Beside it, the CPU per command of the
+clients' process and of the boxes' (``boxes ms``): when one of those nears a core of its own,
+the rate is its, not gp8's.
 
 Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
@@ -344,22 +346,31 @@ def commit_floor(data_dir: Path, commits: int) -> float:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds in a /proc ``stat`` file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu() -> dict[str, float]:
     """CPU seconds so far of this process's threads by role (the event loop, the SQLite writer
     and reader, the rest), from /proc: where a command's CPU goes, beside its total."""
-    tick = os.sysconf("SC_CLK_TCK")
     names = {t.native_id: t.name for t in threading.enumerate()}
     main = threading.main_thread().native_id
     totals: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             tid = int(task.name)
             name = "loop" if tid == main else names.get(tid, "other")
             role = next((r for r in ("writer", "reader") if r in name), name)
             role = role if role in ("loop", "writer", "reader") else "other"
-            totals[role] = totals.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            totals[role] = totals.get(role, 0.0) + stat_cpu_s(task / "stat")
     return totals
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds so far of process ``pid`` (the boxes' child process)."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -395,6 +406,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"provisioned {args.boxes} vehicles with boxes in {time.perf_counter() - t:.1f} s")
         child = ctx.Process(target=run_boxes, args=(run.tcp_port, creds, child_end), daemon=True)
         child.start()
+        boxes_pid = child.pid
+        assert boxes_pid is not None  # started
         t = time.perf_counter()
         loop = asyncio.get_running_loop()
         status, connected = await loop.run_in_executor(None, parent_end.recv)
@@ -420,12 +433,14 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"{'concurrency':>11} {'commands':>8} {'p50 ms':>8} {'p90 ms':>8} "
                 f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7} {'cpu ms/cmd':>10} {'client ms':>9}"
+                f" {'boxes ms':>8}"
             )
             profiler = cProfile.Profile() if args.profile else None
             split: list[str] = []
             for concurrency in args.concurrency:
                 cpu = time.process_time()
                 threads = thread_cpu()
+                boxes_cpu = process_cpu_s(boxes_pid)
                 if profiler is not None:
                     profiler.enable()
                 latencies, elapsed, client_ms = await drive_elsewhere(
@@ -434,6 +449,7 @@ async def main(args: argparse.Namespace) -> None:
                 if profiler is not None:
                     profiler.disable()
                 cpu_ms = (time.process_time() - cpu) * 1000 / (args.commands + WARMUP)
+                boxes_ms = (process_cpu_s(boxes_pid) - boxes_cpu) * 1000 / (args.commands + WARMUP)
                 spent = {
                     role: (seconds - threads.get(role, 0.0)) * 1000 / (args.commands + WARMUP)
                     for role, seconds in thread_cpu().items()
@@ -447,7 +463,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"{concurrency:>11} {len(ms):>8} {statistics.median(ms):>8.1f} "
                     f"{percentile(ms, 0.90):>8.1f} {percentile(ms, 0.99):>8.1f} {max(ms):>8.1f} "
                     f"{(args.commands + WARMUP) / elapsed:>7.0f} {cpu_ms:>10.2f}"
-                    f" {client_ms:>9.2f}"
+                    f" {client_ms:>9.2f} {boxes_ms:>8.2f}"
                 )
                 split.append(
                     f"{concurrency:>11} "
