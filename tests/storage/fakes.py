@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -37,3 +37,17 @@ class FakeTransactions:
                 await work(cast(AsyncClientSession, self.session))
         finally:
             self.inside = False
+
+
+def record_inside(db: Any, transactions: FakeTransactions) -> list[bool]:
+    """Whether each driver call of ``db`` (a MongoDb) from now on runs inside
+    ``transactions.run``, in call order (``db.call`` is wrapped)."""
+    inside: list[bool] = []
+    original = db.call
+
+    async def call(op: Any, **kwargs: Any) -> Any:
+        inside.append(transactions.inside)
+        return await original(op, **kwargs)
+
+    db.call = call
+    return inside

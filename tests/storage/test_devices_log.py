@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,7 @@ from storage.mongo.devices import MongoDevices
 from storage.repository import Store
 from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS, make_device
 from tests.storage.factories import access_entry
-from tests.storage.fakes import FakeTransactions
+from tests.storage.fakes import FakeTransactions, record_inside
 
 IMEI_1 = "356938035643809"
 IMEI_2 = "356938035643810"
@@ -106,14 +105,7 @@ async def test_mongo_fit_and_its_entry_share_one_transaction(
     await make_device(store, fleet.id, IMEI_1)
     transactions = FakeTransactions()
     devices = MongoDevices(store._db, store._secrets, transactions)  # type: ignore[attr-defined]
-    sessions: list[Any] = []
-    original = store._db.call  # type: ignore[attr-defined]
-
-    async def call(op: Any, **kwargs: Any) -> Any:
-        sessions.append(transactions.inside)
-        return await original(op, **kwargs)
-
-    store._db.call = call  # type: ignore[attr-defined]
+    sessions = record_inside(store._db, transactions)  # type: ignore[attr-defined]
     await devices.fit(
         fleet.id, vehicle.id, IMEI_1, 100, log=_log(fleet.id, "fit", "vehicle", vehicle.id)
     )

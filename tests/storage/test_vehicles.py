@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -17,7 +16,7 @@ from storage.mongo.resources import MongoVehicles
 from storage.repository import Store
 from tests.storage.conftest import ENGINES_WITH_TRANSACTIONS, make_device
 from tests.storage.factories import access_entry
-from tests.storage.fakes import FakeTransactions
+from tests.storage.fakes import FakeTransactions, record_inside
 
 
 @pytest.fixture(params=ENGINES_WITH_TRANSACTIONS)
@@ -188,14 +187,7 @@ async def test_mongo_write_and_entry_share_one_transaction(
         pytest.skip("the transaction path: Mongo with transactions only")
     transactions = _RacedTransactions()
     vehicles = MongoVehicles(store._db, transactions)  # type: ignore[attr-defined]
-    sessions: list[Any] = []
-    original = store._db.call  # type: ignore[attr-defined]
-
-    async def call(op: Any, **kwargs: Any) -> Any:
-        sessions.append(transactions.inside)
-        return await original(op, **kwargs)
-
-    store._db.call = call  # type: ignore[attr-defined]
+    sessions = record_inside(store._db, transactions)  # type: ignore[attr-defined]
     vehicle = await vehicles.create(
         fleet.id, vin="VIN1", plate="P", label="L", log=_log(fleet.id, "create")
     )
