@@ -23,7 +23,6 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage.counters import CounterWindow, Increment
@@ -199,10 +198,14 @@ class RateLimitHeaders:
         async def send_with_quota(message: Message) -> None:
             if message["type"] == "http.response.start" and holder:
                 quota = holder[0]
-                headers = MutableHeaders(scope=message)
-                headers["RateLimit-Limit"] = str(quota.limit)
-                headers["RateLimit-Remaining"] = str(quota.remaining)
-                headers["RateLimit-Reset"] = str(quota.reset_s)
+                # Appended, not set through MutableHeaders (a scan of the headers per name):
+                # nothing else in gp8 writes these names.
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"ratelimit-limit", b"%d" % quota.limit),
+                    (b"ratelimit-remaining", b"%d" % quota.remaining),
+                    (b"ratelimit-reset", b"%d" % quota.reset_s),
+                ]
             await send(message)
 
         try:
