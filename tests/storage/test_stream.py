@@ -74,6 +74,17 @@ async def test_stored_records_appear_in_storage_order(store: Store, fleet: Fleet
     assert await entries(store, fleet.id, cursors[-1]) == []
 
 
+async def test_the_head_is_the_last_entry_of_an_append_split_into_blocks(
+    store: Store, fleet: Fleet
+) -> None:
+    await store.telemetry.store([position(fleet.id, DEV, VEH, 1)], [])
+    assert await store.stream.head(fleet.id) == stream.cursor_of(1, 0)
+    many = [position(fleet.id, DEV, VEH, 10 + i) for i in range(stream.BLOCK_SIZE + 3)]
+    await store.telemetry.store(many, [])
+    # Blocks 2 (BLOCK_SIZE entries) and 3 (three): the head is block 3's third entry.
+    assert await store.stream.head(fleet.id) == stream.cursor_of(3, 2)
+
+
 async def test_a_resend_is_not_announced_again(store: Store, fleet: Fleet) -> None:
     first = [position(fleet.id, DEV, VEH, t) for t in (1_000, 2_000)]
     await store.telemetry.store(first, [])
