@@ -349,9 +349,10 @@ def _insert_direct(path: Path, rows: list[tuple[object, ...]], per_commit: int) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boxes", type=int, default=1000)
-    # 500 per box: five windows of 100, so the run (~6 s) is the window-bound steady state. With
-    # 100 (one window) every box sent all at once and the 1 s run was a burst, a third of it the
-    # first flush's wait and the last ACKs' drain: ratio 0.60 there against 0.69 here, same tree.
+    # 500 per box: five windows of 100, so the run (~5 s) is the window-bound steady state. With
+    # 100 (one window) every box sent all at once, the 1 s run was a burst and its floor wrote a
+    # database a fifth the size: 98k/s against 163k (0.60) there, 83k/s against 119k (0.69)
+    # here, the same tree.
     parser.add_argument("--positions", type=int, default=500, help="per box")
     parser.add_argument("--batch", type=int, default=25, help="records per POSITION frame")
     parser.add_argument("--window", type=int, default=4, help="frames in flight per box")
