@@ -82,6 +82,11 @@ class HeadTooLong(Exception):
     """A complete request head over `MAX_HEAD_BYTES` (raised in llhttp's callback: a 400)."""
 
 
+class HostMissing(Exception):
+    """An HTTP/1.1 request without exactly one Host header, which RFC 9112 §3.2 answers 400
+    (raised in llhttp's callback, as HeadTooLong); llhttp lets it through, h11 refused it."""
+
+
 def limited_http(limits: HttpLimits, counts: Counter[str] | None = None) -> type[HttpToolsProtocol]:
     """An `HttpToolsProtocol` class enforcing ``limits``; what it refuses is counted in ``counts``.
 
@@ -145,6 +150,8 @@ def limited_http(limits: HttpLimits, counts: Counter[str] | None = None) -> type
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             if size > MAX_HEAD_BYTES:
                 raise HeadTooLong  # llhttp raises it from feed_data: uvicorn's 400 path
+            if self.parser.get_http_version() == "1.1" and _hosts(self.headers) != 1:
+                raise HostMissing
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -205,3 +212,8 @@ def limited_http(limits: HttpLimits, counts: Counter[str] | None = None) -> type
                     del per_source[source]
 
     return LimitedHttpProtocol
+
+
+def _hosts(headers: list[tuple[bytes, bytes]]) -> int:
+    # uvicorn keeps the names lowercased.
+    return sum(1 for name, _ in headers if name == b"host")

@@ -260,6 +260,18 @@ async def test_bytes_that_are_no_http_get_a_problem_document(limited: ServeProce
         assert _problem(answer)["type"] == "urn:gp8:problem:malformed-request"
 
 
+async def test_an_http_1_1_request_needs_exactly_one_host(limited: ServeProcess) -> None:
+    # RFC 9112 §3.2: a 400 without Host or with two; HTTP/1.0 has no Host to require.
+    for request in (
+        b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: gp8\r\nHost: other\r\nConnection: close\r\n\r\n",
+    ):
+        answer = await _exchange(limited.api_port, "127.0.6.5", request)
+        assert _problem(answer)["type"] == "urn:gp8:problem:malformed-request"
+    answer = await _exchange(limited.api_port, "127.0.6.5", b"GET /health HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
 async def test_pipelined_requests_are_answered_in_order_then_closed(limited: ServeProcess) -> None:
     requests = (
         b"GET /health HTTP/1.1\r\nHost: gp8\r\n\r\n"
