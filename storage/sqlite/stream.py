@@ -21,16 +21,9 @@ from storage.models import Position, StreamKind, StreamPage, now_ms
 from storage.sqlite import rows
 from storage.sqlite.db import Database
 
-# The fleet's next block numbers taken and its head (the cursor of the last entry appended: its
-# block's number, the index of its last entry) moved in one statement rather than two (a
-# command appends twice; bench_commands saw no difference outside its noise). In the SET,
-# ``block`` is the row's value before the update.
 _TAKE = (
-    "INSERT INTO stream_seq (fleet_id, block, head)"
-    f" VALUES (:fleet_id, :blocks, (:blocks << {stream.BLOCK_BITS}) | :last_index)"
-    " ON CONFLICT (fleet_id) DO UPDATE SET block = block + excluded.block,"
-    f" head = ((block + excluded.block) << {stream.BLOCK_BITS}) | :last_index"
-    " RETURNING block"
+    "INSERT INTO stream_seq (fleet_id, block, head) VALUES (?, ?, 0)"
+    " ON CONFLICT (fleet_id) DO UPDATE SET block = block + excluded.block RETURNING block"
 )
 
 
@@ -45,11 +38,12 @@ def append_in(conn: sqlite3.Connection, items: Sequence[Any]) -> None:
     rows = []
     for fleet_id, fleet_items in by_fleet.items():
         blocks = stream.pack(fleet_items)
-        taken = {"fleet_id": fleet_id, "blocks": len(blocks), "last_index": blocks[-1][0] - 1}
-        (last,) = conn.execute(_TAKE, taken).fetchone()
+        (last,) = conn.execute(_TAKE, (fleet_id, len(blocks))).fetchone()
         first = last - len(blocks) + 1
         for number, (count, data) in enumerate(blocks, start=first):
             rows.append((fleet_id, number, created_ms, count, orjson.dumps(data)))
+        head = stream.last_cursor(last, blocks[-1][0])
+        conn.execute("UPDATE stream_seq SET head = ? WHERE fleet_id = ?", (head, fleet_id))
     conn.executemany(
         "INSERT INTO stream (fleet_id, block, created_ms, n, data) VALUES (?, ?, ?, ?, ?)", rows
     )
