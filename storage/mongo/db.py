@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import pymongo
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -58,9 +59,17 @@ class MongoDb:
         with translate_errors(), pymongo.timeout(timeout_s or self.operation_timeout_s):
             return await op
 
-    async def find_one(self, collection: str, query: Doc, what: str) -> Doc:
-        """The document matching ``query``; NotFound when there is none."""
-        doc = await self.call(self.collection(collection).find_one(query))
+    async def find_one(
+        self,
+        collection: str,
+        query: Doc,
+        what: str,
+        *,
+        session: AsyncClientSession | None = None,
+    ) -> Doc:
+        """The document matching ``query`` (in ``session``'s transaction, if given); NotFound
+        when there is none."""
+        doc = await self.call(self.collection(collection).find_one(query, session=session))
         if doc is None:
             raise NotFound(what)
         return doc

@@ -31,7 +31,7 @@ from storage.models import (
 from storage.mongo import documents as docs
 from storage.mongo.db import Doc, MongoDb
 from storage.mongo.query import ASC, after
-from storage.mongo.resources import write_logged
+from storage.mongo.resources import find_vehicle, write_logged
 from storage.mongo.schema import CONNECTIONS, DEVICES, FITTINGS, VEHICLES
 from storage.mongo.transactions import ServerTransactions, Transactions
 from storage.pagination import id_key, make_page, page_limit
@@ -135,9 +135,12 @@ class MongoDevices:
         log: AccessLogEntry | None = None,
     ) -> Fitting:
         async def fit(session: AsyncClientSession | None) -> Fitting:
-            await self._find_vehicle(fleet_id, vehicle_id, session)
-            device = await self._find_one(
-                DEVICES, {"imei": imei, "fleet_id": fleet_id}, f"device with IMEI {imei}", session
+            await find_vehicle(self._db, fleet_id, vehicle_id, session)
+            device = await self._db.find_one(
+                DEVICES,
+                {"imei": imei, "fleet_id": fleet_id},
+                f"device with IMEI {imei}",
+                session=session,
             )
             device_id: str = device["_id"]
             of_device = await self._open_fitting("device_id", device_id, session)
@@ -168,7 +171,7 @@ class MongoDevices:
         self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
     ) -> Fitting:
         async def unfit(session: AsyncClientSession | None) -> Fitting:
-            await self._find_vehicle(fleet_id, vehicle_id, session)
+            await find_vehicle(self._db, fleet_id, vehicle_id, session)
             current = await self._open_fitting("vehicle_id", vehicle_id, session)
             if current is None:
                 raise NotFound(f"no box fitted to vehicle {vehicle_id}")
@@ -250,20 +253,6 @@ class MongoDevices:
     async def connection(self, device_id: str) -> DeviceConnection | None:
         doc = await self._db.call(self._db.collection(CONNECTIONS).find_one({"_id": device_id}))
         return None if doc is None else docs.to_connection(doc)
-
-    async def _find_vehicle(
-        self, fleet_id: str, vehicle_id: str, session: AsyncClientSession | None
-    ) -> Doc:
-        query = {"_id": vehicle_id, "fleet_id": fleet_id}
-        return await self._find_one(VEHICLES, query, f"vehicle {vehicle_id}", session)
-
-    async def _find_one(
-        self, collection: str, query: Doc, what: str, session: AsyncClientSession | None
-    ) -> Doc:
-        doc = await self._db.call(self._db.collection(collection).find_one(query, session=session))
-        if doc is None:
-            raise NotFound(what)
-        return doc
 
     async def _open_fitting(
         self, field: str, value: str, session: AsyncClientSession | None = None

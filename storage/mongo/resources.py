@@ -165,6 +165,14 @@ async def write_logged(
     raise Conflict("the access log chain's head kept moving")
 
 
+async def find_vehicle(
+    db: MongoDb, fleet_id: str, vehicle_id: str, session: AsyncClientSession | None = None
+) -> Doc:
+    """The fleet's vehicle's document (in ``session``'s transaction, if given); NotFound."""
+    query = {"_id": vehicle_id, "fleet_id": fleet_id}
+    return await db.find_one(VEHICLES, query, f"vehicle {vehicle_id}", session=session)
+
+
 class MongoVehicles:
     def __init__(self, db: MongoDb, transactions: Transactions | None = None) -> None:
         self._db = db
@@ -199,7 +207,7 @@ class MongoVehicles:
         return await write_logged(self._db, self._transactions, insert, log)
 
     async def get(self, fleet_id: str, vehicle_id: str) -> Vehicle:
-        return docs.to_vehicle(await self._find(fleet_id, vehicle_id))
+        return docs.to_vehicle(await find_vehicle(self._db, fleet_id, vehicle_id))
 
     async def get_many(self, fleet_id: str, vehicle_ids: Collection[str]) -> dict[str, Vehicle]:
         if not vehicle_ids:
@@ -207,18 +215,6 @@ class MongoVehicles:
         query: Doc = {"_id": {"$in": list(vehicle_ids)}, "fleet_id": fleet_id}
         found = await self._db.find(VEHICLES, query, [("_id", ASC)])
         return {v.id: v for v in map(docs.to_vehicle, found)}
-
-    async def _find(
-        self, fleet_id: str, vehicle_id: str, session: AsyncClientSession | None = None
-    ) -> Doc:
-        doc = await self._db.call(
-            self._db.collection(VEHICLES).find_one(
-                {"_id": vehicle_id, "fleet_id": fleet_id}, session=session
-            )
-        )
-        if doc is None:
-            raise NotFound(f"vehicle {vehicle_id}")
-        return doc
 
     async def list(
         self,
@@ -259,7 +255,7 @@ class MongoVehicles:
 
         async def update(session: AsyncClientSession | None) -> Vehicle:
             if not changes:
-                return docs.to_vehicle(await self._find(fleet_id, vehicle_id, session))
+                return docs.to_vehicle(await find_vehicle(self._db, fleet_id, vehicle_id, session))
             doc = await self._db.call(
                 self._db.collection(VEHICLES).find_one_and_update(
                     {"_id": vehicle_id, "fleet_id": fleet_id},
@@ -278,7 +274,7 @@ class MongoVehicles:
         self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
     ) -> None:
         async def delete(session: AsyncClientSession | None) -> None:
-            vehicle = docs.to_vehicle(await self._find(fleet_id, vehicle_id, session))
+            vehicle = docs.to_vehicle(await find_vehicle(self._db, fleet_id, vehicle_id, session))
             if vehicle.device_id is not None:
                 fittings = self._db.collection(FITTINGS)
                 current = await self._db.call(
