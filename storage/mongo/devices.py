@@ -1,9 +1,10 @@
 """Boxes, their fitting history and connection state on MongoDB.
 
-Fitting touches three collections (fittings, vehicles, devices) without a multi-document
-transaction, which a standalone server and the test fake do not offer. Every check runs before
-the first write, the open fitting is written before the links that mirror it, and each write is
-safe to repeat, so a fit interrupted half way is completed by repeating it.
+Fitting touches three collections (fittings, vehicles, devices): one multi-document
+transaction with its access-log entry where the deployment has them (a replica set), else
+separate writes, which a standalone server and the test fake leave no other way. Every check
+runs before the first write, the open fitting is written before the links that mirror it, and
+each write is safe to repeat, so a fit interrupted half way is completed by repeating it.
 """
 
 from __future__ import annotations

@@ -135,26 +135,22 @@ async def write_logged(
     where the deployment has them (run again when another writer took the chain's next link);
     else the write, then the entry, as two writes: a write that fails logs nothing, and only a
     crash between the two leaves a write without its entry. ``complete``: the entry made
-    whole from the write's result (what only the write finds out)."""
-    if log is None:
-        return await write(None)
-    entry = log
-
-    def completed(result: T) -> AccessLogEntry:
-        return entry if complete is None else complete(entry, result)
-
+    whole from the write's result (what only the write finds out). Without an entry the write
+    is still one transaction where there are some: a fit touches three collections."""
     if not await transactions.available():
         result = await write(None)
-        await insert_chained(db, ACCESS_LOG, completed(result), docs.access_doc)
+        if log is not None:
+            entry = log if complete is None else complete(log, result)
+            await insert_chained(db, ACCESS_LOG, entry, docs.access_doc)
         return result
     results: list[T] = []
 
     async def work(session: AsyncClientSession) -> None:
         results.clear()  # the driver may run it again after a transient error
         results.append(await write(session))
-        await insert_chained(
-            db, ACCESS_LOG, completed(results[0]), docs.access_doc, session=session
-        )
+        if log is not None:
+            entry = log if complete is None else complete(log, results[0])
+            await insert_chained(db, ACCESS_LOG, entry, docs.access_doc, session=session)
 
     for _ in range(MAX_ATTEMPTS):
         try:

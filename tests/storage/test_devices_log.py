@@ -114,3 +114,19 @@ async def test_mongo_fit_and_its_entry_share_one_transaction(
     assert transactions.runs == 2
     # Every read and write of the fitting, and the entry's, inside the transaction.
     assert sessions and all(sessions)
+
+
+async def test_mongo_fit_without_an_entry_is_still_one_transaction(
+    engine: str, store: Store, fleet: Fleet, vehicle: Vehicle
+) -> None:
+    if engine != "mongo-txn":
+        pytest.skip("the transaction path: Mongo with transactions only")
+    await make_device(store, fleet.id, IMEI_1)
+    transactions = FakeTransactions()
+    devices = MongoDevices(store._db, store._secrets, transactions)  # type: ignore[attr-defined]
+    sessions = record_inside(store._db, transactions)  # type: ignore[attr-defined]
+    await devices.fit(fleet.id, vehicle.id, IMEI_1, 100)
+    await devices.unfit(fleet.id, vehicle.id, 200)
+    assert transactions.runs == 2
+    assert sessions and all(sessions)
+    assert await _chain(store, fleet.id) == []
