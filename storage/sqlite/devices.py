@@ -122,12 +122,18 @@ class SqliteDevices:
         *,
         log: AccessLogEntry | None = None,
     ) -> Fitting:
-        return await self._db.write(_logged, log, _fit, fleet_id, vehicle_id, imei, at_ms)
+        def fit(conn: sqlite3.Connection) -> Fitting:
+            return _fit(conn, fleet_id, vehicle_id, imei, at_ms)
+
+        return await self._db.write(_logged, log, fit)
 
     async def unfit(
         self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
     ) -> Fitting:
-        return await self._db.write(_logged, log, _unfit, fleet_id, vehicle_id, at_ms)
+        def unfit(conn: sqlite3.Connection) -> Fitting:
+            return _unfit(conn, fleet_id, vehicle_id, at_ms)
+
+        return await self._db.write(_logged, log, unfit)
 
     # builtins.list: inside this class body "list" names the method above.
     async def fittings(self, device_id: str) -> builtins.list[Fitting]:
@@ -180,11 +186,10 @@ def _insert_device(
 def _logged(
     conn: sqlite3.Connection,
     log: AccessLogEntry | None,
-    change: Callable[..., Fitting],
-    *args: Any,
+    change: Callable[[sqlite3.Connection], Fitting],
 ) -> Fitting:
     """A fitting's ``change`` and its access-log entry, which names the box, in one transaction."""
-    fitting = change(conn, *args)
+    fitting = change(conn)
     if log is not None:
         log_in(conn, naming_box(log, fitting))
     return fitting
