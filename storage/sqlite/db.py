@@ -14,10 +14,11 @@ write is in progress.
 
 Group commit: a commit costs an fsync (synchronous=FULL), far more than the statements of a
 typical API write. So the writes queued while the writer thread is busy are run together, each
-under its own SAVEPOINT inside one BEGIN IMMEDIATE ... COMMIT: a unit that raises is rolled back
-alone and its caller gets the error, the others commit together, and every caller is answered
-only after that COMMIT (durability per caller unchanged). Concurrent API requests, command
-transitions and ingest batches thus share fsyncs instead of queueing one fsync each.
+under its own SAVEPOINT inside one BEGIN IMMEDIATE ... COMMIT (a write alone needs none): a
+unit that raises is rolled back alone and its caller gets the error, the others commit
+together, and every caller is answered only after that COMMIT (durability per caller
+unchanged). Concurrent API requests, command transitions and ingest batches thus share fsyncs
+instead of queueing one fsync each.
 
 Reads are queued the same way, without the transaction: the reader thread runs what is queued
 in order, one thread wake-up per burst rather than per read. Answers reach the callers' loop
@@ -233,7 +234,14 @@ class Database:
             # upgrade a read lock when another process (a backup) holds the database.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for write in group:
+                shared = group
+                if len(group) == 1:
+                    # Alone in its transaction, a write needs no savepoint: if it raises, the
+                    # ROLLBACK below undoes it as ROLLBACK TO would, and its caller gets the
+                    # error (two statements fewer, the common case when the load is light).
+                    answers.append((group[0], group[0].work(conn), None))
+                    shared = []
+                for write in shared:
                     conn.execute("SAVEPOINT gp8_write")
                     try:
                         result = write.work(conn)

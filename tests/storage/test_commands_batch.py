@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.errors import StorageError
 from storage.models import Fleet, Vehicle, first_command_seq
 from storage.repository import Store
 from storage.sqlite.db import Database
@@ -113,6 +114,30 @@ async def test_group_commit_answers_each_write_and_rolls_back_only_the_failing_o
         assert isinstance(answers[2], ValueError)
         assert not isinstance(answers[4], int)  # the duplicate key, as a storage error
         assert await db.read(_rows) == [1, 2, 4]
+    finally:
+        await db.close()
+
+
+async def test_a_write_alone_in_its_group_takes_no_savepoint_and_fails_alone(
+    tmp_path: Path,
+) -> None:
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    db = Database(tmp_path / "s.sqlite3", busy_timeout_ms=1000, prepare=prepare)
+    await db.open()
+    statements: list[str] = []
+    try:
+        await db.write(lambda conn: conn.set_trace_callback(statements.append))
+        # One at a time: each write is its group's only one.
+        with pytest.raises(ValueError):
+            await db.write(_insert, -3)  # raises after its insert: rolled back whole
+        assert await db.write(_insert, 5) == 5
+        with pytest.raises(StorageError):  # the key is taken
+            await db.write(_insert, 5)
+        assert await db.write(_insert, 6) == 6
+        assert await db.read(_rows) == [5, 6]
+        assert statements and not [s for s in statements if "SAVEPOINT" in s]
     finally:
         await db.close()
 
