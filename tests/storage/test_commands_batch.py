@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -97,49 +98,44 @@ def _rows(conn: sqlite3.Connection) -> list[int]:
     return [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")]
 
 
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A `Database` on a file with one table ``t (n INTEGER PRIMARY KEY)``."""
+
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    database = Database(tmp_path / "t.sqlite3", busy_timeout_ms=1000, prepare=prepare)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 async def test_group_commit_answers_each_write_and_rolls_back_only_the_failing_one(
-    tmp_path: Path,
+    db: Database,
 ) -> None:
-    def prepare(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-
-    db = Database(tmp_path / "g.sqlite3", busy_timeout_ms=1000, prepare=prepare)
-    await db.open()
-    try:
-        values = [1, 2, -3, 4, 2]  # -3 raises after its insert; the second 2 hits the key
-        answers = await asyncio.gather(
-            *(db.write(_insert, n) for n in values), return_exceptions=True
-        )
-        assert answers[:2] == [1, 2] and answers[3] == 4
-        assert isinstance(answers[2], ValueError)
-        assert not isinstance(answers[4], int)  # the duplicate key, as a storage error
-        assert await db.read(_rows) == [1, 2, 4]
-    finally:
-        await db.close()
+    values = [1, 2, -3, 4, 2]  # -3 raises after its insert; the second 2 hits the key
+    answers = await asyncio.gather(*(db.write(_insert, n) for n in values), return_exceptions=True)
+    assert answers[:2] == [1, 2] and answers[3] == 4
+    assert isinstance(answers[2], ValueError)
+    assert not isinstance(answers[4], int)  # the duplicate key, as a storage error
+    assert await db.read(_rows) == [1, 2, 4]
 
 
-async def test_a_write_alone_in_its_group_takes_no_savepoint_and_fails_alone(
-    tmp_path: Path,
-) -> None:
-    def prepare(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-
-    db = Database(tmp_path / "s.sqlite3", busy_timeout_ms=1000, prepare=prepare)
-    await db.open()
+async def test_a_write_alone_in_its_group_takes_no_savepoint_and_fails_alone(db: Database) -> None:
     statements: list[str] = []
-    try:
-        await db.write(lambda conn: conn.set_trace_callback(statements.append))
-        # One at a time: each write is its group's only one.
-        with pytest.raises(ValueError):
-            await db.write(_insert, -3)  # raises after its insert: rolled back whole
-        assert await db.write(_insert, 5) == 5
-        with pytest.raises(StorageError):  # the key is taken
-            await db.write(_insert, 5)
-        assert await db.write(_insert, 6) == 6
-        assert await db.read(_rows) == [5, 6]
-        assert statements and not [s for s in statements if "SAVEPOINT" in s]
-    finally:
-        await db.close()
+    await db.write(lambda conn: conn.set_trace_callback(statements.append))
+    # One at a time: each write is its group's only one.
+    with pytest.raises(ValueError):
+        await db.write(_insert, -3)  # raises after its insert: rolled back whole
+    assert await db.write(_insert, 5) == 5
+    with pytest.raises(StorageError):  # the key is taken
+        await db.write(_insert, 5)
+    assert await db.write(_insert, 6) == 6
+    assert await db.read(_rows) == [5, 6]
+    assert statements and not [s for s in statements if "SAVEPOINT" in s]
 
 
 def _read(conn: sqlite3.Connection, n: int) -> int:
@@ -149,28 +145,18 @@ def _read(conn: sqlite3.Connection, n: int) -> int:
     return int(found)
 
 
-async def test_queued_reads_are_answered_each_with_its_own_result_or_error(
-    tmp_path: Path,
-) -> None:
-    def prepare(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-
-    db = Database(tmp_path / "r.sqlite3", busy_timeout_ms=1000, prepare=prepare)
-    await db.open()
-    try:
-        await asyncio.gather(*(db.write(_insert, n) for n in range(1, 6)))
-        # Queued together, run by the reader in one batch: one failing read fails alone.
-        answers = await asyncio.gather(
-            *(db.read(_read, n) for n in (1, 5, -1, 3)), return_exceptions=True
-        )
-        assert answers[0] == 1 and answers[1] == 5 and answers[3] == 3
-        assert isinstance(answers[2], ValueError)
-        # A cancelled read leaves the reader serving the next ones.
-        cancelled = asyncio.ensure_future(db.read(_read, 2))
-        cancelled.cancel()
-        assert await db.read(_read, 4) == 4
-    finally:
-        await db.close()
+async def test_queued_reads_are_answered_each_with_its_own_result_or_error(db: Database) -> None:
+    await asyncio.gather(*(db.write(_insert, n) for n in range(1, 6)))
+    # Queued together, run by the reader in one batch: one failing read fails alone.
+    answers = await asyncio.gather(
+        *(db.read(_read, n) for n in (1, 5, -1, 3)), return_exceptions=True
+    )
+    assert answers[0] == 1 and answers[1] == 5 and answers[3] == 3
+    assert isinstance(answers[2], ValueError)
+    # A cancelled read leaves the reader serving the next ones.
+    cancelled = asyncio.ensure_future(db.read(_read, 2))
+    cancelled.cancel()
+    assert await db.read(_read, 4) == 4
 
 
 def _slow(conn: sqlite3.Connection, seconds: float) -> str:
@@ -179,18 +165,10 @@ def _slow(conn: sqlite3.Connection, seconds: float) -> str:
 
 
 async def test_a_quick_read_is_answered_without_waiting_for_a_long_one_after_it(
-    tmp_path: Path,
+    db: Database,
 ) -> None:
-    def prepare(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-
-    db = Database(tmp_path / "q.sqlite3", busy_timeout_ms=1000, prepare=prepare)
-    await db.open()
-    try:
-        quick = asyncio.ensure_future(db.read(_read, 1))
-        slow = asyncio.ensure_future(db.read(_slow, 0.5))
-        done, _ = await asyncio.wait({quick, slow}, return_when=asyncio.FIRST_COMPLETED)
-        assert done == {quick}
-        assert await slow == "slow"
-    finally:
-        await db.close()
+    quick = asyncio.ensure_future(db.read(_read, 1))
+    slow = asyncio.ensure_future(db.read(_slow, 0.5))
+    done, _ = await asyncio.wait({quick, slow}, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {quick}
+    assert await slow == "slow"
