@@ -137,10 +137,13 @@ async def write_logged(
     crash between the two leaves a write without its entry. ``complete``: the entry made
     whole from the write's result (what only the write finds out). Without an entry the write
     is still one transaction where there are some: a fit touches three collections."""
+
+    def completed(result: T) -> AccessLogEntry | None:
+        return log if log is None or complete is None else complete(log, result)
+
     if not await transactions.available():
         result = await write(None)
-        if log is not None:
-            entry = log if complete is None else complete(log, result)
+        if (entry := completed(result)) is not None:
             await insert_chained(db, ACCESS_LOG, entry, docs.access_doc)
         return result
     results: list[T] = []
@@ -148,8 +151,7 @@ async def write_logged(
     async def work(session: AsyncClientSession) -> None:
         results.clear()  # the driver may run it again after a transient error
         results.append(await write(session))
-        if log is not None:
-            entry = log if complete is None else complete(log, results[0])
+        if (entry := completed(results[0])) is not None:
             await insert_chained(db, ACCESS_LOG, entry, docs.access_doc, session=session)
 
     for _ in range(MAX_ATTEMPTS):
