@@ -234,28 +234,27 @@ class Database:
             # upgrade a read lock when another process (a backup) holds the database.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                shared = group
                 if len(group) == 1:
                     # Alone in its transaction, a write needs no savepoint: if it raises, the
                     # ROLLBACK below undoes it as ROLLBACK TO would, and its caller gets the
                     # error (two statements fewer, the common case when the load is light).
                     answers.append((group[0], group[0].work(conn), None))
-                    shared = []
-                for write in shared:
-                    conn.execute("SAVEPOINT gp8_write")
-                    try:
-                        result = write.work(conn)
-                    except Exception as exc:
-                        if not conn.in_transaction:
-                            # SQLite rolled the whole transaction back by itself (disk full,
-                            # I/O): the writes before this one are gone too.
-                            raise
-                        conn.execute("ROLLBACK TO gp8_write")
+                else:
+                    for write in group:
+                        conn.execute("SAVEPOINT gp8_write")
+                        try:
+                            result = write.work(conn)
+                        except Exception as exc:
+                            if not conn.in_transaction:
+                                # SQLite rolled the whole transaction back by itself (disk
+                                # full, I/O): the writes before this one are gone too.
+                                raise
+                            conn.execute("ROLLBACK TO gp8_write")
+                            conn.execute("RELEASE gp8_write")
+                            answers.append((write, None, exc))
+                            continue
                         conn.execute("RELEASE gp8_write")
-                        answers.append((write, None, exc))
-                        continue
-                    conn.execute("RELEASE gp8_write")
-                    answers.append((write, result, None))
+                        answers.append((write, result, None))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
