@@ -12,9 +12,9 @@ same rows (read back from the bench's database) written straight into a fresh da
 same schema, durability and writer settings (storage/sqlite/schema.py `configure`: WAL,
 synchronous=FULL, the writer's page cache and checkpoint interval; the store's INSERT OR IGNORE
 bound many rows per execution, as the store binds them), one commit per transaction of the
-gateway's average flush size, the better of two runs too: what SQLite alone does with them, with no
-gateway, no last positions and no stream log. The gateway's CPU is printed whole and as the
-SQLite writer thread's share.
+gateway's average flush size, the better of two runs too: what SQLite alone does with them,
+with no gateway, no last positions and no stream log. The gateway's CPU is printed whole and as
+the SQLite writer thread's share.
 
     .venv/bin/python bench/bench_ingest.py                    # 1000 boxes x 500 positions
     .venv/bin/python bench/bench_ingest.py --profile out.prof # cProfile of the gateway side
@@ -296,20 +296,18 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
     # The better of RUNS runs on each side, the gateway's as the floor's: on a shared machine
     # one fsync stall halves a run, whichever side it hits (until 2026-12-03 the gateway ran
     # once against the better of two floors; today's runs that way gave ratios of 0.68-0.80).
+    paths = [db_path.with_name(f"run{n}.sqlite3") for n in range(RUNS)]
     runs = [
-        await gateway_run(
-            args, db_path.with_name(f"run{n}.sqlite3"), args.profile if n == 0 else None
-        )
-        for n in range(RUNS)
+        await gateway_run(args, path, args.profile if n == 0 else None)
+        for n, path in enumerate(paths)
     ]
     best_n = max(range(RUNS), key=lambda n: runs[n].rate)
     best = runs[best_n]
     floor: float | None = None
     if args.engine == "sqlite":
-        source = db_path.with_name(f"run{best_n}.sqlite3")
         flush = max(1, round(best.stored / max(best.flushes, 1)))
         floors = [
-            await direct_floor(source, db_path.with_name(f"floor{n}.sqlite3"), flush)
+            await direct_floor(paths[best_n], db_path.with_name(f"floor{n}.sqlite3"), flush)
             for n in range(RUNS)
         ]
         floor = max(floors)
@@ -344,25 +342,25 @@ async def run(args: argparse.Namespace, db_path: Path) -> int:
             op=">=",
             goal=GOAL_SHARE,
         )
-    m = best
+    us = 1e6 / max(best.stored, 1)  # seconds of CPU -> microseconds per stored position
     print(
-        f"  {m.sent:,} sent, {m.stored:,} stored, {m.acked:,} acked in {m.elapsed:.2f} s; "
-        f"{args.positions} per box in frames of {args.batch}, window {args.window}; "
-        f"{m.flushes} flushes (avg {m.stored / max(m.flushes, 1):.0f} records)"
+        f"  {best.sent:,} sent, {best.stored:,} stored, {best.acked:,} acked in "
+        f"{best.elapsed:.2f} s; {args.positions} per box in frames of {args.batch}, window "
+        f"{args.window}; {best.flushes} flushes (avg {best.stored / max(best.flushes, 1):.0f} "
+        f"records)"
     )
     print(
-        f"  gateway process CPU (loop + SQLite thread): {m.cpu:.2f} s, "
-        f"{m.cpu / max(m.stored, 1) * 1e6:.1f} us per position; box process CPU: "
-        f"{m.boxes_cpu:.2f} s"
+        f"  gateway process CPU (loop + SQLite thread): {best.cpu:.2f} s, "
+        f"{best.cpu * us:.1f} us per position; box process CPU: {best.boxes_cpu:.2f} s"
     )
     print(
-        f"  of which the SQLite writer thread: {m.writer_cpu:.2f} s, "
-        f"{m.writer_cpu / max(m.stored, 1) * 1e6:.1f} us per position; the rest (loop, reader): "
-        f"{(m.cpu - m.writer_cpu) / max(m.stored, 1) * 1e6:.1f} us per position"
+        f"  of which the SQLite writer thread: {best.writer_cpu:.2f} s, "
+        f"{best.writer_cpu * us:.1f} us per position; the rest (loop, reader): "
+        f"{(best.cpu - best.writer_cpu) * us:.1f} us per position"
     )
     print(
-        f"  storage busy {m.store_seconds:.2f} s of {m.elapsed:.2f} s; "
-        f"{args.boxes} boxes connected and logged in in {m.connect_s:.2f} s"
+        f"  storage busy {best.store_seconds:.2f} s of {best.elapsed:.2f} s; "
+        f"{args.boxes} boxes connected and logged in in {best.connect_s:.2f} s"
     )
     return 0 if all(r.stored == r.sent == r.acked for r in runs) else 1
 
