@@ -227,6 +227,12 @@ def _problem(answer: bytes) -> dict[str, object]:
     return problem
 
 
+async def _each_malformed(port: int, source: str, *requests: bytes) -> None:
+    """Each of ``requests``, on a connection of its own, gets the malformed-request problem."""
+    for request in requests:
+        assert _problem(await _exchange(port, source, request))["type"] == MALFORMED, request
+
+
 async def test_an_over_long_head_sent_whole_gets_a_problem_document(limited: ServeProcess) -> None:
     # Complete in one read, which h11's buffer bound let through: llhttp parses it all, so its
     # size is checked once the headers end.
@@ -244,22 +250,22 @@ async def test_an_over_long_head_sent_whole_gets_a_problem_document(limited: Ser
 
 async def test_bytes_that_are_no_http_get_a_problem_document(limited: ServeProcess) -> None:
     # TLS spoken to the plain port (a ClientHello's first bytes), a header line without a colon.
-    for garbage in (
+    await _each_malformed(
+        limited.api_port,
+        "127.0.6.2",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         b"GET /health HTTP/1.1\r\nHost gp8\r\n\r\n",
-    ):
-        answer = await _exchange(limited.api_port, "127.0.6.2", garbage)
-        assert _problem(answer)["type"] == MALFORMED
+    )
 
 
 async def test_an_http_1_1_request_needs_exactly_one_host(limited: ServeProcess) -> None:
     # RFC 9112 §3.2: a 400 without Host or with two; HTTP/1.0 has no Host to require.
-    for request in (
+    await _each_malformed(
+        limited.api_port,
+        "127.0.6.5",
         b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
         b"GET /health HTTP/1.1\r\nHost: gp8\r\nHost: other\r\nConnection: close\r\n\r\n",
-    ):
-        answer = await _exchange(limited.api_port, "127.0.6.5", request)
-        assert _problem(answer)["type"] == MALFORMED
+    )
     answer = await _exchange(limited.api_port, "127.0.6.5", b"GET /health HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
