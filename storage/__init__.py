@@ -7,6 +7,7 @@ and `storage.errors`; `open_store` picks the engine from the settings.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from storage.errors import Conflict, InvalidCursor, NotFound, StorageError, StorageUnavailable
 from storage.pseudonyms import BadgePseudonyms
@@ -15,6 +16,7 @@ from storage.secrets import SecretBox
 
 # The embedded engine's file inside the data directory.
 SQLITE_FILENAME = "gp8.sqlite3"
+SqliteWriter = Literal["thread", "process"]
 
 
 def open_store(
@@ -25,6 +27,7 @@ def open_store(
     secrets: SecretBox | None = None,
     pseudonyms: BadgePseudonyms | None = None,
     migrate: bool = False,
+    sqlite_writer: SqliteWriter = "thread",
 ) -> Store:
     """The configured engine, not started yet (``await store.start()`` connects).
 
@@ -32,13 +35,19 @@ def open_store(
     ``secrets`` seals secrets at rest (default: the development key); ``migrate``: `start()`
     upgrades an older schema instead of refusing it (``gp8 migrate``). ``pseudonyms``: the
     driver key, for the migration step that pseudonymises badges stored before it.
+    ``sqlite_writer``: where SQLite's writes run, a thread of this process or a process of
+    their own (storage/sqlite/writer_process.py).
     """
     if mongo_url is None:
         from storage.sqlite import SqliteStore
 
         data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteStore(
-            data_dir / SQLITE_FILENAME, secrets=secrets, pseudonyms=pseudonyms, migrate=migrate
+            data_dir / SQLITE_FILENAME,
+            secrets=secrets,
+            pseudonyms=pseudonyms,
+            migrate=migrate,
+            writer_process=sqlite_writer == "process",
         )
     from storage.mongo import MongoStore
 
@@ -53,6 +62,7 @@ __all__ = [
     "IngestStore",
     "InvalidCursor",
     "NotFound",
+    "SqliteWriter",
     "StorageError",
     "StorageUnavailable",
     "Store",

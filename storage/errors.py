@@ -42,3 +42,8 @@ class CursorExpired(StorageError):
         super().__init__(f"stream cursor {cursor} is older than the oldest kept ({horizon})")
         self.cursor = cursor
         self.horizon = horizon
+
+    def __reduce__(self) -> tuple[type[CursorExpired], tuple[int, int]]:
+        # Pickled by its own arguments (the message is made from them), as the SQLite writer
+        # process returns errors (storage/sqlite/writer_process.py).
+        return type(self), (self.cursor, self.horizon)

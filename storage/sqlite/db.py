@@ -10,7 +10,10 @@ statements it runs, and its per-row work (building parameter tuples) stays off t
 
 SQLite allows one writer at a time anyway, so a single writer thread loses nothing and queues
 writers in order; WAL lets the separate reader connection read the last committed state while a
-write is in progress.
+write is in progress. With ``writer_process`` (`gp8 serve`'s default) the writer thread forms
+the groups but the writes run in a process of their own, beside this process's Python rather
+than taking turns with it (storage/sqlite/writer_process.py); two groups at a time are handed
+over, one committing while the next travels.
 
 Group commit: a commit costs an fsync (synchronous=FULL), far more than the statements of a
 typical API write. So the writes queued while the writer thread is busy are run together, each
@@ -41,24 +44,24 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from storage.errors import StorageUnavailable
 from storage.sqlite import schema
 from storage.sqlite.errors import translate_errors
+from storage.sqlite.group import Call, Outcome, commit_group
+
+if TYPE_CHECKING:
+    from storage.sqlite.writer_process import Sent, WriterProcess
 
 P = ParamSpec("P")
 T = TypeVar("T")
 State = Literal["new", "open", "closed"]
 # Writes per group commit: bounds how long the first of a group waits behind the others.
 MAX_GROUP = 256
+# Groups handed to the writer process at once: one committing, the next on its way.
+PIPELINE_DEPTH = 2
 
-# A bool is not an exact int, so for every bool it binds sqlite3 looks for an adapter, and not
-# finding one costs two failed attribute lookups (~0.45 µs). A position has six flags: that was
-# ~2.7 µs per stored row on the writer thread, GIL held (a third of its Python time on ingest).
-# With this adapter the lookup succeeds at once; what is stored is what sqlite3 stores without
-# it, the integer 1 or 0 (the adapter registry is the module's: it applies to every connection).
-sqlite3.register_adapter(bool, int)
 
 Work = Callable[Concatenate[sqlite3.Connection, P], T]
 
@@ -125,16 +128,24 @@ class Database:
         *,
         busy_timeout_ms: int,
         prepare: Callable[[sqlite3.Connection], None] | None = None,
+        writer_process: bool = False,
     ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._prepare = prepare
         self._writer = _Worker("gp8-sqlite-writer")
+        # writer_process: the writes run in a process of its own, the writer thread only
+        # hands them over (storage/sqlite/writer_process.py); touched only on that thread.
+        self.writer_process = writer_process
+        self._remote: WriterProcess | None = None
+        self._in_flight: deque[tuple[list[_Write], Sent]] = deque()  # groups in the process
         self._reader = _Worker("gp8-sqlite-reader")
         self._state: State = "new"  # -> "open" -> "closed"
         self._open_lock = asyncio.Lock()
         # Writes waiting for the next group commit; reads waiting for the reader thread.
-        self._writes = _Queue(self._writer, self._commit_group, MAX_GROUP)
+        self._writes = _Queue(
+            self._writer, self._commit_group, MAX_GROUP, finish=self._settle_remote
+        )
         self._reads = _Queue(self._reader, self._run_reads, 1)
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
             weakref.WeakKeyDictionary()
@@ -160,12 +171,29 @@ class Database:
                             prepare=self._prepare if writer else None,
                         )
                         await worker.run(connect)
+                    if self.writer_process:
+                        # The schema checked (or made) here, the writes go to the process.
+                        await self._writer.run(self._start_remote)
             except BaseException:
                 # Leave nothing half open, so start() can simply be called again.
                 for worker in (self._writer, self._reader):
                     await worker.run(worker.disconnect)
+                await self._writer.run(self._stop_remote)
                 raise
             self._state = "open"
+
+    def _start_remote(self) -> None:
+        # On the writer thread: its own connection closed first, so that one connection writes.
+        from storage.sqlite.writer_process import WriterProcess  # it imports this package
+
+        self._writer.disconnect()
+        self._remote = WriterProcess(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        self._remote.start()
+
+    def _stop_remote(self) -> None:
+        if self._remote is not None:
+            self._remote.stop()
+            self._remote = None
 
     async def close(self) -> None:
         if self._state == "closed":
@@ -174,11 +202,14 @@ class Database:
         for worker in (self._writer, self._reader):
             # Queued behind work already submitted, so an in-flight store() commits first.
             await worker.run(worker.disconnect)
+            if worker is self._writer:
+                await worker.run(self._stop_remote)
             worker.shutdown()
 
     async def write(self, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` atomically on the writer thread: alone or with the writes
-        queued beside it in one transaction (group commit), answered once that is committed."""
+        """Run ``fn(conn, ...)`` atomically on the writer thread (or in the writer process):
+        alone or with the writes queued beside it in one transaction (group commit), answered
+        once that is committed."""
         future = self._queue(self._writes, fn, *args, **kwargs)
         with translate_errors():
             # A cancelled caller does not stop the work: it still commits (see _Worker.run).
@@ -199,10 +230,7 @@ class Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
-        def work(conn: sqlite3.Connection) -> T:
-            return fn(conn, *args, **kwargs)
-
-        queue.put(_Write(work, future, self._mailbox(loop)))
+        queue.put(_Write((fn, args, kwargs), future, self._mailbox(loop)))
         return future
 
     def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
@@ -217,7 +245,8 @@ class Database:
         for read in reads:
             answer: Answer
             try:
-                answer = (read, read.work(self._reader.conn), None)
+                fn, args, kwargs = read.call
+                answer = (read, fn(self._reader.conn, *args, **kwargs), None)
             except BaseException as exc:  # every caller is answered, whatever happens
                 answer = (read, None, exc)
             _answer([answer])
@@ -227,47 +256,40 @@ class Database:
             raise StorageUnavailable(f"sqlite store is {self._state}, not open")
 
     def _commit_group(self, group: list[_Write]) -> None:
-        answers: list[tuple[_Write, object, BaseException | None]] = []
-        try:
-            conn = self._writer.conn
-            # IMMEDIATE takes the write lock now, so a transaction never fails half way to
-            # upgrade a read lock when another process (a backup) holds the database.
-            conn.execute("BEGIN IMMEDIATE")
+        calls = [write.call for write in group]
+        if self._remote is not None:
             try:
-                if len(group) == 1:
-                    # Alone in its transaction, a write needs no savepoint: if it raises, the
-                    # ROLLBACK below undoes it as ROLLBACK TO would, and its caller gets the
-                    # error (two statements fewer, the common case when the load is light).
-                    answers.append((group[0], group[0].work(conn), None))
-                else:
-                    for write in group:
-                        conn.execute("SAVEPOINT gp8_write")
-                        try:
-                            result = write.work(conn)
-                        except Exception as exc:
-                            if not conn.in_transaction:
-                                # SQLite rolled the whole transaction back by itself (disk
-                                # full, I/O): the writes before this one are gone too.
-                                raise
-                            conn.execute("ROLLBACK TO gp8_write")
-                            conn.execute("RELEASE gp8_write")
-                            answers.append((write, None, exc))
-                            continue
-                        conn.execute("RELEASE gp8_write")
-                        answers.append((write, result, None))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    # Keep the original error; a failing ROLLBACK tells nothing more.
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-        except BaseException as exc:
-            # Nothing of the group is committed: every caller gets the error (whatever it is:
-            # a caller left unanswered would wait forever, and so would the writes after it).
-            _answer([(write, None, exc) for write in group])
+                sent = self._remote.send(calls)
+            except BaseException as exc:
+                _answer_group(group, exc)
+                return
+            self._in_flight.append((group, sent))
+            # One group runs in the process while the next travels to it; no more, so that a
+            # group forms from what queued meanwhile, as on the thread.
+            if len(self._in_flight) >= PIPELINE_DEPTH:
+                self._settle_remote()
             return
-        _answer(answers)
+        try:
+            outcomes = commit_group(self._writer.conn, calls)
+        except BaseException as exc:
+            _answer_group(group, exc)
+            return
+        _answer_group(group, outcomes)
+
+    def _settle_remote(self) -> bool:
+        """On the writer thread: answer the oldest group in the writer process once it is
+        committed (or failed); False if none is in flight."""
+        if not self._in_flight:
+            return False
+        group, sent = self._in_flight.popleft()
+        assert self._remote is not None
+        try:
+            outcomes = self._remote.receive(sent)
+        except BaseException as exc:
+            _answer_group(group, exc)
+            return True
+        _answer_group(group, outcomes)
+        return True
 
 
 Answer = tuple["_Write", object, BaseException | None]
@@ -278,10 +300,18 @@ class _Queue:
     anything is queued one drain runs on the thread, handing ``run`` up to ``batch`` items at a
     time (the writer: a group commit; the reader: one read) until none is left."""
 
-    def __init__(self, worker: _Worker, run: Callable[[list[_Write]], None], batch: int) -> None:
+    def __init__(
+        self,
+        worker: _Worker,
+        run: Callable[[list[_Write]], None],
+        batch: int,
+        *,
+        finish: Callable[[], bool] | None = None,
+    ) -> None:
         self._worker = worker
         self._run = run
         self._batch = batch
+        self._finish = finish
         self._items: deque[_Write] = deque()
         self._lock = threading.Lock()
         self._draining = False  # a drain is queued on, or running on, the thread
@@ -298,10 +328,27 @@ class _Queue:
         while True:
             with self._lock:
                 group = [self._items.popleft() for _ in range(min(self._batch, len(self._items)))]
-                if not group:
+            if group:
+                self._run(group)
+                continue
+            # Nothing queued: what ``run`` left in flight is waited for (``finish``, one unit
+            # a call) before the drain ends; more may be queued meanwhile.
+            if self._finish is not None and self._finish():
+                continue
+            with self._lock:
+                if not self._items:
                     self._draining = False
                     return
-            self._run(group)
+
+
+def _answer_group(group: list[_Write], outcomes: list[Outcome] | BaseException) -> None:
+    """A group commit's callers answered, each by its outcome; or every one by the error that
+    failed the whole group, nothing of it committed (whatever the error: a caller left
+    unanswered would wait forever, and so would the writes after it)."""
+    if isinstance(outcomes, BaseException):
+        _answer([(write, None, outcomes) for write in group])
+    else:
+        _answer([(write, r, e) for write, (r, e) in zip(group, outcomes, strict=True)])
 
 
 def _answer(answers: list[Answer]) -> None:
@@ -342,15 +389,10 @@ class _Mailbox:
 class _Write:
     """A write (or read) waiting for its thread, and the caller's future on the caller's loop."""
 
-    __slots__ = ("future", "mailbox", "work")
+    __slots__ = ("call", "future", "mailbox")
 
-    def __init__(
-        self,
-        work: Callable[[sqlite3.Connection], Any],
-        future: asyncio.Future[Any],
-        mailbox: _Mailbox,
-    ) -> None:
-        self.work = work
+    def __init__(self, call: Call, future: asyncio.Future[Any], mailbox: _Mailbox) -> None:
+        self.call = call
         self.future = future
         self.mailbox = mailbox
 

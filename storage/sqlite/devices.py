@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -122,17 +123,16 @@ class SqliteDevices:
         *,
         log: AccessLogEntry | None = None,
     ) -> Fitting:
-        def fit(conn: sqlite3.Connection) -> Fitting:
-            return _fit(conn, fleet_id, vehicle_id, imei, at_ms)
-
+        # A partial, not a closure: it pickles, for the writer process.
+        fit = functools.partial(
+            _fit, fleet_id=fleet_id, vehicle_id=vehicle_id, imei=imei, at_ms=at_ms
+        )
         return await self._db.write(_logged, log, fit)
 
     async def unfit(
         self, fleet_id: str, vehicle_id: str, at_ms: int, *, log: AccessLogEntry | None = None
     ) -> Fitting:
-        def unfit(conn: sqlite3.Connection) -> Fitting:
-            return _unfit(conn, fleet_id, vehicle_id, at_ms)
-
+        unfit = functools.partial(_unfit, fleet_id=fleet_id, vehicle_id=vehicle_id, at_ms=at_ms)
         return await self._db.write(_logged, log, unfit)
 
     # builtins.list: inside this class body "list" names the method above.

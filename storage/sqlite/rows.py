@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
@@ -159,6 +160,20 @@ def to_position(row: Row) -> Position:
             None if io is None else orjson.loads(io),
         ),
     )
+
+
+class PositionList(list[Position]):
+    """Positions handed to a write. For the writer process (storage/sqlite/writer_process.py)
+    they pickle as one marshal of plain tuples: ~0.8 µs a position there and back, against
+    ~3.4 as NamedTuples (a Python call each way) or ~1.3 as pickled tuples; they arrive as a
+    plain list of Positions. (marshal: both ends are the same interpreter.)"""
+
+    def __reduce__(self) -> tuple[Callable[[bytes], list[Position]], tuple[bytes]]:
+        return _positions, (marshal.dumps([*map(tuple, self)]),)
+
+
+def _positions(data: bytes) -> list[Position]:
+    return [_new_tuple(Position, v) for v in marshal.loads(data)]
 
 
 def to_event(row: Row) -> Event:

@@ -64,7 +64,9 @@ class SqliteStore:
 
     ``secrets`` seals the boxes' and webhooks' secrets (default: the development key).
     `start()` serves a file at the current schema version or creates a fresh one; an older
-    file is refused unless ``migrate`` (``gp8 migrate``) is set.
+    file is refused unless ``migrate`` (``gp8 migrate``) is set. ``writer_process``: the writes
+    run in a process of their own (storage/sqlite/writer_process.py), not on a thread of this
+    one.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class SqliteStore:
         secrets: SecretBox | None = None,
         pseudonyms: BadgePseudonyms | None = None,
         migrate: bool = False,
+        writer_process: bool = False,
     ) -> None:
         self.path = Path(path)
         self._secrets = secrets or SecretBox.development()
@@ -82,7 +85,12 @@ class SqliteStore:
         self._pseudonyms = pseudonyms or BadgePseudonyms.development()
         self._migrate = migrate
         self.schema: SchemaState | None = None  # set by start()
-        self._db = Database(self.path, busy_timeout_ms=busy_timeout_ms, prepare=self._prepare)
+        self._db = Database(
+            self.path,
+            busy_timeout_ms=busy_timeout_ms,
+            prepare=self._prepare,
+            writer_process=writer_process,
+        )
         self.fleets: FleetRepo = SqliteFleets(self._db)
         self.keys: KeyRepo = SqliteKeys(self._db)
         self.vehicles: VehicleRepo = SqliteVehicles(self._db)
@@ -126,7 +134,12 @@ class SqliteStore:
 
     async def health(self) -> dict[str, object]:
         journal_mode = await self._db.read(_journal_mode)
-        return {"engine": "sqlite", "path": str(self.path), "journal_mode": journal_mode}
+        return {
+            "engine": "sqlite",
+            "path": str(self.path),
+            "journal_mode": journal_mode,
+            "writer": "process" if self._db.writer_process else "thread",
+        }
 
 
 def _journal_mode(conn: sqlite3.Connection) -> str:

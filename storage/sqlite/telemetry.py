@@ -110,7 +110,7 @@ class SqliteTelemetry:
     async def store(self, positions: Sequence[Position], events: Sequence[Event]) -> StoreResult:
         if not positions and not events:
             return StoreResult(0, 0, 0, 0)
-        return await self._db.write(_store, positions, events)
+        return await self._db.write(_store, rows.PositionList(positions), events)
 
     async def last_position(self, fleet_id: str, vehicle_id: str) -> Position | None:
         sql = f"{_SELECT_LAST} WHERE l.subject = ? AND l.fleet_id = ?"

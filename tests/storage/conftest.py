@@ -3,6 +3,8 @@
 * ``sqlite``: a fresh file, on tmpfs when there is one (these tests check semantics, and an
   fsync per commit on a shared disk would make them several times slower for nothing;
   tests/storage/test_sqlite.py checks durability settings on a real disk);
+* ``sqlite-process``: the same with its writes in a process of their own
+  (storage/sqlite/writer_process.py): every write's arguments, result and error cross pickled;
 * ``mongo-fake``: `pymongo_async_mock.AsyncMongoMockClient`, in memory (slow per document:
   keep these tests to dozens of documents);
 * ``mongo-real``: a throwaway database on GP8_TEST_MONGO_URL, dropped afterwards; skipped when
@@ -42,6 +44,7 @@ UNREACHABLE_TIMEOUT_S = 0.3
 
 ENGINES = [
     "sqlite",
+    "sqlite-process",
     "mongo-fake",
     pytest.param(
         "mongo-real",
@@ -81,8 +84,10 @@ def db_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
-    if engine == "sqlite":
-        sqlite_store = SqliteStore(db_dir / "gp8.sqlite3")
+    if engine in ("sqlite", "sqlite-process"):
+        sqlite_store = SqliteStore(
+            db_dir / "gp8.sqlite3", writer_process=engine == "sqlite-process"
+        )
         await sqlite_store.start()
         yield sqlite_store
         await sqlite_store.close()
@@ -117,7 +122,7 @@ async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 async def unreachable_store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
     """A store of this engine whose database cannot be reached (not started)."""
-    if engine == "sqlite":
+    if engine.startswith("sqlite"):
         # A directory that does not exist: SQLite cannot open (SQLITE_CANTOPEN).
         yield SqliteStore(tmp_path / "missing" / "gp8.sqlite3")
     else:

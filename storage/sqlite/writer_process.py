@@ -1,0 +1,279 @@
+"""The SQLite writer in a process of its own (``GP8_SQLITE_WRITER=process``, `gp8 serve`'s default).
+
+Why: one interpreter runs one thread of Python at a time. On the writer thread, the writes'
+Python work (binding each row's values, the stream log, the last positions: ~7 µs a stored
+position, ~0.7 ms a command) takes turns with the event loop's (decoding, HTTP), so a gp8
+process used about one core of two (bench/bench_ingest.py, bench/bench_commands.py). Here the
+writer thread of `storage.sqlite.db.Database` still forms each group commit but only hands it
+over: the process runs it with `storage.sqlite.group.commit_group`, the code the thread runs
+otherwise, on the one writer connection, and sends back each write's result or error.
+
+What crosses: each write is its function (a module-level function of storage/sqlite, pickled by
+name) and its arguments, pickled; positions as plain tuples (`rows.PositionList`), which pickle
+several times faster than the NamedTuples. Results and errors come back pickled; a sqlite3
+error is translated into its storage error here, where its result code is known, and an error
+that would not unpickle becomes a `StorageError` naming it.
+
+Lifetime: started by `Database.open` after the schema is checked on the parent's connection,
+ended by `Database.close` (its queued writes done first). It ignores SIGINT and SIGTERM: the
+parent decides when writing ends, so a Ctrl-C or a service stop reaching the whole process
+group lets the parent finish its writes; and it ends by itself when the parent's end of the
+socket closes (the parent was killed). A write sent when the process has died is answered
+`StorageUnavailable` (it may or may not have committed, as when a connection to a database
+server breaks: a box resends, an idempotency key replays), and the next group starts a new
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import storage
+from storage.errors import StorageError, StorageUnavailable
+from storage.sqlite.errors import storage_error
+from storage.sqlite.group import Call, Outcome, commit_group
+
+# How long a new writer process may take to import gp8's storage code and open the file.
+START_TIMEOUT_S = 30.0
+# How long close() waits for the process to finish its last group and exit, then kills it.
+STOP_TIMEOUT_S = 30.0
+_PICKLE = pickle.HIGHEST_PROTOCOL
+log = logging.getLogger("storage.sqlite")
+# The child's command: its entry point by import (not ``-m``: the package already imports
+# this module, which runpy would then warn about).
+_ENTRY = "from storage.sqlite.writer_process import main; main()"
+
+
+@dataclass
+class Sent:
+    """A group handed to the process: where it went, and what is known of its outcomes."""
+
+    conn: Connection | None  # None: nothing of it went (no call pickled)
+    outcomes: list[Outcome | None]  # by call; the calls that did not pickle, already
+    indexes: list[int]  # the calls that went, in order
+
+
+class WriterProcess:
+    """The parent's handle on the writer process; used from the writer thread only."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start the process and wait until its connection is open (or raise its error)."""
+        ours, theirs = socket.socketpair()
+        root = str(Path(storage.__file__).resolve().parent.parent)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
+        }
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _ENTRY,
+                    str(theirs.fileno()),
+                    str(self._path),
+                    str(self._busy_timeout_ms),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        if not self._conn.poll(START_TIMEOUT_S):
+            self.stop(0.0)
+            raise StorageUnavailable("the SQLite writer process did not start in time")
+        try:
+            self._receive()  # "ready", or the error it met
+        except BaseException:
+            self.stop(0.0)
+            raise
+
+    def commit(self, calls: list[Call]) -> list[Outcome]:
+        """``calls`` run as one group commit in the process: each one's (result, error); raises
+        what failed the whole group."""
+        return self.receive(self.send(calls))
+
+    def send(self, calls: list[Call]) -> Sent:
+        """Hand ``calls`` to the process as one group commit, not waiting for it (`receive`
+        waits): a group can travel while the one before it runs. A call that does not pickle
+        (a bug: a closure for a function) is answered its error alone; the others go."""
+        sent = Sent(None, [None] * len(calls), [])
+        payloads: list[bytes] = []
+        for index, call in enumerate(calls):
+            try:
+                payloads.append(pickle.dumps(call, _PICKLE))
+            except Exception as exc:
+                sent.outcomes[index] = (None, StorageError(f"a write that does not pickle: {exc}"))
+                continue
+            sent.indexes.append(index)
+        if not payloads:
+            return sent
+        if self._process is not None and self._process.poll() is not None:
+            self._ended()  # between two groups: said, and replaced now
+        if self._conn is None:
+            self.start()
+        assert self._conn is not None
+        try:
+            self._conn.send_bytes(pickle.dumps(payloads, _PICKLE))
+        except OSError as exc:
+            raise self._ended() from exc
+        sent.conn = self._conn
+        return sent
+
+    def receive(self, sent: Sent) -> list[Outcome]:
+        """The outcomes of a group `send` handed over, in the order sent; raises what failed
+        the whole group, or `StorageUnavailable` if the process it went to has ended."""
+        if sent.indexes:
+            if sent.conn is None or sent.conn is not self._conn:
+                # Sent to a process that has ended since (another took its place).
+                raise StorageUnavailable("the SQLite writer process has ended")
+            answers: list[Outcome] = self._receive()
+            if len(answers) != len(sent.indexes):  # each caller answered, and by its own
+                raise StorageError(f"{len(answers)} answers for {len(sent.indexes)} writes")
+            for index, answer in zip(sent.indexes, answers, strict=True):
+                sent.outcomes[index] = answer
+        return [outcome for outcome in sent.outcomes if outcome is not None]
+
+    def _receive(self) -> Any:
+        """The process's next answer; raises the error it sent instead, if it did."""
+        assert self._conn is not None
+        try:
+            data = self._conn.recv_bytes()
+        except (EOFError, OSError) as exc:
+            raise self._ended() from exc
+        kind, payload = pickle.loads(data)
+        if kind == "error":
+            assert isinstance(payload, BaseException)
+            raise payload
+        return payload
+
+    def _ended(self) -> StorageUnavailable:
+        """The process is gone (or its socket is): cleaned up, logged, and the error for the
+        groups it held; the next group starts another."""
+        process = self._process
+        self.stop(0.0)  # reaps it (killed first if it was still there)
+        status = None if process is None else process.returncode
+        log.warning("the SQLite writer process has ended (exit status %s)", status)
+        return StorageUnavailable("the SQLite writer process has ended")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Ask the process to finish and exit; killed after ``timeout_s``. Idempotent."""
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            with contextlib.suppress(OSError):  # already gone
+                conn.send_bytes(pickle.dumps(None, _PICKLE))
+            conn.close()
+        if process is not None:
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --- the child --------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """The writer process: ``fd path busy_timeout_ms`` from the command line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    fd, path, busy_timeout_ms = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    channel = Connection(fd)
+    try:
+        from storage.sqlite import schema
+
+        db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        schema.configure(db, writer=True, busy_timeout_ms=busy_timeout_ms)
+    except BaseException as exc:  # the parent raises it from start()
+        channel.send_bytes(_dumps(("error", _portable(exc))))
+        return
+    channel.send_bytes(_dumps(("ready", None)))
+    try:
+        serve(channel, db)
+    finally:
+        db.close()
+
+
+def serve(channel: Connection, db: sqlite3.Connection) -> None:
+    """Run each group received until None arrives or the parent's end closes."""
+    while True:
+        try:
+            payloads: list[bytes] | None = pickle.loads(channel.recv_bytes())
+        except (EOFError, OSError):
+            return  # the parent is gone: nothing more can come, nothing is waiting
+        if payloads is None:
+            return
+        answer: tuple[str, object]
+        try:
+            answer = ("ok", run_group(db, payloads))
+        except BaseException as exc:
+            answer = ("error", _portable(exc))
+        try:
+            channel.send_bytes(_dumps(answer))
+        except OSError:
+            return
+
+
+def run_group(db: sqlite3.Connection, payloads: list[bytes]) -> list[Outcome]:
+    """Each pickled call's outcome, the calls that unpickle run as one group commit."""
+    outcomes: list[Outcome | None] = [None] * len(payloads)
+    calls: list[Call] = []
+    indexes: list[int] = []
+    for index, data in enumerate(payloads):
+        try:
+            calls.append(pickle.loads(data))
+        except Exception as exc:
+            outcomes[index] = (None, StorageError(f"a write that does not unpickle: {exc}"))
+            continue
+        indexes.append(index)
+    if calls:
+        for index, (result, error) in zip(indexes, commit_group(db, calls), strict=True):
+            outcomes[index] = (result, _portable(error))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _dumps(answer: tuple[str, object]) -> bytes:
+    try:
+        return pickle.dumps(answer, _PICKLE)
+    except Exception as exc:  # a write's result that does not pickle: a bug, named
+        return pickle.dumps(("error", StorageError(f"a result could not be returned: {exc}")))
+
+
+def _portable(error: BaseException | None) -> BaseException | None:
+    """``error`` as the parent should raise it: a sqlite3 error as its storage error; anything
+    that would not survive pickling as a `StorageError` saying what it was."""
+    if error is None:
+        return None
+    if isinstance(error, sqlite3.Error):
+        error = storage_error(error)
+    try:
+        pickle.loads(pickle.dumps(error, _PICKLE))
+    except Exception:
+        return StorageError(f"{type(error).__name__}: {error}")
+    return error
