@@ -119,6 +119,7 @@ async def _start(run: Running, settings: Settings) -> None:
         data_dir=settings.data_dir,
         secrets=secret_box(settings),
         pseudonyms=pseudonyms,
+        sqlite_writer=settings.sqlite_writer,
     )
     await store.start()
     run.store = store

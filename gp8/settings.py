@@ -210,6 +210,12 @@ class Settings(BaseSettings):
     mongo_url: str | None = None  # MongoDB (a replica set); unset: embedded SQLite
     mongo_db: str = "gp8"  # MongoDB database name
     data_dir: Path = Path("./gp8-data")  # the SQLite engine's directory
+    sqlite_writer: Literal["thread", "process"] = Field(
+        default="process",
+        description="Where `gp8 serve` runs the SQLite engine's writes: a process of their own "
+        "(the default: their Python work then runs beside the event loop's, on another core) "
+        "or a thread of gp8's process (storage/sqlite/writer_process.py, docs/storage.md).",
+    )
     bootstrap_key: str | None = None  # an operator API key made sure to exist at start
     gateway_id: str | None = None  # this process's id; unset: host:pid
     secrets_key: SecretStr | None = Field(
