@@ -19,11 +19,13 @@ beside the throughput is the data directory's own rate of fsynced commits (one s
 transaction each, measured in the same run): what one commit per command would allow.
 ``--data-dir /dev/shm/...`` shows the software alone.
 
-``cpu ms/cmd`` is gp8's CPU per command (this process: the clients and the boxes run in
+``cpu ms/cmd`` is gp8's CPU per command (this process and its SQLite writer process, as
+`gp8 serve` runs it: storage/sqlite/writer_process.py; the clients and the boxes run in
 processes of their own): unlike the rate, it does not fall when other processes take the
 cores, so it is the figure to compare between runs on a shared machine (1,000 / it: the
 commands/s one core allows). It is also printed by thread: the event loop (API, gateway,
-command service), the SQLite writer and the reader. Beside it, the CPU per command of the
+command service), the SQLite writer thread (which hands the writes to the process) and the
+reader, and the writer process. Beside it, the CPU per command of the
 clients' process and of the boxes' (``boxes ms``): when one of those nears a core of its own,
 the rate is its, not gp8's.
 
@@ -41,7 +43,6 @@ import contextlib
 import cProfile
 import multiprocessing
 import multiprocessing.connection
-import os
 import random
 import secrets
 import shutil
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.security import new_api_key
 from bench.bench_ingest import _use_uvloop
+from bench.cpu import process_cpu_s, stat_cpu_s, writer_process_cpu_s
 from bench.http_client import Connection, connections, post_head
 from bench.summary import report
 from gateway.lifecycle import tune_gc
@@ -359,18 +361,13 @@ def commit_floor(data_dir: Path, commits: int) -> float:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def stat_cpu_s(stat: Path) -> float:
-    """User + system CPU seconds in a /proc ``stat`` file (a process's or one thread's)."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def thread_cpu() -> dict[str, float]:
     """CPU seconds so far of this process's threads by role (the event loop, the SQLite writer
-    and reader, the rest), from /proc: where a command's CPU goes, beside its total."""
+    and reader, the rest), and of its SQLite writer process, from /proc: where a command's CPU
+    goes, beside its total."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     main = threading.main_thread().native_id
-    totals: dict[str, float] = {}
+    totals: dict[str, float] = {"writer-process": writer_process_cpu_s()}
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):
             tid = int(task.name)
@@ -379,11 +376,6 @@ def thread_cpu() -> dict[str, float]:
             role = role if role in ("loop", "writer", "reader") else "other"
             totals[role] = totals.get(role, 0.0) + stat_cpu_s(task / "stat")
     return totals
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds so far of process ``pid`` (the boxes' child process)."""
-    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -451,7 +443,7 @@ async def main(args: argparse.Namespace) -> None:
             profiler = cProfile.Profile() if args.profile else None
             split: list[str] = []
             for concurrency in args.concurrency:
-                cpu = time.process_time()
+                cpu = time.process_time() + writer_process_cpu_s()
                 threads = thread_cpu()
                 boxes_cpu = process_cpu_s(boxes_pid)
                 if profiler is not None:
@@ -461,7 +453,11 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 if profiler is not None:
                     profiler.disable()
-                cpu_ms = (time.process_time() - cpu) * 1000 / (args.commands + WARMUP)
+                cpu_ms = (
+                    (time.process_time() + writer_process_cpu_s() - cpu)
+                    * 1000
+                    / (args.commands + WARMUP)
+                )
                 boxes_ms = (process_cpu_s(boxes_pid) - boxes_cpu) * 1000 / (args.commands + WARMUP)
                 spent = {
                     role: (seconds - threads.get(role, 0.0)) * 1000 / (args.commands + WARMUP)

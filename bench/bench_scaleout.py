@@ -35,7 +35,7 @@ def serve_gateway(db_path: Path, name: str, boxes: int, pipe: Connection) -> Non
 
 
 async def _serve(db_path: Path, name: str, boxes: int, pipe: Connection) -> None:
-    store = SqliteStore(db_path)
+    store = SqliteStore(db_path, writer_process=True)  # as `gp8 serve` runs it
     await store.start()
     gateway = TcpGateway(
         store,

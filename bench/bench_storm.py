@@ -300,7 +300,7 @@ class RunResult:
 async def run(
     db_path: Path, boxes: int, args: argparse.Namespace, *, storm: bool, profile: str | None
 ) -> RunResult:
-    store = SqliteStore(db_path)
+    store = SqliteStore(db_path, writer_process=True)  # as `gp8 serve` runs it
     await store.start()
     identities = await _provision(store, boxes)
     if args.gc == "tuned":
