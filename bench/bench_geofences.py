@@ -36,6 +36,7 @@ from typing import cast
 # Runnable as a plain script from a checkout, without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.summary import report
 from processing import DeviceBatch
 from storage.models import Geofence, GeofenceEvent, GeofenceState, Page, Position, new_id
 from storage.repository import GeofenceRepo
@@ -233,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         f"naive:    {naive_rate:,.0f} positions/s (every fence tested, first {len(subset):,} fixes)"
     )
     print(f"ratio:    decision / naive = {rate / naive_rate:,.0f}x")
+    report(
+        "geofences",
+        f"geofence decisions ({args.vehicles:,} vehicles x {args.fences:,} fences, one core)",
+        rate,
+        "positions/s",
+        op=">=",
+        goal=TARGET_POSITIONS_PER_S,
+        floor=naive_rate,
+        floor_name="every fence tested",
+    )
     return 0 if rate >= TARGET_POSITIONS_PER_S else 1
 
 

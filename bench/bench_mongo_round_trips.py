@@ -23,11 +23,22 @@ import os
 import secrets
 import sys
 import time
+from pathlib import Path
 
+# Runnable as a plain script from a checkout, without installing the project.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from api.validation import luhn_check_digit
+from bench.summary import report
 from protocol.gp8 import Model
 from simulator.box import VirtualBox, make_record
 from storage.models import DeviceModel, now_ms
 from storage.mongo import MongoStore
+
+BENCH = "mongo_round_trips"
+# The goal: a full flush (--flush-size records) costs at most three round trips whatever its
+# size: the positions' insert, the events' if any, the last positions' bulk update.
+ROUND_TRIPS_PER_FLUSH = 3
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -45,7 +56,7 @@ async def run(args: argparse.Namespace) -> int:
     boxes_spec = []
     for i in range(args.boxes):
         imei = f"35{i:012d}"
-        imei += str(_luhn(imei))
+        imei += str(luhn_check_digit(imei))
         secret = secrets.token_urlsafe(24)
         await store.devices.create(fleet.id, imei=imei, model=DeviceModel.GP8000, secret=secret)
         boxes_spec.append((imei, secret))
@@ -84,18 +95,15 @@ async def run(args: argparse.Namespace) -> int:
     )
     if url:
         print(f"mongo ingest: {total / elapsed:,.0f} positions/s stored+acked")
+    report(
+        BENCH,
+        f"round trips per 1,000 positions ({engine}, flushes of {args.flush_size})",
+        per_1000,
+        "round trips",
+        op="<=",
+        goal=ROUND_TRIPS_PER_FLUSH * 1000 / args.flush_size,
+    )
     return 0 if acked == total else 1
-
-
-def _luhn(digits: str) -> int:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
-    return (10 - total % 10) % 10
 
 
 def main() -> int:
