@@ -98,6 +98,7 @@ async def _start(run: Running, settings: Settings) -> None:
     from gateway.networks import SourceNetworks
     from gp8.tls import broker_config, server_contexts, uvicorn_context_factory
     from storage import open_store
+    from storage.sqlite import SqliteStore
     from throttle import AuthThrottle, FailureLimit, FailureThrottle
 
     # TLS first: a bad certificate or key file stops the start before anything opens.
@@ -193,6 +194,17 @@ async def _start(run: Running, settings: Settings) -> None:
         for collector in gateway.tls_collectors():
             metrics.register(collector)
     metrics.register(commands.metrics)
+    if isinstance(store, SqliteStore) and settings.sqlite_writer == "process":
+        sqlite_store = store
+        metrics.register(
+            FamilyCollector(
+                "gp8_sqlite_writer_process_exits",
+                "Times the SQLite writer process ended unexpectedly (its writes in flight"
+                " failed; a new process took its place).",
+                (),
+                lambda: [((), sqlite_store.writer_exits)],
+            )
+        )
     health_parts: list[Callable[[], Awaitable[dict[str, Any]]]] = []
 
     async def gateway_health() -> dict[str, Any]:

@@ -190,6 +190,12 @@ class Database:
         self._remote = WriterProcess(self.path, busy_timeout_ms=self.busy_timeout_ms)
         self._remote.start()
 
+    @property
+    def writer_exits(self) -> int:
+        """How many times the writer process ended unexpectedly (0 with the writer thread)."""
+        remote = self._remote
+        return 0 if remote is None else remote.unexpected_exits
+
     def _stop_remote(self) -> None:
         if self._remote is not None:
             self._remote.stop()

@@ -139,7 +139,14 @@ class SqliteStore:
             "path": str(self.path),
             "journal_mode": journal_mode,
             "writer": "process" if self._db.writer_process else "thread",
+            "writer_exits": self.writer_exits,
         }
+
+    @property
+    def writer_exits(self) -> int:
+        """Times the writer process ended unexpectedly since start (its writes in flight were
+        answered `StorageUnavailable`, and a new process took its place)."""
+        return self._db.writer_exits
 
 
 def _journal_mode(conn: sqlite3.Connection) -> str:

@@ -73,6 +73,9 @@ class WriterProcess:
         self._busy_timeout_ms = busy_timeout_ms
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        # Times a process ended without being asked (killed, crashed): each failed the groups
+        # it held. Read by /health and /metrics from other threads (an int: no lock needed).
+        self.unexpected_exits = 0
 
     @property
     def pid(self) -> int | None:
@@ -175,6 +178,7 @@ class WriterProcess:
         """The process is gone (or its socket is): cleaned up, logged, and the error for the
         groups it held; the next group starts another."""
         process = self._process
+        self.unexpected_exits += 1
         self.stop(0.0)  # reaps it (killed first if it was still there)
         status = None if process is None else process.returncode
         log.warning("the SQLite writer process has ended (exit status %s)", status)

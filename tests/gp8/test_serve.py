@@ -1,15 +1,21 @@
-"""`gp8 serve`'s composition root: start, health, and a failed start that leaves nothing behind."""
+"""`gp8 serve`'s composition root: start, health, a failed start that leaves nothing behind,
+and the SQLite writer process seen from outside."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gp8.serve import start_services, stop_services
 from gp8.settings import Settings
+from tests.gateway.conftest import eventually
+from tests.storage.test_writer_process import alive, writer_pids
 
 
 def _settings(data_dir: Path, api_port: int = 0, tcp_port: int = 0) -> Settings:
@@ -53,3 +59,30 @@ async def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", tcp_port))
+
+
+async def test_a_writer_process_that_dies_is_replaced_and_counted(tmp_path: Path) -> None:
+    # `gp8 serve`'s default: the SQLite writes run in a process of their own.
+    run = await start_services(_settings(tmp_path))
+    try:
+        await run.store.fleets.create("before")
+        (pid,) = writer_pids()
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: not alive(pid))
+        # The next write finds it gone (a write already on its way when it died is answered
+        # unavailable): a new process takes its place and the write commits.
+        await run.store.fleets.create("after")
+        assert writer_pids() not in ([], [pid])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.api_port}") as client:
+            health = (await client.get("/health", timeout=10)).json()
+            metrics = (await client.get("/metrics", timeout=10)).text
+        assert (health["storage"]["writer"], health["storage"]["writer_exits"]) == ("process", 1)
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        assert samples["gp8_sqlite_writer_process_exits_total"] == 1
+    finally:
+        await stop_services(run)
+    assert writer_pids() == []

@@ -133,9 +133,11 @@ def test_a_dead_writer_process_fails_the_write_in_flight_and_the_next_starts_ano
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+    assert writer.unexpected_exits == 1
     try:
         assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
         assert writer.pid not in (None, first)
+        assert writer.unexpected_exits == 1  # the replacement is no exit
     finally:
         writer.stop()
     assert fleet_names(db_path) == ["b"]
@@ -218,7 +220,8 @@ async def test_a_burst_of_writes_travels_in_pipelined_groups_and_all_commit(tmp_
     try:
         created = await asyncio.gather(*(store.fleets.create(f"f{i:03d}") for i in range(300)))
         assert {f.name for f in created} == {f"f{i:03d}" for i in range(300)}
-        assert (await store.health())["writer"] == "process"
+        health = await store.health()
+        assert (health["writer"], health["writer_exits"]) == ("process", 0)
     finally:
         await store.close()
     assert fleet_names(tmp_path / "gp8.sqlite3") == sorted(f.name for f in created)
@@ -242,6 +245,8 @@ async def test_writes_in_flight_when_the_process_dies_fail_unavailable_and_later
         assert all(isinstance(e, StorageUnavailable) for e in errors)
         await store.fleets.create("after")
         assert writer_pids() != [pid]
+        assert store.writer_exits == 1
+        assert (await store.health())["writer_exits"] == 1
     finally:
         await store.close()
     names = fleet_names(path)
