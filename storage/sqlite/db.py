@@ -160,6 +160,10 @@ class Database:
                 raise StorageUnavailable("sqlite store is closed")
             try:
                 with translate_errors():
+                    if self.writer_process:
+                        # Started first, so that it imports gp8's storage code (most of its
+                        # start-up) while the schema is checked here; it opens the file after.
+                        await self._writer.run(self._spawn_remote)
                     # The writer first: it creates the file, switches it to WAL, checks the
                     # schema.
                     for worker, writer in ((self._writer, True), (self._reader, False)):
@@ -182,12 +186,16 @@ class Database:
                 raise
             self._state = "open"
 
-    def _start_remote(self) -> None:
-        # On the writer thread: its own connection closed first, so that one connection writes.
+    def _spawn_remote(self) -> None:
         from storage.sqlite.writer_process import WriterProcess  # it imports this package
 
-        self._writer.disconnect()
         self._remote = WriterProcess(self.path, busy_timeout_ms=self.busy_timeout_ms)
+        self._remote.spawn()
+
+    def _start_remote(self) -> None:
+        # On the writer thread: its own connection closed first, so that one connection writes.
+        assert self._remote is not None
+        self._writer.disconnect()
         self._remote.start()
 
     @property

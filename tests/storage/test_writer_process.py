@@ -23,6 +23,7 @@ import pytest
 from storage.errors import Conflict, CursorExpired, StorageError, StorageUnavailable
 from storage.models import Position
 from storage.sqlite import SqliteStore
+from storage.sqlite.db import Database
 from storage.sqlite.resources import _execute
 from storage.sqlite.rows import PositionList
 from storage.sqlite.writer_process import WriterProcess, _portable
@@ -186,6 +187,29 @@ def test_a_writer_that_cannot_open_its_file_says_why(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable):
         process.start()
     assert process.pid is None
+
+
+def test_a_process_spawned_and_never_told_to_open_ends_when_stopped(tmp_path: Path) -> None:
+    # What `Database.open` does when its own schema check fails after the spawn.
+    process = WriterProcess(tmp_path / "gp8.sqlite3", busy_timeout_ms=200)
+    process.spawn()
+    pid = process.pid
+    assert pid is not None
+    process.stop()
+    assert not alive(pid)
+    assert not (tmp_path / "gp8.sqlite3").exists()  # it never opened the file
+
+
+async def test_a_failed_schema_check_leaves_no_writer_process(tmp_path: Path) -> None:
+    def refuse(conn: sqlite3.Connection) -> None:
+        raise sqlite3.DatabaseError("not a gp8 database")
+
+    db = Database(
+        tmp_path / "gp8.sqlite3", busy_timeout_ms=200, prepare=refuse, writer_process=True
+    )
+    with pytest.raises(StorageError, match="not a gp8 database"):
+        await db.open()
+    assert writer_pids() == []
 
 
 def test_errors_cross_with_their_type_and_details() -> None:
