@@ -13,7 +13,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from tests.api.helpers import (
     make_event,
     make_position,
 )
+from tests.polling import eventually
 from throttle import FailureLimit, FailureThrottle
 
 TIMEOUT_S = 5.0
@@ -266,13 +267,6 @@ async def all_entries(store: Store, fleet_id: str) -> list[Any]:
             return entries
         entries += page.entries
         cursor = page.cursor
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polling state the test does not own
-            await asyncio.sleep(0.005)
 
 
 def times(n: int, start: int | None = None) -> list[int]:
@@ -541,7 +535,7 @@ async def test_stream_drops_a_slow_consumer_while_ingestion_goes_on(store: Store
             slowest_store_s = max(slowest_store_s, time.monotonic() - began)
             stored += n
             # Paced by the reading client, so that only the other one falls behind.
-            await until(lambda: len(fast_got) >= stored, 30)
+            await eventually(lambda: len(fast_got) >= stored, 30)
 
         async with asyncio.timeout(90):
             while live.hub.dropped == 0:
@@ -793,4 +787,4 @@ async def test_sse_client_leaving_releases_its_subscription(
     async with sse(live, alpha.keys["viewer"]) as events:
         await events.message()
         assert live.hub.health()["clients"] == 1
-    await until(lambda: live.hub.health()["clients"] == 0)
+    await eventually(lambda: live.hub.health()["clients"] == 0)

@@ -29,13 +29,6 @@ TIMEOUT = 10.0
 GatewayFactory = Callable[..., Awaitable[TcpGateway]]
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
-    """Wait until ``predicate()`` holds (state changed by other tasks), or fail."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - state of other objects, no event to wait on
-            await asyncio.sleep(0.005)
-
-
 def imei_for(n: int) -> str:
     return f"{356_000_000_000_000 + n:015d}"
 

@@ -34,7 +34,8 @@ from protocol.gp8 import (
     verify_login_proof,
 )
 from simulator.box import BoxDisconnected, LoginRefused, VirtualBox
-from tests.gateway.conftest import TIMEOUT, eventually, imei_for, track
+from tests.gateway.conftest import TIMEOUT, imei_for, track
+from tests.polling import eventually
 
 IMEI = imei_for(7)
 SECRET = "box-secret"

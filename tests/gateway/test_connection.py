@@ -28,16 +28,9 @@ from protocol.gp8 import (
 from protocol.gp8.crc import crc16
 from simulator.box import make_record
 from storage.models import now_ms
-from tests.gateway.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    RawClient,
-    eventually,
-    imei_for,
-    new_box,
-    track,
-)
+from tests.gateway.conftest import TIMEOUT, GatewayFactory, RawClient, imei_for, new_box, track
 from tests.gateway.fakes import FakeStore
+from tests.polling import eventually
 
 
 async def logged_in(store: FakeStore, gw: TcpGateway, n: int = 1) -> RawClient:

@@ -14,7 +14,8 @@ from gateway.networks import SourceNetworks
 from protocol.teltonika import DeviceDecoder, Imei, ImeiReply, encode
 from storage.models import DeviceModel, DeviceProtocol
 from storage.sqlite import SqliteStore
-from tests.gateway.conftest import TIMEOUT, eventually
+from tests.gateway.conftest import TIMEOUT
+from tests.polling import eventually
 
 IMEI = "356307042441013"
 

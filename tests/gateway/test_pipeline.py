@@ -11,8 +11,9 @@ from gateway.context import DeviceContext
 from gateway.pipeline import FLUSHES_IN_FLIGHT
 from storage.errors import StorageUnavailable
 from storage.models import Event, Position, StoreResult
-from tests.gateway.conftest import eventually, track
+from tests.gateway.conftest import track
 from tests.gateway.fakes import FakeTelemetry
+from tests.polling import eventually
 
 _counter = iter(range(10**9))
 

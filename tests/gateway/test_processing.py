@@ -16,8 +16,9 @@ from gateway.context import DeviceContext, Fittings
 from gateway.pipeline import IngestPipeline
 from processing import DeviceBatch, ProcessingStage, Signal
 from storage.models import Event, Fitting, Position
-from tests.gateway.conftest import GatewayFactory, eventually, new_box, track
+from tests.gateway.conftest import GatewayFactory, new_box, track
 from tests.gateway.fakes import FakeStore
+from tests.polling import eventually
 
 TIMEOUT = 10.0
 CTX = DeviceContext("flt_a", "dev_1", "356000000000001")

@@ -23,8 +23,9 @@ from storage.mongo import MongoStore
 from storage.pseudonyms import BadgePseudonyms
 from storage.repository import Store
 from storage.sqlite import SqliteStore
-from tests.gateway.conftest import TIMEOUT, eventually
+from tests.gateway.conftest import TIMEOUT
 from tests.gateway.test_teltonika_e2e import Box
+from tests.polling import eventually
 
 # The storage contract's fixtures: one store per engine.
 from tests.storage.conftest import db_dir, engine, store  # noqa: F401

@@ -7,8 +7,9 @@ import asyncio
 
 from gateway.connection import Backlog
 from protocol.gp8 import NackReason
-from tests.gateway.conftest import TIMEOUT, GatewayFactory, eventually, new_box, track
+from tests.gateway.conftest import TIMEOUT, GatewayFactory, new_box, track
 from tests.gateway.fakes import FakeStore
+from tests.polling import eventually
 
 
 def test_the_backlog_admits_up_to_its_mark_and_a_large_read_alone() -> None:

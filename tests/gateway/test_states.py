@@ -9,8 +9,9 @@ from gateway import TcpGateway
 from gateway.metrics import GatewayMetrics
 from gateway.states import StateWriter
 from storage.models import DeviceConnection, Transport, connection_version
-from tests.gateway.conftest import TIMEOUT, GatewayFactory, eventually, new_box
+from tests.gateway.conftest import TIMEOUT, GatewayFactory, new_box
 from tests.gateway.fakes import FakeDevices, FakeStore
+from tests.polling import eventually
 
 
 def state(device_id: str, start_ms: int, *, online: bool = True) -> DeviceConnection:

@@ -22,7 +22,8 @@ from storage.models import (
     Role,
 )
 from storage.sqlite import SqliteStore
-from tests.gateway.conftest import TIMEOUT, eventually
+from tests.gateway.conftest import TIMEOUT
+from tests.polling import eventually
 
 IMEI = "356307042441013"
 

@@ -28,7 +28,8 @@ from protocol.teltonika import (
 from simulator.box import VirtualBox
 from storage.models import DeviceModel, DeviceProtocol, Position, now_ms
 from storage.sqlite import SqliteStore
-from tests.gateway.conftest import TIMEOUT, RawClient, eventually, track
+from tests.gateway.conftest import TIMEOUT, RawClient, track
+from tests.polling import eventually
 from throttle import AuthThrottle, FailureLimit
 
 IMEI = "356307042441013"

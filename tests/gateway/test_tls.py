@@ -31,8 +31,9 @@ from protocol.teltonika import encode as teltonika_encode
 from simulator.box import BoxDisconnected
 from simulator.tls import TlsBox, client_context
 from storage.models import DeviceModel, DeviceProtocol
-from tests.gateway.conftest import TIMEOUT, GatewayFactory, eventually, imei_for, track
+from tests.gateway.conftest import TIMEOUT, GatewayFactory, imei_for, track
 from tests.gateway.fakes import FakeStore
+from tests.polling import eventually
 
 SECRET = "tls-box-secret"
 

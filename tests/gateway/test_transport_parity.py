@@ -46,7 +46,8 @@ from protocol.gp8 import (
 from protocol.gp8.topics import ack_topic, up_topic
 from storage.models import Device, DeviceModel, now_ms
 from storage.sqlite import SqliteStore
-from tests.gateway.conftest import RawClient, eventually, track
+from tests.gateway.conftest import RawClient, track
+from tests.polling import eventually
 from tests.protocol.gp8.reference import frame
 
 pytestmark = [pytest.mark.mqtt]

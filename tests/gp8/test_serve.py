@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gp8.serve import start_services, stop_services
 from gp8.settings import Settings
-from tests.gateway.conftest import eventually
+from tests.polling import eventually
 from tests.storage.test_writer_process import alive, writer_pids
 
 

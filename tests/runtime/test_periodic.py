@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from runtime import Periodic
-from tests.gateway.conftest import eventually
+from tests.polling import eventually
 
 
 async def test_the_step_runs_again_and_again_until_stopped() -> None:

@@ -47,6 +47,7 @@ from simulator.mqtt_box import MqttBox
 from simulator.outbox import Answer, BoxState, CommandOutcome, Fate, Resend
 from simulator.pacing import wall_ms
 from simulator.records import make_record
+from tests.polling import eventually
 
 TIMEOUT = 10.0
 SECRET = "box-secret"
@@ -70,12 +71,6 @@ def silent(message: Message) -> list[Message]:
 def track(n: int) -> list[PositionRecord]:
     start = wall_ms() - (n + 10) * 1000
     return [make_record(start + i * 1000, 48.85 + i * 1e-4, 2.35, speed_kmh=40) for i in range(n)]
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - state of other tasks, no event to wait on
-            await asyncio.sleep(0.005)
 
 
 class Server(Protocol):

@@ -17,8 +17,8 @@ from storage.models import DeviceModel, DeviceProtocol, now_ms
 from storage.privacy import PRIVACY_SWITCH_EVENT
 from storage.repository import Store
 from tests.gateway.adapters.test_teltonika import CTX
-from tests.gateway.conftest import eventually
 from tests.gateway.test_teltonika_e2e import Box
+from tests.polling import eventually
 
 # The storage contract's fixtures: one store per engine.
 from tests.storage.conftest import db_dir, engine, store  # noqa: F401
