@@ -41,7 +41,7 @@ lint: $(TESTDEPS)
 test: $(TESTDEPS) $(CONSOLE_DEPS)
 	bash .ci/ensure-mosquitto
 	$(MAKE) lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2
 
 bench: $(TESTDEPS)
 	$(BIN)/pip install -q -e '.[test,bench]'
