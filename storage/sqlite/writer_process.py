@@ -36,10 +36,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import storage
 from storage.errors import StorageError, StorageUnavailable
@@ -51,6 +52,8 @@ START_TIMEOUT_S = 30.0
 # How long close() waits for the process to finish its last group and exit, then kills it.
 STOP_TIMEOUT_S = 30.0
 _PICKLE = pickle.HIGHEST_PROTOCOL
+A = TypeVar("A")
+B = TypeVar("B")
 log = logging.getLogger("storage.sqlite")
 # The child's command: its entry point by import (not ``-m``: the package already imports
 # this module, which runpy would then warn about).
@@ -58,12 +61,41 @@ _ENTRY = "from storage.sqlite.writer_process import main; main()"
 
 
 @dataclass
+class _Split(Generic[A, B]):
+    """A group's items each converted (pickled, unpickled), the ones that fail answered alone:
+    both ends of the socket do this, and put the group's answers back in the items' order."""
+
+    converted: list[B]  # the items that converted, in order
+    indexes: list[int]  # their places in the group
+    outcomes: list[Outcome | None]  # by place: the failures' already
+
+    @classmethod
+    def of(cls, items: Sequence[A], convert: Callable[[A], B], failure: str) -> _Split[A, B]:
+        split: _Split[A, B] = cls([], [], [None] * len(items))
+        for index, item in enumerate(items):
+            try:
+                split.converted.append(convert(item))
+            except Exception as exc:  # a bug (a closure for a function): that write alone
+                split.outcomes[index] = (None, StorageError(f"{failure}: {exc}"))
+                continue
+            split.indexes.append(index)
+        return split
+
+    def merged(self, answers: Sequence[Outcome]) -> list[Outcome]:
+        """Every item's outcome, in order: the converted ones' from ``answers``."""
+        if len(answers) != len(self.indexes):  # each caller answered, and by its own
+            raise StorageError(f"{len(answers)} answers for {len(self.indexes)} writes")
+        for index, answer in zip(self.indexes, answers, strict=True):
+            self.outcomes[index] = answer
+        return [outcome for outcome in self.outcomes if outcome is not None]
+
+
+@dataclass
 class Sent:
     """A group handed to the process: where it went, and what is known of its outcomes."""
 
     conn: Connection | None  # None: nothing of it went (no call pickled)
-    outcomes: list[Outcome | None]  # by call; the calls that did not pickle, already
-    indexes: list[int]  # the calls that went, in order
+    calls: _Split[Call, bytes]
 
 
 class WriterProcess:
@@ -141,15 +173,8 @@ class WriterProcess:
         """Hand ``calls`` to the process as one group commit, not waiting for it (`receive`
         waits): a group can travel while the one before it runs. A call that does not pickle
         (a bug: a closure for a function) is answered its error alone; the others go."""
-        sent = Sent(None, [None] * len(calls), [])
-        payloads: list[bytes] = []
-        for index, call in enumerate(calls):
-            try:
-                payloads.append(pickle.dumps(call, _PICKLE))
-            except Exception as exc:
-                sent.outcomes[index] = (None, StorageError(f"a write that does not pickle: {exc}"))
-                continue
-            sent.indexes.append(index)
+        sent = Sent(None, _Split.of(calls, _pickled, "a write that does not pickle"))
+        payloads = sent.calls.converted
         if not payloads:
             return sent
         if self._process is not None and self._process.poll() is not None:
@@ -167,16 +192,13 @@ class WriterProcess:
     def receive(self, sent: Sent) -> list[Outcome]:
         """The outcomes of a group `send` handed over, in the order sent; raises what failed
         the whole group, or `StorageUnavailable` if the process it went to has ended."""
-        if sent.indexes:
-            if sent.conn is None or sent.conn is not self._conn:
-                # Sent to a process that has ended since (another took its place).
-                raise StorageUnavailable("the SQLite writer process has ended")
-            answers: list[Outcome] = self._receive()
-            if len(answers) != len(sent.indexes):  # each caller answered, and by its own
-                raise StorageError(f"{len(answers)} answers for {len(sent.indexes)} writes")
-            for index, answer in zip(sent.indexes, answers, strict=True):
-                sent.outcomes[index] = answer
-        return [outcome for outcome in sent.outcomes if outcome is not None]
+        if not sent.calls.converted:
+            return sent.calls.merged([])
+        if sent.conn is None or sent.conn is not self._conn:
+            # Sent to a process that has ended since (another took its place).
+            raise StorageUnavailable("the SQLite writer process has ended")
+        answers: list[Outcome] = self._receive()
+        return sent.calls.merged(answers)
 
     def _receive(self) -> Any:
         """The process's next answer; raises the error it sent instead, if it did."""
@@ -273,20 +295,13 @@ def serve(channel: Connection, db: sqlite3.Connection) -> None:
 
 def run_group(db: sqlite3.Connection, payloads: list[bytes]) -> list[Outcome]:
     """Each pickled call's outcome, the calls that unpickle run as one group commit."""
-    outcomes: list[Outcome | None] = [None] * len(payloads)
-    calls: list[Call] = []
-    indexes: list[int] = []
-    for index, data in enumerate(payloads):
-        try:
-            calls.append(pickle.loads(data))
-        except Exception as exc:
-            outcomes[index] = (None, StorageError(f"a write that does not unpickle: {exc}"))
-            continue
-        indexes.append(index)
-    if calls:
-        for index, (result, error) in zip(indexes, commit_group(db, calls), strict=True):
-            outcomes[index] = (result, _portable(error))
-    return [outcome for outcome in outcomes if outcome is not None]
+    calls: _Split[bytes, Call] = _Split.of(payloads, pickle.loads, "a write that does not unpickle")
+    done = commit_group(db, calls.converted) if calls.converted else []
+    return calls.merged([(result, _portable(error)) for result, error in done])
+
+
+def _pickled(call: Call) -> bytes:
+    return pickle.dumps(call, _PICKLE)
 
 
 def _dumps(answer: tuple[str, object]) -> bytes:
