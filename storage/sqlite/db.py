@@ -135,9 +135,9 @@ class Database:
         self._prepare = prepare
         self._writer = _Worker("gp8-sqlite-writer")
         # writer_process: the writes run in a process of its own, the writer thread only
-        # hands them over (storage/sqlite/writer_process.py); touched only on that thread.
+        # hands them over (storage/sqlite/writer_process.py).
         self.writer_process = writer_process
-        self._remote: WriterProcess | None = None
+        self._remote: WriterProcess | None = None  # its handle: used on the writer thread only
         self._in_flight: deque[tuple[list[_Write], Sent]] = deque()  # groups in the process
         self._reader = _Worker("gp8-sqlite-reader")
         self._state: State = "new"  # -> "open" -> "closed"

@@ -84,7 +84,7 @@ def db_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 async def store(engine: str, db_dir: Path) -> AsyncIterator[Store]:
-    if engine in ("sqlite", "sqlite-process"):
+    if engine.startswith("sqlite"):
         sqlite_store = SqliteStore(
             db_dir / "gp8.sqlite3", writer_process=engine == "sqlite-process"
         )
