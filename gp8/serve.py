@@ -194,7 +194,7 @@ async def _start(run: Running, settings: Settings) -> None:
         for collector in gateway.tls_collectors():
             metrics.register(collector)
     metrics.register(commands.metrics)
-    if isinstance(store, SqliteStore) and settings.sqlite_writer == "process":
+    if isinstance(store, SqliteStore):  # 0 throughout with the writer on a thread
         sqlite_store = store
         metrics.register(
             FamilyCollector(
