@@ -443,8 +443,8 @@ async def main(args: argparse.Namespace) -> None:
             profiler = cProfile.Profile() if args.profile else None
             split: list[str] = []
             for concurrency in args.concurrency:
-                cpu = time.process_time() + writer_process_cpu_s()
                 threads = thread_cpu()
+                cpu = time.process_time() + threads["writer-process"]
                 boxes_cpu = process_cpu_s(boxes_pid)
                 if profiler is not None:
                     profiler.enable()
@@ -453,15 +453,16 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 if profiler is not None:
                     profiler.disable()
+                after = thread_cpu()
                 cpu_ms = (
-                    (time.process_time() + writer_process_cpu_s() - cpu)
+                    (time.process_time() + after["writer-process"] - cpu)
                     * 1000
                     / (args.commands + WARMUP)
                 )
                 boxes_ms = (process_cpu_s(boxes_pid) - boxes_cpu) * 1000 / (args.commands + WARMUP)
                 spent = {
                     role: (seconds - threads.get(role, 0.0)) * 1000 / (args.commands + WARMUP)
-                    for role, seconds in thread_cpu().items()
+                    for role, seconds in after.items()
                 }
                 ms = [x * 1000 for x in latencies]
                 measured[concurrency] = (
