@@ -20,7 +20,8 @@ connection is closed; ended by `Database.close` (its queued writes done first). 
 SIGINT and SIGTERM: the parent decides when writing ends, so a Ctrl-C or a service stop
 reaching the whole process group lets the parent finish its writes; and it ends by itself
 when the parent's end of the socket closes (the parent was killed). A write sent when the
-process has died is answered `StorageUnavailable` (it may or may not have committed, as when
+process has died, or one it does not answer in time (hung: it is killed), is answered
+`StorageUnavailable` (it may or may not have committed, as when
 a connection to a database server breaks: a box resends, an idempotency key replays), and the
 next group starts a new process.
 """
@@ -51,6 +52,11 @@ from storage.sqlite.group import Call, Outcome, commit_group
 START_TIMEOUT_S = 30.0
 # How long close() waits for the process to finish its last group and exit, then kills it.
 STOP_TIMEOUT_S = 30.0
+# How long a group may take beyond the busy timeout (its wait for the write lock) before the
+# process is taken as hung and replaced: the largest writes (an import, a retention chunk) take
+# seconds. Without a bound, a stuck process (a hung disk, a stopped process) would hold every
+# write after it forever; with one, its groups fail unavailable and the next starts another.
+HUNG_AFTER_S = 60.0
 _PICKLE = pickle.HIGHEST_PROTOCOL
 A = TypeVar("A")
 B = TypeVar("B")
@@ -101,9 +107,15 @@ class Sent:
 class WriterProcess:
     """The parent's handle on the writer process; used from the writer thread only."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int, answer_timeout_s: float | None = None
+    ) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
+        # How long a group's answer may take: the lock wait, then HUNG_AFTER_S of work.
+        self._answer_timeout_s = (
+            busy_timeout_ms / 1000 + HUNG_AFTER_S if answer_timeout_s is None else answer_timeout_s
+        )
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         # Times a process ended without being asked (killed, crashed): each failed the groups
@@ -197,6 +209,8 @@ class WriterProcess:
         if sent.conn is None or sent.conn is not self._conn:
             # Sent to a process that has ended since (another took its place).
             raise StorageUnavailable("the SQLite writer process has ended")
+        if not self._conn.poll(self._answer_timeout_s):
+            raise self._ended(f"did not answer in {self._answer_timeout_s:g} s: killed")
         answers: list[Outcome] = self._receive()
         return sent.calls.merged(answers)
 
@@ -213,15 +227,17 @@ class WriterProcess:
             raise payload
         return payload
 
-    def _ended(self) -> StorageUnavailable:
-        """The process is gone (or its socket is): cleaned up, logged, and the error for the
-        groups it held; the next group starts another."""
+    def _ended(self, why: str | None = None) -> StorageUnavailable:
+        """The process is gone (or its socket is, or it is hung: ``why``): cleaned up, logged,
+        and the error for the groups it held; the next group starts another."""
         process = self._process
         self.unexpected_exits += 1
         self.stop(0.0)  # reaps it (killed first if it was still there)
         status = None if process is None else process.returncode
-        log.warning("the SQLite writer process has ended (exit status %s)", status)
-        return StorageUnavailable("the SQLite writer process has ended")
+        if why is None:
+            why = f"exit status {status}"
+        log.warning("the SQLite writer process has ended (%s)", why)
+        return StorageUnavailable(f"the SQLite writer process has ended ({why})")
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Ask the process to finish and exit; killed after ``timeout_s``. Idempotent."""

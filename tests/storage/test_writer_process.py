@@ -144,6 +144,33 @@ def test_a_dead_writer_process_fails_the_write_in_flight_and_the_next_starts_ano
     assert fleet_names(db_path) == ["b"]
 
 
+def test_a_writer_process_that_does_not_answer_is_replaced(db_path: Path) -> None:
+    # Waiting on a lock far longer than it may take to answer: hung, as far as the parent
+    # can tell (a stuck disk looks the same). Its write fails, the process is killed.
+    writer = WriterProcess(db_path, busy_timeout_ms=30_000, answer_timeout_s=0.5)
+    writer.start()
+    first = writer.pid
+    assert first is not None
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=r"did not answer in 0\.5 s"):
+            writer.commit([(_execute, (SQL, ("flt_a", "a", 1)), {})])
+        assert time.monotonic() - started < 10
+        assert not alive(first)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert writer.unexpected_exits == 1
+    try:
+        assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
+        assert writer.pid not in (None, first)
+    finally:
+        writer.stop()
+    assert fleet_names(db_path) == ["b"]  # the hung write never committed
+
+
 def test_sigterm_and_sigint_leave_the_writer_to_its_parent(
     writer: WriterProcess, db_path: Path
 ) -> None:
