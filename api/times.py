@@ -43,6 +43,13 @@ def iso_ms(ms: int) -> str:
     return _date_prefix(day) + _HOUR_MINUTE[minute] + _SECOND[second] + _MILLI[milli]
 
 
+def age_s(time_ms: int, now_ms: int) -> float:
+    """Seconds from ``time_ms`` to ``now_ms``, to the millisecond. Not ``round(..., 3)``: an
+    integer of milliseconds over 1000 is already the float nearest that decimal, which is what
+    round would give, at a seventh of its cost (the map computes one per vehicle)."""
+    return (now_ms - time_ms) / 1000
+
+
 def datetime_to_ms(value: datetime) -> int:
     """An aware datetime as epoch ms; a naive one is taken as UTC."""
     if value.tzinfo is None:

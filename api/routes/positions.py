@@ -32,7 +32,7 @@ from api.services.exports import attachment
 from api.services.formats import Format, GeoJsonGeometry
 from api.services.paging import WALK_PAGE, position_pages
 from api.services.privacy import privacy_view
-from api.times import iso_ms
+from api.times import age_s, iso_ms
 from storage.models import Page, Position, now_ms
 from storage.privacy import FleetPrivacy
 from storage.repository import BBox, Store
@@ -75,10 +75,6 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     if isinstance(b, BaseException):
         raise b
     return a, b
-
-
-def _age_s(p: Position, now: int) -> float:
-    return round((now - p.time_ms) / 1000, 3)
 
 
 # A fix is stale when the box was heard from this much later without a valid fix since: two
@@ -126,7 +122,7 @@ async def get_last_position(
     return {
         "vehicle_id": vehicle_id,
         "position": formats.position_dict(position) if position else None,
-        "age_s": _age_s(position, now) if position else None,
+        "age_s": age_s(position.time_ms, now) if position else None,
         "last_seen_at": iso_ms(seen_ms) if seen_ms is not None else None,
         "stale": bool(
             position and seen_ms is not None and seen_ms - position.received_ms > STALE_AFTER_MS
@@ -316,7 +312,7 @@ async def _fleet_positions(
             "plate": e.plate,
             "label": e.label,
             "position": fix,
-            "age_s": _age_s(e.position, now),
+            "age_s": age_s(e.position.time_ms, now),
         }
         for e, fix in zip(shown, rendered, strict=True)
     ]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from api.schemas.commands import CommandPublic
 from api.schemas.common import TimeIn, Timestamp
 from api.services.formats import event_dict, position_dict
-from api.times import iso_ms
+from api.times import age_s, iso_ms
 from storage.models import (
     AuditEntry,
     CommandRecord,
@@ -224,7 +224,7 @@ class TheftCaseDetail(TheftCasePublic):
             **base,
             current=CurrentPublic(
                 position=position_dict(last) if last is not None else None,
-                age_s=round((t.now_ms - last.time_ms) / 1000, 3) if last is not None else None,
+                age_s=age_s(last.time_ms, t.now_ms) if last is not None else None,
                 speed_kmh=last.speed_kmh if last is not None else None,
                 heading_deg=last.heading_deg if last is not None else None,
                 box=BoxStatePublic(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.times import MAX_MS, MIN_MS, iso_ms, parse_time
+from api.times import MAX_MS, MIN_MS, age_s, iso_ms, parse_time
 from api.validation import imei_error, luhn_check_digit, text_error, vin_check_digit, vin_error
 
 # Real VINs: North American ones carry a valid ISO 3779 check digit; the European VW one has a
@@ -129,3 +129,11 @@ def test_parse_time_invalid(text: str) -> None:
 @given(st.integers(MIN_MS, MAX_MS))
 def test_iso_ms_round_trips(ms: int) -> None:
     assert parse_time(iso_ms(ms)) == ms
+
+
+@given(st.integers(MIN_MS, MAX_MS), st.integers(MIN_MS, MAX_MS))
+def test_age_s_is_the_difference_to_the_millisecond(time_ms: int, now_ms: int) -> None:
+    age = age_s(time_ms, now_ms)
+    # What the API serves: the decimal with three places, exactly as round() would give it.
+    assert age == round((now_ms - time_ms) / 1000, 3)
+    assert round(age * 1000) == now_ms - time_ms
