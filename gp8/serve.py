@@ -199,8 +199,8 @@ async def _start(run: Running, settings: Settings) -> None:
         metrics.register(
             FamilyCollector(
                 "gp8_sqlite_writer_process_exits",
-                "Times the SQLite writer process ended unexpectedly (its writes in flight"
-                " failed; a new process took its place).",
+                "Times the SQLite writer process ended unexpectedly or was killed as hung"
+                " (its writes in flight failed; a new process took its place).",
                 (),
                 lambda: [((), sqlite_store.writer_exits)],
             )

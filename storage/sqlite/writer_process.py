@@ -35,6 +35,7 @@ import pickle
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -118,8 +119,9 @@ class WriterProcess:
         )
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        # Times a process ended without being asked (killed, crashed): each failed the groups
-        # it held. Read by /health and /metrics from other threads (an int: no lock needed).
+        # Times a process ended without being asked (killed, crashed, or hung and killed here):
+        # each failed the groups it held. Read by /health and /metrics from other threads (an
+        # int: no lock needed).
         self.unexpected_exits = 0
 
     @property
@@ -132,6 +134,15 @@ class WriterProcess:
         if self._process is not None:
             return
         ours, theirs = socket.socketpair()
+        # A group is sent while the one before it runs, so a hung process would also leave a
+        # send blocked once the socket's buffer is full (a large group): bounded the same way.
+        # (A kernel timeout: the socket stays blocking, as Connection needs.)
+        seconds, fraction = divmod(self._answer_timeout_s, 1.0)
+        ours.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_SNDTIMEO,
+            struct.pack("@ll", int(seconds), int(fraction * 1_000_000)),
+        )
         root = str(Path(storage.__file__).resolve().parent.parent)
         env = {
             **os.environ,
@@ -196,6 +207,8 @@ class WriterProcess:
         assert self._conn is not None
         try:
             self._conn.send_bytes(pickle.dumps(payloads, _PICKLE))
+        except BlockingIOError as exc:  # the send timeout: not reading
+            raise self._ended(self._hung()) from exc
         except OSError as exc:
             raise self._ended() from exc
         sent.conn = self._conn
@@ -210,7 +223,7 @@ class WriterProcess:
             # Sent to a process that has ended since (another took its place).
             raise StorageUnavailable("the SQLite writer process has ended")
         if not self._conn.poll(self._answer_timeout_s):
-            raise self._ended(f"did not answer in {self._answer_timeout_s:g} s: killed")
+            raise self._ended(self._hung())
         answers: list[Outcome] = self._receive()
         return sent.calls.merged(answers)
 
@@ -226,6 +239,9 @@ class WriterProcess:
             assert isinstance(payload, BaseException)
             raise payload
         return payload
+
+    def _hung(self) -> str:
+        return f"did not answer in {self._answer_timeout_s:g} s: killed"
 
     def _ended(self, why: str | None = None) -> StorageUnavailable:
         """The process is gone (or its socket is, or it is hung: ``why``): cleaned up, logged,
@@ -244,8 +260,9 @@ class WriterProcess:
         conn, process = self._conn, self._process
         self._conn = self._process = None
         if conn is not None:
-            with contextlib.suppress(OSError):  # already gone
-                conn.send_bytes(pickle.dumps(None, _PICKLE))
+            if timeout_s > 0:  # else it is killed at once: no asking (a hung one never reads)
+                with contextlib.suppress(OSError):  # already gone
+                    conn.send_bytes(pickle.dumps(None, _PICKLE))
             conn.close()
         if process is not None:
             try:

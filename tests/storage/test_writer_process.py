@@ -155,6 +155,35 @@ def test_a_writer_process_gone_or_hung_fails_the_write_in_flight_and_the_next_st
     assert fleet_names(db_path) == ["b"]  # the write in flight never committed
 
 
+def test_a_group_that_a_hung_writer_process_never_reads_fails_too(db_path: Path) -> None:
+    # The next group is sent while one runs: to a hung process, a large one fills the socket's
+    # buffer, and its send must give up too rather than block the writer thread for good.
+    writer = WriterProcess(db_path, busy_timeout_ms=30_000, answer_timeout_s=0.5)
+    writer.start()
+    first = writer.pid
+    assert first is not None
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        running = writer.send([(_execute, (SQL, ("flt_a", "a", 1)), {})])
+        large = [(_execute, (SQL, (f"flt_{i}", "x" * 100_000, i)), {}) for i in range(100)]
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=r"did not answer in 0\.5 s"):
+            writer.send(large)
+        assert time.monotonic() - started < 10
+        with pytest.raises(StorageUnavailable, match="ended"):
+            writer.receive(running)
+        assert not alive(first)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    try:
+        assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
+    finally:
+        writer.stop()
+    assert fleet_names(db_path) == ["b"]
+
+
 def test_sigterm_and_sigint_leave_the_writer_to_its_parent(
     writer: WriterProcess, db_path: Path
 ) -> None:
