@@ -7,6 +7,7 @@ these are the process's own cases: what crosses and how, what a death on either 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -75,6 +76,38 @@ def writer(db_path: Path) -> Iterator[WriterProcess]:
     process.stop()
 
 
+@contextlib.contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection holds the file's write lock meanwhile: a writer process waits in its
+    busy timeout (a long one: hung, as far as its parent can tell, as on a stuck disk)."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def started(writer: WriterProcess) -> int:
+    """``writer`` started; its process id."""
+    writer.start()
+    assert writer.pid is not None
+    return writer.pid
+
+
+def replaced_for_the_next_write(writer: WriterProcess, first: int) -> None:
+    """The process ``first`` ended once, unasked: the next write (fleet "b") commits on
+    another, which is no exit; ``writer`` stopped after."""
+    assert writer.unexpected_exits == 1
+    try:
+        assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
+        assert writer.pid not in (None, first)
+        assert writer.unexpected_exits == 1
+    finally:
+        writer.stop()
+
+
 def fleet_names(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
         return [r[0] for r in conn.execute("SELECT name FROM fleets ORDER BY name")]
@@ -117,41 +150,27 @@ def test_a_write_that_does_not_pickle_fails_alone(writer: WriterProcess, db_path
 def test_a_writer_process_gone_or_hung_fails_the_write_in_flight_and_the_next_starts_another(
     db_path: Path, how: str, message: str
 ) -> None:
-    # Hung: waiting on a lock far longer than it may take to answer (a stuck disk looks the
-    # same to the parent), so it is killed rather than left holding every write after it.
+    # Hung: waiting on a lock far longer than it may take to answer, so it is killed rather
+    # than left holding every write after it. Killed meanwhile, or past its answer timeout, the
+    # write in flight is answered unavailable at once.
     writer = WriterProcess(
         db_path, busy_timeout_ms=30_000, answer_timeout_s=0.5 if how == "hung" else None
     )
-    writer.start()
-    first = writer.pid
-    assert first is not None
-    # Another connection holds the write lock: the process waits in its (long) busy timeout.
-    # Killed meanwhile, or past its answer timeout, the write is answered unavailable at once.
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    first = started(writer)
+    with write_lock_held(db_path):
         killer = None
         if how == "killed":
             killer = subprocess.Popen(
                 [sys.executable, "-c", f"import os, time; time.sleep(0.2); os.kill({first}, 9)"]
             )
-        started = time.monotonic()
+        began = time.monotonic()
         with pytest.raises(StorageUnavailable, match=message):
             writer.commit([(_execute, (SQL, ("flt_a", "a", 1)), {})])
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - began < 10
         assert not alive(first)
         if killer is not None:
             killer.wait(10)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert writer.unexpected_exits == 1
-    try:
-        assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
-        assert writer.pid not in (None, first)
-        assert writer.unexpected_exits == 1  # the replacement is no exit
-    finally:
-        writer.stop()
+    replaced_for_the_next_write(writer, first)
     assert fleet_names(db_path) == ["b"]  # the write in flight never committed
 
 
@@ -159,28 +178,18 @@ def test_a_group_that_a_hung_writer_process_never_reads_fails_too(db_path: Path)
     # The next group is sent while one runs: to a hung process, a large one fills the socket's
     # buffer, and its send must give up too rather than block the writer thread for good.
     writer = WriterProcess(db_path, busy_timeout_ms=30_000, answer_timeout_s=0.5)
-    writer.start()
-    first = writer.pid
-    assert first is not None
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    first = started(writer)
+    with write_lock_held(db_path):
         running = writer.send([(_execute, (SQL, ("flt_a", "a", 1)), {})])
         large = [(_execute, (SQL, (f"flt_{i}", "x" * 100_000, i)), {}) for i in range(100)]
-        started = time.monotonic()
+        began = time.monotonic()
         with pytest.raises(StorageUnavailable, match=r"did not answer in 0\.5 s"):
             writer.send(large)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - began < 10
         with pytest.raises(StorageUnavailable, match="ended"):
             writer.receive(running)
         assert not alive(first)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    try:
-        assert writer.commit([(_execute, (SQL, ("flt_b", "b", 2)), {})]) == [(None, None)]
-    finally:
-        writer.stop()
+    replaced_for_the_next_write(writer, first)
     assert fleet_names(db_path) == ["b"]
 
 
