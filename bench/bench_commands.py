@@ -27,7 +27,9 @@ commands/s one core allows). It is also printed by thread: the event loop (API, 
 command service), the SQLite writer thread (which hands the writes to the process) and the
 reader, and the writer process. Beside it, the CPU per command of the
 clients' process and of the boxes' (``boxes ms``): when one of those nears a core of its own,
-the rate is its, not gp8's.
+the rate is its, not gp8's. ``cpu cap/s``: the machine's cores over the three together, the
+rate if every core did nothing but this run's work at this run's cost per command (a ceiling
+no scheduling can pass; the rate stays below it while any part waits on another).
 
 Summary lines (bench/summary.py): commands/s and p99 at 16 in flight, the bulk lock's time.
 
@@ -43,6 +45,7 @@ import contextlib
 import cProfile
 import multiprocessing
 import multiprocessing.connection
+import os
 import random
 import secrets
 import shutil
@@ -438,8 +441,9 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"{'concurrency':>11} {'commands':>8} {'p50 ms':>8} {'p90 ms':>8} "
                 f"{'p99 ms':>8} {'max ms':>8} {'cmd/s':>7} {'cpu ms/cmd':>10} {'client ms':>9}"
-                f" {'boxes ms':>8}"
+                f" {'boxes ms':>8} {'cpu cap/s':>9}"
             )
+            cores = len(os.sched_getaffinity(0))
             profiler = cProfile.Profile() if args.profile else None
             split: list[str] = []
             for concurrency in args.concurrency:
@@ -474,6 +478,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"{percentile(ms, 0.90):>8.1f} {percentile(ms, 0.99):>8.1f} {max(ms):>8.1f} "
                     f"{(args.commands + WARMUP) / elapsed:>7.0f} {cpu_ms:>10.2f}"
                     f" {client_ms:>9.2f} {boxes_ms:>8.2f}"
+                    f" {cores * 1000 / (cpu_ms + client_ms + boxes_ms):>9.0f}"
                 )
                 split.append(
                     f"{concurrency:>11} "
