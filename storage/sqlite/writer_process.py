@@ -21,9 +21,9 @@ SIGINT and SIGTERM: the parent decides when writing ends, so a Ctrl-C or a servi
 reaching the whole process group lets the parent finish its writes; and it ends by itself
 when the parent's end of the socket closes (the parent was killed). A write sent when the
 process has died, or one it does not answer in time (hung: it is killed), is answered
-`StorageUnavailable` (it may or may not have committed, as when
-a connection to a database server breaks: a box resends, an idempotency key replays), and the
-next group starts a new process.
+`StorageUnavailable` (it may or may not have committed, as when a connection to a database
+server breaks: a box resends, an idempotency key replays), and the next group starts a new
+process.
 """
 
 from __future__ import annotations
@@ -134,15 +134,13 @@ class WriterProcess:
         if self._process is not None:
             return
         ours, theirs = socket.socketpair()
-        # A group is sent while the one before it runs, so a hung process would also leave a
-        # send blocked once the socket's buffer is full (a large group): bounded the same way.
-        # (A kernel timeout: the socket stays blocking, as Connection needs.)
+        # A hung process is found by the socket's kernel timeouts (it stays blocking, as
+        # Connection needs): its answer waited for, and the next group's send too, which is
+        # sent while the one before it runs and blocks once the buffer is full (a large group).
         seconds, fraction = divmod(self._answer_timeout_s, 1.0)
-        ours.setsockopt(
-            socket.SOL_SOCKET,
-            socket.SO_SNDTIMEO,
-            struct.pack("@ll", int(seconds), int(fraction * 1_000_000)),
-        )
+        timeval = struct.pack("@ll", int(seconds), int(fraction * 1_000_000))
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            ours.setsockopt(socket.SOL_SOCKET, option, timeval)
         root = str(Path(storage.__file__).resolve().parent.parent)
         env = {
             **os.environ,
@@ -207,7 +205,7 @@ class WriterProcess:
         assert self._conn is not None
         try:
             self._conn.send_bytes(pickle.dumps(payloads, _PICKLE))
-        except BlockingIOError as exc:  # the send timeout: not reading
+        except BlockingIOError as exc:  # the send timeout: not reading, hung
             raise self._ended(self._hung()) from exc
         except OSError as exc:
             raise self._ended() from exc
@@ -222,8 +220,6 @@ class WriterProcess:
         if sent.conn is None or sent.conn is not self._conn:
             # Sent to a process that has ended since (another took its place).
             raise StorageUnavailable("the SQLite writer process has ended")
-        if not self._conn.poll(self._answer_timeout_s):
-            raise self._ended(self._hung())
         answers: list[Outcome] = self._receive()
         return sent.calls.merged(answers)
 
@@ -232,6 +228,8 @@ class WriterProcess:
         assert self._conn is not None
         try:
             data = self._conn.recv_bytes()
+        except BlockingIOError as exc:  # the receive timeout: hung
+            raise self._ended(self._hung()) from exc
         except (EOFError, OSError) as exc:
             raise self._ended() from exc
         kind, payload = pickle.loads(data)
